@@ -1,0 +1,85 @@
+"""The command line: ``run`` and ``status``. The only place that configures logging."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from bridge.errors import ConfigError
+from bridge.settings import BridgeSettings, load_settings
+
+log = logging.getLogger("bridge.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``kafka-celery-bridge`` and ``python -m bridge``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.log_level != "DEBUG":
+        # kafka-python narrates every connection at INFO; keep its warnings and errors.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"kafka-celery-bridge: {exc}", file=sys.stderr)
+        return 2
+    command: int = args.func(settings, args)
+    return command
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kafka-celery-bridge", description=__doc__)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="the TOML file (default: $BRIDGE_CONFIG)")
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", parents=[common], help="consume and hand records to Celery")
+    run.set_defaults(func=_run)
+    status = commands.add_parser("status", parents=[common], help="committed offsets and lag")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+    return parser
+
+
+def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
+    from bridge.consumer import Bridge
+
+    bridge = Bridge(settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not bridge.running:
+            log.warning("second signal: exiting at once")
+            os._exit(128 + signum)
+        log.info("signal %d: finishing the batch in hand, committing, leaving the group", signum)
+        bridge.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    bridge.run()
+    return 0
+
+
+def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
+    from bridge.status import partition_status
+
+    rows = partition_status(settings)
+    if args.json:
+        doc = {"group_id": settings.kafka.group_id, "partitions": [r.to_dict() for r in rows]}
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"consumer group {settings.kafka.group_id}")
+    print(f"{'topic':<32} {'partition':>9} {'committed':>10} {'end':>10} {'lag':>8}")
+    for r in rows:
+        committed = "-" if r.committed is None else str(r.committed)
+        print(f"{r.topic:<32} {r.partition:>9} {committed:>10} {r.end:>10} {r.lag:>8}")
+    return 0

@@ -1,0 +1,180 @@
+"""Dead-letter records: their headers (pure) and the producer that writes them (Kafka I/O).
+
+Headers follow Spring Kafka's ``DeadLetterPublishingRecoverer`` names and encodings, so tools
+built for Spring's DLTs read ours: partition as a 4-byte big-endian int, offset and timestamp
+as 8-byte big-endian longs, everything else UTF-8. Our own headers are prefixed ``bridge-``.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from bridge.backoff import exponential_ms
+from bridge.errors import DeadLetterError
+from bridge.failures import Reason
+from bridge.record import Record
+from bridge.settings import DeadLetterSettings, KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Everything a dead-letter record says about why its record died."""
+
+    record: Record
+    group_id: str
+    dlt_topic: str
+    reason: Reason
+    error: ErrorInfo
+    attempts: int
+    task: str
+    task_id: str
+    first_failure_at: str
+    dead_lettered_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The exception that killed a record, as text (it may travel through a task message)."""
+
+    fqcn: str
+    message: str
+    stacktrace: str
+    cause_fqcn: str | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorInfo:
+        """Describe ``exc``: class name, message, formatted traceback and its cause's class."""
+        cause = exc.__cause__ or exc.__context__
+        return cls(
+            fqcn=fqcn(exc),
+            message=str(exc),
+            stacktrace="".join(traceback.format_exception(exc)),
+            cause_fqcn=None if cause is None else fqcn(cause),
+        )
+
+    def to_dict(self) -> dict[str, str | None]:
+        """JSON-safe form."""
+        return {
+            "fqcn": self.fqcn,
+            "message": self.message,
+            "stacktrace": self.stacktrace,
+            "cause_fqcn": self.cause_fqcn,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["fqcn"], data["message"], data["stacktrace"], data.get("cause_fqcn"))
+
+
+def utc_now_iso() -> str:
+    """The current time as ISO 8601 UTC with milliseconds, e.g. ``2026-11-22T12:00:00.000Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def fqcn(exc: BaseException) -> str:
+    """The exception's fully qualified class name, e.g. ``builtins.TimeoutError``."""
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
+    """The record's original headers followed by the dead-letter headers."""
+    rec = dl.record
+    added: list[tuple[str, bytes]] = [
+        ("kafka_dlt-original-topic", rec.topic.encode()),
+        ("kafka_dlt-original-consumer-group", dl.group_id.encode()),
+        ("kafka_dlt-original-partition", struct.pack(">i", rec.partition)),
+        ("kafka_dlt-original-offset", struct.pack(">q", rec.offset)),
+        ("kafka_dlt-original-timestamp", struct.pack(">q", rec.timestamp_ms)),
+        ("kafka_dlt-exception-fqcn", dl.error.fqcn.encode()),
+    ]
+    if dl.error.cause_fqcn is not None:
+        added.append(("kafka_dlt-exception-cause-fqcn", dl.error.cause_fqcn.encode()))
+    added += [
+        ("kafka_dlt-exception-message", dl.error.message.encode()),
+        ("kafka_dlt-exception-stacktrace", dl.error.stacktrace.encode()),
+        ("bridge-reason", str(dl.reason).encode()),
+        ("bridge-attempts", str(dl.attempts).encode()),
+        ("bridge-task", dl.task.encode()),
+        ("bridge-task-id", dl.task_id.encode()),
+        ("bridge-first-failure-at", dl.first_failure_at.encode()),
+        ("bridge-dead-lettered-at", dl.dead_lettered_at.encode()),
+    ]
+    return list(rec.headers) + added
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for Kafka errors worth another try (leader moves, timeouts, network trouble)."""
+    return isinstance(exc, KafkaError) and bool(exc.retriable)
+
+
+class DeadLetterProducer:
+    """An idempotent ``acks=all`` producer that writes dead letters and waits for each write."""
+
+    def __init__(self, kafka: KafkaSettings, policy: DeadLetterSettings) -> None:
+        self._policy = policy
+        self._producer = KafkaProducer(
+            bootstrap_servers=kafka.bootstrap_servers.split(","),
+            client_id=f"{kafka.client_id}-dlt",
+            acks="all",
+            enable_idempotence=True,
+            delivery_timeout_ms=policy.delivery_timeout_ms,
+            request_timeout_ms=min(kafka.request_timeout_ms, policy.delivery_timeout_ms),
+        )
+
+    def write(self, dl: DeadLetter) -> tuple[int, int]:
+        """Write one dead letter and wait until Kafka has it.
+
+        Retryable Kafka errors are retried ``policy.retries`` times with exponential backoff.
+
+        :returns: the DLT partition and offset written.
+        :raises DeadLetterError: a non-retryable error, or retries exhausted.
+        """
+        attempt = 0
+        while True:
+            try:
+                return self._send(dl)
+            except KafkaError as exc:
+                attempt += 1
+                if not is_retryable(exc) or attempt > self._policy.retries:
+                    raise DeadLetterError(
+                        f"dead letter for {dl.record!r} not written to {dl.dlt_topic}: {exc!r}"
+                    ) from exc
+                delay_ms = exponential_ms(
+                    attempt,
+                    initial_ms=self._policy.retry_backoff_ms,
+                    max_ms=self._policy.retry_backoff_max_ms,
+                )
+                log.warning(
+                    "dead letter write to %s failed (%r), retry %d in %d ms: %r",
+                    dl.dlt_topic,
+                    exc,
+                    attempt,
+                    delay_ms,
+                    dl.record,
+                )
+                time.sleep(delay_ms / 1000)
+
+    def _send(self, dl: DeadLetter) -> tuple[int, int]:
+        rec = dl.record
+        future = self._producer.send(
+            dl.dlt_topic, value=rec.raw_value, key=rec.key, headers=dead_letter_headers(dl)
+        )
+        meta: Any = future.get(timeout=self._policy.delivery_timeout_ms / 1000 + 5)
+        return int(meta.partition), int(meta.offset)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush and close the producer."""
+        self._producer.close(timeout=timeout_s)

@@ -1,0 +1,27 @@
+"""The bridge's exception tree: everything it raises derives from :class:`BridgeError`."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Root of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """Raised at start when the configuration is missing or invalid; the message names the key."""
+
+
+class PermanentError(BridgeError):
+    """Raised by a handler when retrying cannot help: the record is dead-lettered at once."""
+
+
+class UndecodableRecordError(PermanentError):
+    """Raised when a record's value cannot be decoded with its route's ``value_format``."""
+
+
+class PublishError(BridgeError):
+    """Raised when a record could not be handed to the Celery broker."""
+
+
+class DeadLetterError(BridgeError):
+    """Raised when a record could not be written to its dead-letter topic."""

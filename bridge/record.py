@@ -1,0 +1,160 @@
+"""The record envelope: a Kafka record as a Celery task argument and back, byte-exact.
+
+A task argument is a JSON object (Celery is configured for JSON only). Key, value and header
+bytes travel base64-encoded so they come back exactly as they were consumed. The envelope also
+carries what a worker needs to dead-letter the record without reading the bridge's routes: the
+consumer group, the route's value format and its dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.errors import UndecodableRecordError
+from bridge.settings import VALUE_FORMATS, ValueFormat
+
+ENVELOPE_VERSION = 1
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as a handler sees it.
+
+    ``key``, ``raw_value`` and header values are the bytes consumed from Kafka; ``value`` is
+    ``raw_value`` decoded by the route's ``value_format`` (``None`` for a tombstone).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    raw_value: bytes | None
+    headers: Headers = ()
+    value_format: ValueFormat = "bytes"
+    value: Any = field(default=None, compare=False)
+
+    @property
+    def timestamp(self) -> datetime:
+        """The record's Kafka timestamp as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
+
+    @property
+    def key_text(self) -> str | None:
+        """The key decoded as UTF-8 (``None`` when the record has no key)."""
+        return None if self.key is None else self.key.decode("utf-8")
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header ``name``, or ``None``."""
+        found = [value for key, value in self.headers if key == name]
+        return found[-1] if found else None
+
+    def __repr__(self) -> str:
+        return f"Record({self.topic}[{self.partition}]@{self.offset} key={self.key!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A record plus the routing facts a worker needs: what a task message carries."""
+
+    record: Record
+    group_id: str
+    dlt_topic: str
+    first_failure_at: str | None = None
+
+    def task_id(self) -> str:
+        """The deterministic Celery task id ``{group_id}:{topic}:{partition}:{offset}``."""
+        return task_id(self.group_id, self.record.topic, self.record.partition, self.record.offset)
+
+    def failed_at(self, when: str) -> Envelope:
+        """This envelope with ``first_failure_at`` set, unless it already was."""
+        return self if self.first_failure_at else replace(self, first_failure_at=when)
+
+
+def task_id(group_id: str, topic: str, partition: int, offset: int) -> str:
+    """The deterministic task id of one record in one consumer group."""
+    return f"{group_id}:{topic}:{partition}:{offset}"
+
+
+def decode_value(raw: bytes | None, value_format: ValueFormat) -> Any:
+    """Decode a record value: ``bytes`` as is, ``text`` as UTF-8, ``json`` as UTF-8 JSON.
+
+    :raises UndecodableRecordError: the bytes are not valid UTF-8 (``text``, ``json``) or not
+        valid JSON (``json``).
+    """
+    if raw is None or value_format == "bytes":
+        return raw
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text) if value_format == "json" else text
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UndecodableRecordError(f"value is not valid {value_format}: {exc}") from exc
+
+
+def decoded(record: Record) -> Record:
+    """``record`` with ``value`` decoded from ``raw_value`` by its format.
+
+    :raises UndecodableRecordError: see :func:`decode_value`.
+    """
+    return replace(record, value=decode_value(record.raw_value, record.value_format))
+
+
+def to_task_arg(envelope: Envelope) -> dict[str, Any]:
+    """The JSON-safe task argument for an envelope."""
+    rec = envelope.record
+    arg: dict[str, Any] = {
+        "v": ENVELOPE_VERSION,
+        "group_id": envelope.group_id,
+        "dlt_topic": envelope.dlt_topic,
+        "topic": rec.topic,
+        "partition": rec.partition,
+        "offset": rec.offset,
+        "timestamp_ms": rec.timestamp_ms,
+        "key": _b64(rec.key),
+        "value": _b64(rec.raw_value),
+        "headers": [[name, _b64(value)] for name, value in rec.headers],
+        "value_format": rec.value_format,
+    }
+    if envelope.first_failure_at:
+        arg["first_failure_at"] = envelope.first_failure_at
+    return arg
+
+
+def from_task_arg(arg: dict[str, Any]) -> Envelope:
+    """Rebuild an envelope from a task argument; the record's value is left undecoded.
+
+    :raises UndecodableRecordError: the argument is not an envelope this version understands.
+    """
+    try:
+        if arg.get("v") != ENVELOPE_VERSION:
+            raise ValueError(f"unknown envelope version {arg.get('v')!r}")
+        if arg["value_format"] not in VALUE_FORMATS:
+            raise ValueError(f"unknown value format {arg['value_format']!r}")
+        record = Record(
+            topic=arg["topic"],
+            partition=int(arg["partition"]),
+            offset=int(arg["offset"]),
+            timestamp_ms=int(arg["timestamp_ms"]),
+            key=_unb64(arg["key"]),
+            raw_value=_unb64(arg["value"]),
+            headers=tuple((str(k), _unb64(v) or b"") for k, v in arg["headers"]),
+            value_format=arg["value_format"],
+        )
+        envelope = Envelope(record, arg["group_id"], arg["dlt_topic"], arg.get("first_failure_at"))
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        raise UndecodableRecordError(f"not a bridge record envelope: {exc}") from exc
+    return envelope
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text, validate=True)

@@ -1,0 +1,60 @@
+"""Topic -> route: which Celery task, queue and dead-letter topic a record goes to (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from bridge.settings import BridgeSettings, ValueFormat
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where the records of one topic go."""
+
+    topic: str
+    task: str
+    queue: str
+    ordered: bool
+    value_format: ValueFormat
+    dlt_topic: str
+
+
+class Router:
+    """Look up the route of a topic; built once from the settings."""
+
+    def __init__(self, routes: Iterable[Route]) -> None:
+        self._by_topic = {route.topic: route for route in routes}
+
+    @classmethod
+    def from_settings(cls, settings: BridgeSettings) -> Router:
+        """One route per ``[[routes]]`` entry, DLT names resolved for the consumer group."""
+        group_id = settings.kafka.group_id
+        return cls(
+            Route(
+                topic=r.topic,
+                task=r.task,
+                queue=r.queue,
+                ordered=r.ordered,
+                value_format=r.value_format,
+                dlt_topic=r.dead_letter_topic(group_id),
+            )
+            for r in settings.routes
+        )
+
+    @property
+    def topics(self) -> list[str]:
+        """Every routed topic, sorted."""
+        return sorted(self._by_topic)
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route, sorted by topic."""
+        return [self._by_topic[topic] for topic in self.topics]
+
+    def route_for(self, topic: str) -> Route:
+        """The route of ``topic``.
+
+        :raises KeyError: the topic is not routed.
+        """
+        return self._by_topic[topic]

@@ -1,0 +1,167 @@
+"""Configuration: one TOML file plus ``BRIDGE_*`` environment overrides, validated by pydantic.
+
+The file is found by an explicit path (``--config``) or the ``BRIDGE_CONFIG`` environment
+variable. Any key can be overridden from the environment with ``__`` between levels, for
+example ``BRIDGE_KAFKA__BOOTSTRAP_SERVERS=broker:9092``; the environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.errors import ConfigError
+
+CONFIG_ENV = "BRIDGE_CONFIG"
+ValueFormat = Literal["json", "text", "bytes"]
+VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """How the bridge (and the workers' dead-letter producer) reach Kafka."""
+
+    bootstrap_servers: str = Field(min_length=1)
+    group_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    client_id: str = "kafka-celery-bridge"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    max_poll_records: int = Field(default=500, ge=1)
+    poll_timeout_ms: int = Field(default=200, ge=1)
+    session_timeout_ms: int = Field(default=45_000, ge=1_000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+
+
+class CelerySettings(_Section):
+    """The Celery broker the bridge publishes to and the workers consume from."""
+
+    broker_url: str = Field(min_length=1)
+    publish_retry_backoff_ms: int = Field(default=100, ge=1)
+    publish_retry_backoff_max_ms: int = Field(default=10_000, ge=1)
+
+
+class DeadLetterSettings(_Section):
+    """The dead-letter producer's own retries (defaults after the producer seed)."""
+
+    retries: int = Field(default=3, ge=0)
+    retry_backoff_ms: int = Field(default=100, ge=1)
+    retry_backoff_max_ms: int = Field(default=1_000, ge=1)
+    delivery_timeout_ms: int = Field(default=30_000, ge=1_000)
+
+
+class RouteSettings(_Section):
+    """One Kafka topic handed to one Celery task."""
+
+    topic: str
+    task: str = Field(min_length=1)
+    queue: str = Field(default="celery", min_length=1)
+    ordered: bool = False
+    value_format: ValueFormat = "json"
+    dlt_topic: str | None = None
+
+    @field_validator("topic", "dlt_topic")
+    @classmethod
+    def _valid_topic(cls, name: str | None) -> str | None:
+        if name is not None and not _TOPIC_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid Kafka topic name")
+        return name
+
+    def dead_letter_topic(self, group_id: str) -> str:
+        """The route's DLT: ``dlt_topic`` if set, else ``{topic}.{group_id}.dlt``."""
+        return self.dlt_topic or f"{self.topic}.{group_id}.dlt"
+
+
+class BridgeSettings(BaseSettings):
+    """The whole configuration; frozen once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings
+    celery: CelerySettings
+    dead_letter: DeadLetterSettings = DeadLetterSettings()
+    routes: list[RouteSettings] = Field(min_length=1)
+
+    @field_validator("routes")
+    @classmethod
+    def _one_route_per_topic(cls, routes: list[RouteSettings]) -> list[RouteSettings]:
+        seen: set[str] = set()
+        for route in routes:
+            if route.topic in seen:
+                raise ValueError(f"topic {route.topic!r} is routed twice")
+            seen.add(route.topic)
+        return routes
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init arguments.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> BridgeSettings:
+    """Load and validate the configuration.
+
+    :param path: the TOML file; ``None`` means the ``BRIDGE_CONFIG`` environment variable.
+    :raises ConfigError: the file is missing or unreadable, or a key is unknown or invalid
+        (the message names every offending key).
+    """
+    source = _config_path(path)
+    data = _read_toml(source)
+    try:
+        return BridgeSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+
+
+def _config_path(path: str | os.PathLike[str] | None) -> Path:
+    raw = path if path is not None else os.environ.get(CONFIG_ENV)
+    if not raw:
+        raise ConfigError(f"no configuration file: pass --config PATH or set {CONFIG_ENV}")
+    return Path(raw)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
+
+
+def _describe(exc: ValidationError, source: Path) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for error in exc.errors():
+        key = _key_name(error["loc"])
+        lines.append(f"  {key}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _key_name(loc: tuple[int | str, ...]) -> str:
+    """``("routes", 0, "topic")`` -> ``routes[0].topic``."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "(top level)"

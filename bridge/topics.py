@@ -1,0 +1,66 @@
+"""Kafka topic administration: create missing dead-letter topics (Kafka I/O)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError
+
+from bridge.routing import Route
+from bridge.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def admin_client(kafka: KafkaSettings) -> KafkaAdminClient:
+    """An admin client for the configured cluster."""
+    return KafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers.split(","),
+        client_id=f"{kafka.client_id}-admin",
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+
+
+def partition_counts(admin: KafkaAdminClient, topics: Iterable[str]) -> dict[str, int]:
+    """Partition count of each topic that exists (missing topics are left out)."""
+    counts: dict[str, int] = {}
+    for meta in admin.describe_topics(sorted(set(topics))):
+        if meta.get("error_code", 0) == 0 and meta.get("partitions"):
+            counts[meta["name"]] = len(meta["partitions"])
+    return counts
+
+
+def ensure_dead_letter_topics(admin: KafkaAdminClient, routes: Iterable[Route]) -> list[str]:
+    """Create each route's missing DLT with its source topic's partition count.
+
+    A DLT whose source topic does not exist yet is skipped with a warning.
+
+    :returns: the DLT topics created.
+    """
+    routes = list(routes)
+    existing = partition_counts(admin, [r.topic for r in routes] + [r.dlt_topic for r in routes])
+    wanted: dict[str, dict[str, int]] = {}
+    for route in routes:
+        if route.dlt_topic in existing:
+            continue
+        if route.topic not in existing:
+            log.warning(
+                "topic %s does not exist: its dead-letter topic %s is not created",
+                route.topic,
+                route.dlt_topic,
+            )
+            continue
+        wanted[route.dlt_topic] = {
+            "num_partitions": existing[route.topic],
+            "replication_factor": -1,
+        }
+    if wanted:
+        # Another bridge of the group may have created it first.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics(wanted, wait_for_metadata=True)
+        for name, spec in wanted.items():
+            log.info("created dead-letter topic %s (%d partitions)", name, spec["num_partitions"])
+    return sorted(wanted)

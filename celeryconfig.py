@@ -1,0 +1,30 @@
+"""Celery configuration of the workers (``celery -A tasks worker``) and Flower.
+
+The broker comes from the bridge's own configuration file (``BRIDGE_CONFIG``), so the bridge
+and the workers cannot disagree about it.
+"""
+
+from bridge.settings import load_settings
+
+_settings = load_settings()
+
+broker_url = _settings.celery.broker_url
+broker_connection_retry_on_startup = True
+
+# Records come from outside: JSON only, never pickle.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# Handlers report outcomes through Kafka (dead letters) and their own side effects.
+task_ignore_result = True
+
+# A task is acknowledged after it ran, so a worker that dies mid-task loses nothing.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 4
+
+# Flower: workers send task events; publishers do not (task_send_sent_event costs ~40%).
+worker_send_task_events = True
+task_send_sent_event = False

@@ -1,0 +1,94 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from bridge.errors import UndecodableRecordError
+from bridge.record import Envelope, Record, decode_value, decoded, from_task_arg, to_task_arg
+
+BINARY = bytes(range(256))
+
+
+def sample(**changes: object) -> Record:
+    fields: dict[str, object] = {
+        "topic": "orders",
+        "partition": 3,
+        "offset": 41,
+        "timestamp_ms": 1_700_000_000_123,
+        "key": b"\x00k\xff",
+        "raw_value": b'{"id": 1}',
+        "headers": (("trace", b"\x01\x02"), ("trace", b""), ("bin", BINARY)),
+        "value_format": "json",
+    }
+    fields.update(changes)
+    return Record(**fields)  # type: ignore[arg-type]
+
+
+def test_task_arg_round_trip_is_byte_exact_and_json_safe() -> None:
+    envelope = Envelope(sample(raw_value=BINARY, value_format="bytes"), "shop", "orders.shop.dlt")
+    arg = json.loads(json.dumps(to_task_arg(envelope)))
+    back = from_task_arg(arg)
+    assert back == envelope
+    assert back.record.raw_value == BINARY
+    assert back.record.key == b"\x00k\xff"
+    assert back.record.headers == envelope.record.headers
+
+
+def test_tombstone_and_keyless_records_round_trip() -> None:
+    envelope = Envelope(sample(key=None, raw_value=None, headers=()), "g", "t.g.dlt")
+    back = from_task_arg(json.loads(json.dumps(to_task_arg(envelope))))
+    assert back.record.key is None
+    assert back.record.raw_value is None
+    assert decoded(back.record).value is None
+
+
+def test_first_failure_at_travels_and_is_kept() -> None:
+    envelope = Envelope(sample(), "g", "d").failed_at("2026-01-01T00:00:00.000Z")
+    assert envelope.failed_at("later").first_failure_at == "2026-01-01T00:00:00.000Z"
+    assert from_task_arg(to_task_arg(envelope)).first_failure_at == "2026-01-01T00:00:00.000Z"
+
+
+def test_task_id_is_deterministic() -> None:
+    assert Envelope(sample(), "shop", "d").task_id() == "shop:orders:3:41"
+
+
+@pytest.mark.parametrize(
+    ("raw", "fmt", "value"),
+    [
+        (b'{"a": [1, 2]}', "json", {"a": [1, 2]}),
+        ("héllo".encode(), "text", "héllo"),
+        (b"\xff\x00", "bytes", b"\xff\x00"),
+        (None, "json", None),
+    ],
+)
+def test_decode_value_by_format(raw: bytes | None, fmt: str, value: object) -> None:
+    assert decode_value(raw, fmt) == value  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("raw", "fmt"), [(b"{nope", "json"), (b"\xff", "text"), (b"\xff", "json")])
+def test_undecodable_value_raises(raw: bytes, fmt: str) -> None:
+    with pytest.raises(UndecodableRecordError, match=f"not valid {fmt}"):
+        decode_value(raw, fmt)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"v": 99},
+        {"v": 1, "topic": "t"},
+        {**to_task_arg(Envelope(sample(), "g", "d")), "key": "not base64!"},
+        {**to_task_arg(Envelope(sample(), "g", "d")), "value_format": "xml"},
+    ],
+)
+def test_not_an_envelope_raises(broken: dict[str, object]) -> None:
+    with pytest.raises(UndecodableRecordError, match="not a bridge record envelope"):
+        from_task_arg(broken)
+
+
+def test_record_accessors() -> None:
+    record = sample(key=b"user-1")
+    assert record.timestamp == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+    assert record.key_text == "user-1"
+    assert record.header("trace") == b""
+    assert record.header("missing") is None
+    assert repr(record) == "Record(orders[3]@41 key=b'user-1')"

@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.settings import load_settings
+
+MINIMAL = """
+[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+group_id = "shop"
+
+[celery]
+broker_url = "redis://127.0.0.1:6379/0"
+
+[[routes]]
+topic = "orders"
+task = "shop.handle_order"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_file_gets_documented_defaults(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL))
+    route = settings.routes[0]
+    assert (route.queue, route.ordered, route.value_format) == ("celery", False, "json")
+    assert route.dead_letter_topic("shop") == "orders.shop.dlt"
+    assert settings.dead_letter.retries == 3
+    assert settings.dead_letter.retry_backoff_ms == 100
+    assert settings.dead_letter.retry_backoff_max_ms == 1000
+
+
+def test_explicit_dlt_topic_wins(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL + 'dlt_topic = "orders-dead"\n'))
+    assert settings.routes[0].dead_letter_topic("shop") == "orders-dead"
+
+
+def test_environment_overrides_one_nested_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_KAFKA__BOOTSTRAP_SERVERS", "broker:19092")
+    settings = load_settings(write(tmp_path, MINIMAL))
+    assert settings.kafka.bootstrap_servers == "broker:19092"
+    assert settings.kafka.group_id == "shop"
+
+
+def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRIDGE_CONFIG", str(write(tmp_path, MINIMAL)))
+    assert load_settings().kafka.group_id == "shop"
+
+
+def test_no_path_at_all_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BRIDGE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="--config PATH or set BRIDGE_CONFIG"):
+        load_settings()
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.toml does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_toml_syntax_error_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings(write(tmp_path, "[kafka\n"))
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (("bootstrap_servers", "bootstrap_servrs"), "kafka.bootstrap_servrs"),
+        (('group_id = "shop"', 'group_id = "a b"'), "kafka.group_id"),
+        (('task = "shop.handle_order"', 'task = "x"\nordered = "maybe"'), "routes[0].ordered"),
+        (('topic = "orders"', 'topic = "bad topic!"'), "routes[0].topic"),
+        (('task = "shop.handle_order"', 'task = "x"\nvalue_format = "xml"'), "routes[0].value_format"),
+        (('broker_url = "redis://127.0.0.1:6379/0"', ""), "celery.broker_url"),
+    ],
+)
+def test_invalid_key_is_named(tmp_path: Path, change: tuple[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, MINIMAL.replace(*change)))
+    assert key in str(info.value)
+
+
+def test_unknown_section_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="kafak"):
+        load_settings(write(tmp_path, MINIMAL + "\n[kafak]\nx = 1\n"))
+
+
+def test_topic_routed_twice_is_rejected(tmp_path: Path) -> None:
+    twice = MINIMAL + '\n[[routes]]\ntopic = "orders"\ntask = "other"\n'
+    with pytest.raises(ConfigError, match="routed twice"):
+        load_settings(write(tmp_path, twice))
+
+
+def test_no_routes_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="routes"):
+        load_settings(write(tmp_path, MINIMAL.split("[[routes]]")[0]))
+
+
+def test_invalid_environment_value_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_KAFKA__MAX_POLL_RECORDS", "zero")
+    with pytest.raises(ConfigError, match=r"kafka\.max_poll_records"):
+        load_settings(write(tmp_path, MINIMAL))
