@@ -69,6 +69,7 @@ class Bridge:
         self._prepare_topics()
         consumer = self._consumer = self._make_consumer()
         consumer.subscribe(self.router.topics, listener=_Rebalance(self))
+        self._await_topic_metadata(consumer)
         self.running = True
         log.info(
             "bridge started: group %s, topics %s", self.group_id, ", ".join(self.router.topics)
@@ -202,6 +203,14 @@ class Bridge:
             max_poll_interval_ms=k.max_poll_interval_ms,
             request_timeout_ms=k.request_timeout_ms,
         )
+
+    def _await_topic_metadata(self, consumer: KafkaConsumer) -> None:
+        # Like librdkafka, join the group only once the routed topics' partitions are known:
+        # kafka-python 3.0 may otherwise lead a first assignment with no partitions and then
+        # miss the metadata change that should trigger a rebalance.
+        for topic in self.router.topics:
+            if not consumer.partitions_for_topic(topic):
+                log.warning("topic %s does not exist (yet): nothing to consume from it", topic)
 
     def _prepare_topics(self) -> None:
         admin = admin_client(self.settings.kafka)

@@ -53,10 +53,10 @@ class OffsetTracker:
         for tp, offset in offsets.items():
             self._committed[tp] = max(offset, self._committed.get(tp, -1))
 
-    def forget(self, partitions: Iterable[Partition]) -> None:
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop all state of revoked partitions."""
-        for tp in partitions:
-            tp = Partition(*tp)
+        for topic, partition in partitions:
+            tp = Partition(topic, partition)
             self._accepted.pop(tp, None)
             self._committed.pop(tp, None)
 

@@ -76,6 +76,13 @@ class RouteSettings(_Section):
             raise ValueError(f"{name!r} is not a valid Kafka topic name")
         return name
 
+    @field_validator("ordered")
+    @classmethod
+    def _ordered_not_built_yet(cls, ordered: bool) -> bool:
+        if ordered:
+            raise ValueError("ordered routes are not supported by this version yet")
+        return ordered
+
     def dead_letter_topic(self, group_id: str) -> str:
         """The route's DLT: ``dlt_topic`` if set, else ``{topic}.{group_id}.dlt``."""
         return self.dlt_topic or f"{self.topic}.{group_id}.dlt"

@@ -17,13 +17,20 @@ P1 = Partition("orders", 1)
 
 
 def settings() -> BridgeSettings:
-    return BridgeSettings(
-        kafka={"bootstrap_servers": "b:9092", "group_id": "shop"},
-        celery={"broker_url": "redis://r/0"},
-        routes=[
-            {"topic": "orders", "task": "shop.order"},
-            {"topic": "audit", "task": "shop.audit", "queue": "slow", "dlt_topic": "audit-dead"},
-        ],
+    return BridgeSettings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": "b:9092", "group_id": "shop"},
+            "celery": {"broker_url": "redis://r/0"},
+            "routes": [
+                {"topic": "orders", "task": "shop.order"},
+                {
+                    "topic": "audit",
+                    "task": "shop.audit",
+                    "queue": "slow",
+                    "dlt_topic": "audit-dead",
+                },
+            ],
+        }
     )
 
 

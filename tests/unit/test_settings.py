@@ -61,7 +61,7 @@ def test_no_path_at_all_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.toml does not exist"):
+    with pytest.raises(ConfigError, match=r"nope\.toml does not exist"):
         load_settings(tmp_path / "nope.toml")
 
 
@@ -77,7 +77,8 @@ def test_toml_syntax_error_is_reported(tmp_path: Path) -> None:
         (('group_id = "shop"', 'group_id = "a b"'), "kafka.group_id"),
         (('task = "shop.handle_order"', 'task = "x"\nordered = "maybe"'), "routes[0].ordered"),
         (('topic = "orders"', 'topic = "bad topic!"'), "routes[0].topic"),
-        (('task = "shop.handle_order"', 'task = "x"\nvalue_format = "xml"'), "routes[0].value_format"),
+        (('task = "shop.handle_order"', 'task = "x"\nordered = true'), "routes[0].ordered"),
+        (('task = "shop.handle_order"', 'task = "x"\nvalue_format = 1'), "routes[0].value_format"),
         (('broker_url = "redis://127.0.0.1:6379/0"', ""), "celery.broker_url"),
     ],
 )

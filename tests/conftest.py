@@ -1,0 +1,28 @@
+"""Shared fixtures. Integration fixtures need the real services: ``bash scripts/services.sh up``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
+BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+
+
+def wait_for(
+    condition: Callable[[], T], *, timeout_s: float = 30.0, interval_s: float = 0.05, what: str
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(interval_s)  # polling interval of a deadline wait, not a wait for a result

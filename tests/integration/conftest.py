@@ -1,0 +1,275 @@
+"""Real Kafka, real Redis, a real Celery worker and real bridge processes.
+
+Isolation: every test gets its own topics, its own consumer group and its own ledger key
+prefix; the session's worker consumes a queue of its own in Redis db 1 (``make demo`` uses 0).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+
+from tests.conftest import BOOTSTRAP, REDIS_PORT, wait_for
+from tests.integration.handlers import LEDGER_URL_ENV
+
+REPO = Path(__file__).resolve().parents[2]
+BROKER_URL = f"redis://127.0.0.1:{REDIS_PORT}/1"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.nodeid:
+            item.add_marker(pytest.mark.integration)
+
+
+def config_toml(*, group_id: str, routes: list[dict[str, Any]]) -> str:
+    lines = [
+        "[kafka]",
+        f'bootstrap_servers = "{BOOTSTRAP}"',
+        f'group_id = "{group_id}"',
+        "poll_timeout_ms = 50",
+        "",
+        "[celery]",
+        f'broker_url = "{BROKER_URL}"',
+        "publish_retry_backoff_ms = 10",
+        "publish_retry_backoff_max_ms = 200",
+        "",
+        "[dead_letter]",
+        "retry_backoff_ms = 10",
+        "retry_backoff_max_ms = 50",
+    ]
+    for route in routes:
+        lines += ["", "[[routes]]"]
+        lines += [f"{k} = {_toml(v)}" for k, v in route.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+@pytest.fixture(scope="session")
+def admin() -> Iterator[KafkaAdminClient]:
+    try:
+        client = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"Kafka not reachable on {BOOTSTRAP} ({exc}): run `make services`")
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def ledger_redis() -> redis.Redis:
+    client = redis.Redis.from_url(BROKER_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"Redis not reachable on port {REDIS_PORT} ({exc}): run `make services`")
+    return client
+
+
+@pytest.fixture(scope="session")
+def producer() -> Iterator[KafkaProducer]:
+    client = KafkaProducer(bootstrap_servers=BOOTSTRAP)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def worker(
+    tmp_path_factory: pytest.TempPathFactory, worker_queue: str, ledger_redis: redis.Redis
+) -> Iterator[Path]:
+    """A real Celery worker (prefork, 2 processes) on the session's own queue."""
+    folder = tmp_path_factory.mktemp("worker")
+    config = folder / "worker.toml"
+    config.write_text(
+        config_toml(group_id="tests-worker", routes=[{"topic": "unused", "task": "unused"}])
+    )
+    log = folder / "worker.log"
+    env = {**os.environ, "BRIDGE_CONFIG": str(config), LEDGER_URL_ENV: BROKER_URL}
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "tests.integration.handlers", "worker",
+        "-Q", worker_queue, "-c", "2", "-P", "prefork", "-l", "INFO", "-n", f"{worker_queue}@%h",
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or b"ready." in log.read_bytes(),
+            timeout_s=60,
+            what="the Celery worker to be ready",
+        )
+        assert proc.poll() is None, f"worker exited:\n{log.read_text()}"
+        yield log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class Topic:
+    name: str
+    partitions: int
+
+    def dlt(self, group_id: str) -> str:
+        return f"{self.name}.{group_id}.dlt"
+
+
+@pytest.fixture
+def make_topic(admin: KafkaAdminClient) -> Iterator[Callable[..., Topic]]:
+    created: list[str] = []
+
+    def make(partitions: int = 1) -> Topic:
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        admin.create_topics(
+            {name: {"num_partitions": partitions, "replication_factor": 1}}, wait_for_metadata=True
+        )
+        created.append(name)
+        return Topic(name, partitions)
+
+    yield make
+    existing = set(admin.list_topics())
+    doomed = [t for t in existing if any(t == c or t.startswith(f"{c}.") for c in created)]
+    if doomed:
+        admin.delete_topics(doomed)
+
+
+@dataclass
+class BridgeProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    config_path: Path
+    group_id: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout_s)
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class Ledger:
+    """What the test handlers wrote to Redis under one test's key prefix."""
+
+    client: redis.Redis
+    prefix: str = field(default_factory=lambda: f"ledger-{uuid.uuid4().hex[:10]}")
+
+    def attempts(self) -> dict[str, int]:
+        raw = self.client.hgetall(f"{self.prefix}:attempts")
+        return {text(k): int(v) for k, v in raw.items()}
+
+    def done(self) -> set[str]:
+        return {text(m) for m in self.client.smembers(f"{self.prefix}:done")}
+
+    def clear(self) -> None:
+        for suffix in ("attempts", "done", "executions"):
+            self.client.delete(f"{self.prefix}:{suffix}")
+
+
+@pytest.fixture
+def ledger(ledger_redis: redis.Redis) -> Iterator[Ledger]:
+    book = Ledger(ledger_redis)
+    yield book
+    book.clear()
+
+
+@pytest.fixture
+def start_bridge(
+    tmp_path: Path, worker: Path, worker_queue: str
+) -> Iterator[Callable[..., BridgeProcess]]:
+    """Start ``python -m bridge run`` for some routes, in a consumer group of its own."""
+    started: list[BridgeProcess] = []
+
+    def start(routes: list[dict[str, Any]], group_id: str | None = None) -> BridgeProcess:
+        group_id = group_id or f"g-{uuid.uuid4().hex[:10]}"
+        config = tmp_path / f"{group_id}.toml"
+        routes = [{"queue": worker_queue, **route} for route in routes]
+        config.write_text(config_toml(group_id=group_id, routes=routes))
+        log = tmp_path / f"{group_id}.log"
+        cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        bridge = BridgeProcess(proc, log, config, group_id)
+        started.append(bridge)
+        try:
+            wait_for(
+                lambda: proc.poll() is not None or "partitions assigned" in bridge.log(),
+                timeout_s=60,
+                what="the bridge to be assigned its partitions",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; bridge log:\n{bridge.log()[-4000:]}") from None
+        assert proc.poll() is None, f"bridge exited:\n{bridge.log()}"
+        return bridge
+
+    yield start
+    for bridge in started:
+        if bridge.proc.poll() is None:
+            bridge.proc.kill()
+            bridge.proc.wait()
+
+
+def read_all(topic: str, expected: int, timeout_s: float = 30) -> list[Any]:
+    """Read ``expected`` records of ``topic`` from the beginning (no consumer group)."""
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    try:
+        parts = wait_for(
+            lambda: consumer.partitions_for_topic(topic), timeout_s=timeout_s, what=f"{topic}"
+        )
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        consumer.seek_to_beginning()
+        records: list[Any] = []
+
+        def enough() -> bool:
+            for batch in consumer.poll(timeout_ms=100).values():
+                records.extend(batch)
+            return len(records) >= expected
+
+        wait_for(enough, timeout_s=timeout_s, what=f"{expected} records in {topic}")
+        return records
+    finally:
+        consumer.close()
+
+
+def end_offsets(topic: str) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: int(offset) for tp, offset in ends.items()}
+    finally:
+        consumer.close()
+
+
+def committed_offsets(admin: KafkaAdminClient, group_id: str, topic: str) -> dict[int, int]:
+    offsets = admin.list_group_offsets(group_id).get(group_id, {})
+    return {tp.partition: int(m.offset) for tp, m in offsets.items() if tp.topic == topic}

@@ -1,0 +1,70 @@
+"""Handlers run by the integration tests' real Celery worker.
+
+A record's headers tell the handler how to behave, so any key/value bytes can be tested:
+``ledger`` (required): Redis key prefix where every execution is written;
+``fail``: raise ``TimeoutError`` (retryable) on the first N attempts;
+``mode``: ``permanent`` raises ``PermanentError``, ``value-error`` raises ``ValueError``
+(outside ``autoretry_for``, so non-retryable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+
+import redis
+
+from bridge import PermanentError, Record, RecordTask
+from tasks import app
+
+LEDGER_URL_ENV = "TEST_LEDGER_URL"
+
+
+@cache
+def ledger() -> redis.Redis:
+    return redis.Redis.from_url(os.environ[LEDGER_URL_ENV])
+
+
+def behave(task: RecordTask, record: Record) -> None:
+    prefix = (record.header("ledger") or b"").decode()
+    task_id = str(task.request.id)
+    ledger().hincrby(f"{prefix}:attempts", task_id, 1)
+    ledger().rpush(
+        f"{prefix}:executions",
+        json.dumps({"task_id": task_id, "retries": task.request.retries, "offset": record.offset}),
+    )
+    mode = record.header("mode")
+    if mode == b"permanent":
+        raise PermanentError(f"record {record.offset} is invalid")
+    if mode == b"value-error":
+        raise ValueError(f"unexpected value in record {record.offset}")
+    if task.request.retries < int(record.header("fail") or b"0"):
+        raise TimeoutError(f"downstream timed out on attempt {task.request.retries + 1}")
+    ledger().sadd(f"{prefix}:done", task_id)
+
+
+@app.task(
+    base=RecordTask,
+    bind=True,
+    name="tests.flaky",
+    autoretry_for=(TimeoutError,),
+    retry_kwargs={"countdown": 0.01},
+    max_retries=3,
+)
+def flaky(self: RecordTask, record: Record) -> None:
+    behave(self, record)
+
+
+@app.task(
+    base=RecordTask,
+    bind=True,
+    name="tests.backoff",
+    autoretry_for=(TimeoutError,),
+    retry_backoff=True,
+    retry_backoff_max=1,
+    retry_jitter=True,
+    max_retries=2,
+)
+def with_backoff(self: RecordTask, record: Record) -> None:
+    behave(self, record)

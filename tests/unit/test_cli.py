@@ -1,0 +1,51 @@
+"""The command line refuses a bad configuration before touching any service."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+BAD = """
+[kafka]
+bootstrap_servrs = "127.0.0.1:9092"
+group_id = "shop"
+
+[celery]
+broker_url = "redis://127.0.0.1:6379/0"
+
+[[routes]]
+topic = "orders"
+task = "shop.handle_order"
+value_format = "xml"
+"""
+
+
+def bridge(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_run_with_invalid_config_fails_at_start_naming_each_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(BAD)
+    result = bridge("run", "--config", str(config))
+    assert result.returncode == 2
+    assert f"invalid configuration in {config}" in result.stderr
+    assert "kafka.bootstrap_servrs: Extra inputs are not permitted" in result.stderr
+    assert "kafka.bootstrap_servers: Field required" in result.stderr
+    assert "routes[0].value_format: Input should be 'json', 'text' or 'bytes'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_without_any_config_says_how_to_give_one() -> None:
+    result = bridge("run", env={"BRIDGE_CONFIG": ""})
+    assert result.returncode == 2
+    assert "pass --config PATH or set BRIDGE_CONFIG" in result.stderr
