@@ -1,0 +1,47 @@
+# kafka-celery-bridge: `make demo` and `make test` work on a fresh machine (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install services down status lint unit integration test demo clean
+
+install: $(STAMP)
+
+# Re-install when the dependencies change; pip's cache (~/.cache/pip) makes re-runs fast.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+services:
+	bash scripts/services.sh up
+
+down:
+	bash scripts/services.sh down
+
+status:
+	bash scripts/services.sh status
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install services
+	$(BIN)/pytest tests/integration
+
+# The whole suite against the real Kafka and Redis that scripts/services.sh starts.
+test: install services lint
+	$(BIN)/pytest
+
+# KEEP=1 leaves the worker, the bridge and Flower running after the summary.
+demo: install services
+	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
