@@ -1,25 +1,38 @@
 """The bridge loop: poll Kafka -> route -> publish to Celery -> commit (owns the KafkaConsumer).
 
-Offsets are committed after every batch, before the next ``poll()``. Rebalances happen inside
-``poll()``, so when partitions are revoked everything accepted has already been committed (or
-the commit failed and the new owner re-consumes those records): the revoke listener, which runs
-on kafka-python's IO thread where a blocking commit is not allowed, only drops local state.
+One iteration::
+
+    reconcile pauses (broker down? route queues too deep?) -> poll -> build one task message
+    per record (undecodable records: dead-letter now) -> enqueue the batch in one Redis script
+    -> accept its offsets -> commit the accepted prefix of every partition
+
+If the enqueue fails nothing of the batch was enqueued: every partition of the batch is rewound
+to its first record, all partitions are paused, and the loop keeps polling (so the bridge stays
+in its group) until an exponential backoff lets it try again.
+
+kafka-python runs rebalance listeners on its IO thread, where a blocking commit is not allowed:
+on revoke the listener drops the partitions (under a lock shared with the loop) and commits
+what they had accepted with ``commit_async``. Should that commit be lost, the new owner
+re-consumes those records, and the published watermark in Redis keeps it from enqueueing any of
+them a second time.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bridge.backoff import exponential_ms
+from bridge.backpressure import Backpressure, Limit, to_pause
 from bridge.deadletter import DeadLetter, DeadLetterProducer, ErrorInfo, utc_now_iso
-from bridge.dispatch import Dispatcher, publisher_app
+from bridge.dispatch import Dispatcher, Message
 from bridge.errors import PublishError, UndecodableRecordError
 from bridge.failures import Reason
 from bridge.offsets import OffsetTracker, Partition
@@ -36,13 +49,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._bridge = bridge
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self._bridge.offsets.forget(revoked)
-        if revoked:
-            log.info("partitions revoked: %s", _names(revoked))
+        self._bridge.revoked(revoked)
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        if assigned:
-            log.info("partitions assigned: %s", _names(assigned))
+        self._bridge.assigned(assigned)
 
 
 class Bridge:
@@ -53,11 +63,15 @@ class Bridge:
         self.router = Router.from_settings(settings)
         self.offsets = OffsetTracker()
         self.running = False
-        self._dispatcher = Dispatcher(publisher_app(settings.celery))
+        self._lock = threading.Lock()  # offsets and _assigned: loop thread vs. IO thread
+        self._assigned: set[TopicPartition] = set()
+        self._dispatcher = Dispatcher(settings.celery, settings.kafka.group_id)
+        self._backpressure = Backpressure(_limits(self.router.routes))
         self._dead_letters: DeadLetterProducer | None = None
         self._consumer: KafkaConsumer | None = None
-        self._publish_failures = 0
-        self._resume_at: float | None = None
+        self._broker_failures = 0
+        self._broker_retry_at: float | None = None
+        self._commit_failing = False
 
     @property
     def group_id(self) -> str:
@@ -71,12 +85,11 @@ class Bridge:
         consumer.subscribe(self.router.topics, listener=_Rebalance(self))
         self._await_topic_metadata(consumer)
         self.running = True
-        log.info(
-            "bridge started: group %s, topics %s", self.group_id, ", ".join(self.router.topics)
-        )
+        topics = ", ".join(self.router.topics)
+        log.info("bridge started: group %s, topics %s", self.group_id, topics)
         try:
             while self.running:
-                self._maybe_resume()
+                self._reconcile_pauses()
                 batch = consumer.poll(
                     timeout_ms=self.settings.kafka.poll_timeout_ms,
                     max_records=self.settings.kafka.max_poll_records,
@@ -90,39 +103,60 @@ class Bridge:
         """Ask the loop to stop after the batch in hand (safe from a signal handler)."""
         self.running = False
 
+    # -- rebalances (called on kafka-python's IO thread) ------------------------------------
+
+    def assigned(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions given to this bridge: consume them from their committed offsets."""
+        partitions = set(partitions)
+        with self._lock:
+            self._assigned |= partitions
+        if partitions:
+            log.info("partitions assigned: %s", _names(partitions))
+
+    def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions taken away: stop dispatching them, commit what they accepted, forget."""
+        partitions = set(partitions)
+        with self._lock:
+            self._assigned -= partitions
+            pending = {tp: o for tp, o in self.offsets.to_commit().items() if tp in partitions}
+            self.offsets.forget(partitions)
+        if partitions:
+            log.info("partitions revoked: %s", _names(partitions))
+        if pending and self._consumer is not None:
+            self._consumer.commit_async(_commit_request(pending))
+
     # -- the batch -------------------------------------------------------------------------
 
     def _handle_batch(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
-        failed = False
-        for tp, records in batch.items():
-            if failed:
-                self._rewind(tp, records[0].offset)
-            else:
-                failed = not self._handle_partition(tp, records)
+        with self._lock:
+            batch = {tp: records for tp, records in batch.items() if tp in self._assigned}
+        if not batch:
+            return
+        try:
+            messages = [self._message(tp, msg) for tp, records in batch.items() for msg in records]
+            outcome = self._dispatcher.publish(messages)
+        except PublishError as exc:
+            self._rewind(batch)
+            self._broker_failed(exc)
+            return
+        self._broker_recovered()
+        if outcome.skipped:
+            log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
+        with self._lock:
+            for m in messages:
+                if TopicPartition(m.topic, m.partition) in self._assigned:
+                    self.offsets.accept(Partition(m.topic, m.partition), m.offset)
 
-    def _handle_partition(self, tp: TopicPartition, records: Sequence[Any]) -> bool:
-        """Accept records in offset order; on a publish failure rewind to it and say False."""
+    def _message(self, tp: TopicPartition, msg: Any) -> Message:
         route = self.router.route_for(tp.topic)
-        for msg in records:
-            try:
-                self._accept(route, msg)
-            except PublishError as exc:
-                self._rewind(tp, msg.offset)
-                self._back_off(exc)
-                return False
-            self.offsets.accept(Partition(tp.topic, tp.partition), msg.offset)
-        self._publish_failures = 0
-        return True
-
-    def _accept(self, route: Route, msg: Any) -> None:
         record = _to_record(msg, route)
         try:
             decode_value(record.raw_value, route.value_format)
         except UndecodableRecordError as exc:
             self._dead_letter_undecodable(route, record, exc)
-            return
-        task = self._dispatcher.publish(route, Envelope(record, self.group_id, route.dlt_topic))
-        log.debug("published %r as %s to %s", record, task, route.queue)
+            return Message(record.topic, record.partition, record.offset, None, None)
+        envelope = Envelope(record, self.group_id, route.dlt_topic)
+        return self._dispatcher.message(route.task, route.queue, envelope)
 
     def _dead_letter_undecodable(self, route: Route, record: Record, exc: Exception) -> None:
         now = utc_now_iso()
@@ -144,49 +178,89 @@ class Bridge:
             raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
         log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc)
 
-    # -- publish failures: pause everything, keep polling, resume after a backoff ---------
-
-    def _rewind(self, tp: TopicPartition, offset: int) -> None:
+    def _rewind(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         assert self._consumer is not None
-        self._consumer.seek(tp, offset)
+        for tp, records in batch.items():
+            self._consumer.seek(tp, records[0].offset)
 
-    def _back_off(self, exc: Exception) -> None:
-        assert self._consumer is not None
-        self._publish_failures += 1
+    # -- pauses: broker outages and backpressure --------------------------------------------
+
+    def _broker_failed(self, exc: Exception) -> None:
+        self._broker_failures += 1
         delay_ms = exponential_ms(
-            self._publish_failures,
+            self._broker_failures,
             initial_ms=self.settings.celery.publish_retry_backoff_ms,
             max_ms=self.settings.celery.publish_retry_backoff_max_ms,
         )
-        log.error("Celery broker unavailable, pausing consumption for %d ms: %s", delay_ms, exc)
-        self._consumer.pause(*self._consumer.assignment())
-        self._resume_at = time.monotonic() + delay_ms / 1000
+        self._broker_retry_at = time.monotonic() + delay_ms / 1000
+        log.error(
+            "Celery broker unavailable (attempt %d): all partitions paused, retry in %d ms: %s",
+            self._broker_failures, delay_ms, exc,
+        )  # fmt: skip
 
-    def _maybe_resume(self) -> None:
-        if self._resume_at is None or time.monotonic() < self._resume_at:
-            return
+    def _broker_recovered(self) -> None:
+        if self._broker_failures:
+            log.warning("Celery broker available again after %d failures", self._broker_failures)
+        self._broker_failures = 0
+        self._broker_retry_at = None
+
+    def _reconcile_pauses(self) -> None:
         assert self._consumer is not None
-        self._resume_at = None
-        self._consumer.resume(*self._consumer.paused())
-        log.info("resuming consumption: retrying the publish")
+        if self._broker_retry_at is not None and time.monotonic() >= self._broker_retry_at:
+            self._broker_retry_at = None  # let the next batch try the broker again
+        self._check_queue_depths()
+        with self._lock:
+            assigned = set(self._assigned)
+        wanted = to_pause(
+            assigned,
+            broker_down=self._broker_retry_at is not None,
+            held_topics=self._backpressure.held,
+        )
+        paused = set(self._consumer.paused())
+        if wanted - paused:
+            self._consumer.pause(*(wanted - paused))
+        if paused - wanted:
+            self._consumer.resume(*(paused - wanted))
+
+    def _check_queue_depths(self) -> None:
+        queues = self._backpressure.queues
+        if not queues or self._broker_retry_at is not None:
+            return
+        try:
+            depths = self._dispatcher.queue_depths(queues)
+        except PublishError as exc:
+            self._broker_failed(exc)
+            return
+        held, released = self._backpressure.update(depths)
+        for topic in held:
+            log.warning("backpressure: %s paused, its queue holds %s", topic, depths)
+        for topic in released:
+            log.info("backpressure: %s resumed, its queue holds %s", topic, depths)
 
     # -- commits ---------------------------------------------------------------------------
 
-    def _commit(self) -> None:
+    def _commit(self, timeout_ms: int | None = None) -> None:
         assert self._consumer is not None
-        pending = self.offsets.to_commit()
+        with self._lock:
+            pending = {
+                tp: offset
+                for tp, offset in self.offsets.to_commit().items()
+                if TopicPartition(*tp) in self._assigned
+            }
         if not pending:
             return
-        offsets = {
-            TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
-            for tp, offset in pending.items()
-        }
         try:
-            self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            log.warning("commit of %s failed, will retry: %r", _names(offsets), exc)
+            self._consumer.commit(_commit_request(pending), timeout_ms=timeout_ms)
+        except KafkaError as exc:
+            if not self._commit_failing:
+                log.error("commit to Kafka failed, retrying after each poll: %r", exc)
+            self._commit_failing = True
             return
-        self.offsets.committed(pending)
+        if self._commit_failing:
+            log.warning("commits to Kafka succeed again")
+        self._commit_failing = False
+        with self._lock:
+            self.offsets.committed(pending)
 
     # -- setup and teardown ----------------------------------------------------------------
 
@@ -195,6 +269,7 @@ class Bridge:
         return KafkaConsumer(
             bootstrap_servers=k.bootstrap_servers.split(","),
             group_id=k.group_id,
+            group_instance_id=k.group_instance_id,
             client_id=k.client_id,
             enable_auto_commit=False,
             auto_offset_reset=k.auto_offset_reset,
@@ -225,14 +300,30 @@ class Bridge:
         return self._dead_letters
 
     def _shutdown(self) -> None:
+        timeout_ms = self.settings.kafka.shutdown_timeout_ms
         if self._consumer is not None:
-            self._commit()
-            self._consumer.close(autocommit=False)
+            self._commit(timeout_ms=timeout_ms)
+            self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._consumer = None
         if self._dead_letters is not None:
-            self._dead_letters.close()
+            self._dead_letters.close(timeout_s=timeout_ms / 1000)
         self._dispatcher.close()
         log.info("bridge stopped: group %s", self.group_id)
+
+
+def _limits(routes: Iterable[Route]) -> dict[str, Limit]:
+    return {
+        r.topic: Limit(r.queue, r.max_queue_depth, r.resume_queue_depth or 0)
+        for r in routes
+        if r.max_queue_depth is not None
+    }
+
+
+def _commit_request(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {
+        TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
+        for tp, offset in offsets.items()
+    }
 
 
 def _to_record(msg: Any, route: Route) -> Record:
@@ -249,5 +340,5 @@ def _to_record(msg: Any, route: Route) -> Record:
     )
 
 
-def _names(partitions: Any) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions)
+def _names(partitions: Iterable[Any]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions))

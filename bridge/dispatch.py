@@ -1,68 +1,186 @@
-"""Publishing records to Celery: the only module that sends task messages (Redis I/O)."""
+"""Publishing records to Celery: the only module that sends task messages (Redis I/O).
+
+Messages are built by Celery (``as_task_v2``) and kombu (``prepare_message`` and the Redis
+channel's ``basic_publish``) exactly as ``send_task`` builds them, so any Celery worker and
+Flower read them. Only the final ``LPUSH`` differs: a whole poll batch goes to Redis in one
+Lua script that also advances a per-partition *published watermark*
+(:func:`bridge.keys.published_watermark`). A record below its partition's watermark was
+already enqueued and is skipped, so a record is enqueued once however often it is consumed.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
+from kombu.serialization import dumps
 
-from bridge.errors import PublishError
+from bridge import keys
+from bridge.errors import ConfigError, PublishError
 from bridge.record import Envelope, to_task_arg
-from bridge.routing import Route
 from bridge.settings import CelerySettings
 
 log = logging.getLogger(__name__)
 
-# kombu's own reconnect loop is kept short: the bridge backs off and retries by itself, while
-# still polling Kafka so that it stays in its consumer group.
-_PUBLISH_RETRY_POLICY: dict[str, Any] = {
-    "max_retries": 1,
-    "interval_start": 0,
-    "interval_step": 0.1,
-    "interval_max": 0.2,
-}
+# KEYS: the watermark keys, then the queue keys. ARGV: number of watermark keys, TTL in
+# seconds, then per record: watermark index, offset, queue index (0: advance only), payload.
+_ENQUEUE = """
+local n = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local marks = {}
+for i = 1, n do marks[i] = tonumber(redis.call('GET', KEYS[i]) or '-1') end
+local enqueued, skipped = 0, 0
+for j = 3, #ARGV, 4 do
+  local w, offset, q = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
+  if offset >= marks[w] then
+    if q > 0 then
+      redis.call('LPUSH', KEYS[n + q], ARGV[j + 3])
+      enqueued = enqueued + 1
+    end
+    marks[w] = offset + 1
+  else
+    skipped = skipped + 1
+  end
+end
+for i = 1, n do redis.call('SET', KEYS[i], marks[i], 'EX', ttl) end
+return {enqueued, skipped}
+"""
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One record's task message, ready for its queue (``payload`` is None: advance only)."""
+
+    topic: str
+    partition: int
+    offset: int
+    queue: str | None
+    payload: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one batch publish did."""
+
+    enqueued: int
+    skipped: int
 
 
 def publisher_app(celery: CelerySettings) -> Celery:
-    """A Celery app that only publishes: JSON messages, no result backend, no sent events."""
+    """A Celery app that only builds messages: JSON, no result backend, no sent events."""
     app = Celery("kafka-celery-bridge", broker=celery.broker_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        task_send_sent_event=False,
-        broker_connection_retry_on_startup=True,
-        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5},
-    )
+    app.conf.update(task_serializer="json", accept_content=["json"], task_send_sent_event=False)
     return app
 
 
+class _Capture:
+    """Stands in for kombu's Redis publish batch: keeps the final command of one message."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
+
+
 class Dispatcher:
-    """Turn envelopes into Celery task messages addressed by task *name*."""
+    """Turn envelopes into Celery task messages and enqueue them batch by batch."""
 
-    def __init__(self, app: Celery) -> None:
-        self._app = app
-
-    def publish(self, route: Route, envelope: Envelope) -> str:
-        """Publish one record as a task on the route's queue.
-
-        :returns: the task id (deterministic: ``{group_id}:{topic}:{partition}:{offset}``).
-        :raises PublishError: the broker did not accept the message.
-        """
-        task_id = envelope.task_id()
-        try:
-            self._app.send_task(
-                route.task,
-                args=[to_task_arg(envelope)],
-                task_id=task_id,
-                queue=route.queue,
-                argsrepr=repr(envelope.record),
-                retry_policy=_PUBLISH_RETRY_POLICY,
+    def __init__(self, celery: CelerySettings, group_id: str) -> None:
+        if not celery.broker_url.startswith(_REDIS_SCHEMES):
+            raise ConfigError(
+                f"celery.broker_url: the bridge publishes to a Redis broker "
+                f"({', '.join(_REDIS_SCHEMES)}), got {celery.broker_url!r}"
             )
-        except Exception as exc:  # kombu raises its own and redis-py's errors
-            raise PublishError(f"task {task_id} not published to {route.queue}: {exc!r}") from exc
-        return task_id
+        self._group_id = group_id
+        self._ttl_s = celery.enqueue_dedup_ttl_s
+        self._app = publisher_app(celery)
+        self._connection = self._app.connection_for_write()
+        self._channel: Any = None
+        self._origin = f"kafka-celery-bridge@{group_id}"
+        self._redis = redis.Redis.from_url(
+            celery.broker_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        self._script = self._redis.register_script(_ENQUEUE)
+
+    def message(self, task: str, queue: str, envelope: Envelope) -> Message:
+        """Build the task message of one record, addressed to ``task`` by name."""
+        rec = envelope.record
+        task_id = envelope.task_id()
+        headers, properties, body, _ = self._app.amqp.as_task_v2(
+            task_id, task, args=(to_task_arg(envelope),), kwargs={},
+            argsrepr=repr(rec), kwargsrepr="{}", origin=self._origin,
+        )  # fmt: skip
+        content_type, content_encoding, data = dumps(body, serializer="json")
+        properties["delivery_mode"] = 2  # persistent, as Celery's default exchange says
+        channel = self._kombu_channel()
+        message = channel.prepare_message(
+            data, 0, content_type, content_encoding, headers, properties
+        )
+        capture = _Capture()
+        channel.basic_publish(message, exchange="", routing_key=queue, _publish_batch=capture)
+        [(command, (key, payload))] = capture.commands
+        if command != "lpush":  # pragma: no cover - a kombu change we must notice
+            raise PublishError(f"kombu would {command!r} instead of 'lpush' to {key}")
+        return Message(rec.topic, rec.partition, rec.offset, str(key), _bytes(payload))
+
+    def publish(self, messages: Sequence[Message]) -> Outcome:
+        """Enqueue ``messages`` (in offset order per partition) atomically, skipping any
+        record at or past which its partition was already enqueued.
+
+        :raises PublishError: Redis did not run the script (nothing or everything was done).
+        """
+        if not messages:
+            return Outcome(0, 0)
+        marks: dict[tuple[str, int], int] = {}
+        queues: dict[str, int] = {}
+        argv: list[Any] = []
+        for m in messages:
+            w = marks.setdefault((m.topic, m.partition), len(marks) + 1)
+            if m.queue is None or m.payload is None:  # dead-lettered by the bridge
+                argv += [w, m.offset, 0, b""]
+            else:
+                argv += [w, m.offset, queues.setdefault(m.queue, len(queues) + 1), m.payload]
+        wm_keys = [keys.published_watermark(self._group_id, t, p) for t, p in marks]
+        try:
+            enqueued, skipped = self._script(
+                keys=[*wm_keys, *queues],
+                args=[len(wm_keys), self._ttl_s, *argv],
+            )
+        except redis.RedisError as exc:
+            raise PublishError(f"{len(messages)} task messages not enqueued: {exc!r}") from exc
+        return Outcome(int(enqueued), int(skipped))
+
+    def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
+        """Messages waiting in each Celery queue (``LLEN``).
+
+        :raises PublishError: Redis is unreachable.
+        """
+        names = sorted(set(queues))
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.llen(name)
+                return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+        except redis.RedisError as exc:
+            raise PublishError(f"queue depths unknown: {exc!r}") from exc
 
     def close(self) -> None:
         """Release the broker connections."""
-        self._app.close()
+        self._connection.release()
+        self._redis.close()
+
+    def _kombu_channel(self) -> Any:
+        if self._channel is None:
+            self._channel = self._connection.default_channel
+        return self._channel
+
+
+def _bytes(payload: str | bytes) -> bytes:
+    return payload.encode() if isinstance(payload, str) else payload

@@ -18,6 +18,8 @@ class Route:
     ordered: bool
     value_format: ValueFormat
     dlt_topic: str
+    max_queue_depth: int | None = None
+    resume_queue_depth: int | None = None
 
 
 class Router:
@@ -38,6 +40,8 @@ class Router:
                 ordered=r.ordered,
                 value_format=r.value_format,
                 dlt_topic=r.dead_letter_topic(group_id),
+                max_queue_depth=r.max_queue_depth,
+                resume_queue_depth=r.resume_depth,
             )
             for r in settings.routes
         )

@@ -13,7 +13,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.errors import ConfigError
@@ -34,12 +41,14 @@ class KafkaSettings(_Section):
     bootstrap_servers: str = Field(min_length=1)
     group_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     client_id: str = "kafka-celery-bridge"
+    group_instance_id: str | None = Field(default=None, min_length=1)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     max_poll_records: int = Field(default=500, ge=1)
     poll_timeout_ms: int = Field(default=200, ge=1)
     session_timeout_ms: int = Field(default=45_000, ge=1_000)
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    shutdown_timeout_ms: int = Field(default=10_000, ge=100)
 
 
 class CelerySettings(_Section):
@@ -48,6 +57,7 @@ class CelerySettings(_Section):
     broker_url: str = Field(min_length=1)
     publish_retry_backoff_ms: int = Field(default=100, ge=1)
     publish_retry_backoff_max_ms: int = Field(default=10_000, ge=1)
+    enqueue_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
 
 
 class DeadLetterSettings(_Section):
@@ -68,6 +78,8 @@ class RouteSettings(_Section):
     ordered: bool = False
     value_format: ValueFormat = "json"
     dlt_topic: str | None = None
+    max_queue_depth: int | None = Field(default=None, ge=1)
+    resume_queue_depth: int | None = Field(default=None, ge=0)
 
     @field_validator("topic", "dlt_topic")
     @classmethod
@@ -82,6 +94,25 @@ class RouteSettings(_Section):
         if ordered:
             raise ValueError("ordered routes are not supported by this version yet")
         return ordered
+
+    @model_validator(mode="after")
+    def _resume_below_max(self) -> RouteSettings:
+        if self.resume_queue_depth is not None and (
+            self.max_queue_depth is None or self.resume_queue_depth >= self.max_queue_depth
+        ):
+            raise ValueError("resume_queue_depth needs a larger max_queue_depth")
+        return self
+
+    @property
+    def resume_depth(self) -> int | None:
+        """Depth at which a held route resumes: ``resume_queue_depth``, else half the max."""
+        if self.max_queue_depth is None:
+            return None
+        return (
+            self.resume_queue_depth
+            if self.resume_queue_depth is not None
+            else (self.max_queue_depth // 2)
+        )
 
     def dead_letter_topic(self, group_id: str) -> str:
         """The route's DLT: ``dlt_topic`` if set, else ``{topic}.{group_id}.dlt``."""

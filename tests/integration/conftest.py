@@ -33,12 +33,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def config_toml(*, group_id: str, routes: list[dict[str, Any]]) -> str:
+def config_toml(
+    *, group_id: str, routes: list[dict[str, Any]], kafka: dict[str, Any] | None = None
+) -> str:
     lines = [
         "[kafka]",
         f'bootstrap_servers = "{BOOTSTRAP}"',
         f'group_id = "{group_id}"',
         "poll_timeout_ms = 50",
+        *(f"{k} = {_toml(v)}" for k, v in (kafka or {}).items()),
         "",
         "[celery]",
         f'broker_url = "{BROKER_URL}"',
@@ -93,39 +96,58 @@ def worker_queue() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="session")
-def worker(
-    tmp_path_factory: pytest.TempPathFactory, worker_queue: str, ledger_redis: redis.Redis
-) -> Iterator[Path]:
-    """A real Celery worker (prefork, 2 processes) on the session's own queue."""
-    folder = tmp_path_factory.mktemp("worker")
-    config = folder / "worker.toml"
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_worker(folder: Path, queue: str, concurrency: int = 2) -> WorkerProcess:
+    """A real Celery worker (prefork) consuming ``queue``, running tests.integration.handlers."""
+    config = folder / f"worker-{queue}.toml"
     config.write_text(
         config_toml(group_id="tests-worker", routes=[{"topic": "unused", "task": "unused"}])
     )
-    log = folder / "worker.log"
+    log = folder / f"worker-{queue}.log"
     env = {**os.environ, "BRIDGE_CONFIG": str(config), LEDGER_URL_ENV: BROKER_URL}
     cmd = [
         sys.executable, "-m", "celery", "-A", "tests.integration.handlers", "worker",
-        "-Q", worker_queue, "-c", "2", "-P", "prefork", "-l", "INFO", "-n", f"{worker_queue}@%h",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-Q", queue, "-c", str(concurrency), "-P", "prefork", "-l", "INFO",
+        "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    worker = WorkerProcess(proc, log)
     try:
         wait_for(
             lambda: proc.poll() is not None or b"ready." in log.read_bytes(),
             timeout_s=60,
-            what="the Celery worker to be ready",
+            what=f"the Celery worker on {queue} to be ready",
         )
-        assert proc.poll() is None, f"worker exited:\n{log.read_text()}"
-        yield log
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    except AssertionError:
+        worker.stop()
+        raise
+    assert proc.poll() is None, f"worker exited:\n{log.read_text()}"
+    return worker
+
+
+@pytest.fixture(scope="session")
+def worker(
+    tmp_path_factory: pytest.TempPathFactory, worker_queue: str, ledger_redis: redis.Redis
+) -> Iterator[Path]:
+    """The session's worker: 2 processes on the session's own queue."""
+    process = start_worker(tmp_path_factory.mktemp("worker"), worker_queue)
+    yield process.log_path
+    process.stop()
 
 
 @dataclass
@@ -209,17 +231,24 @@ def start_bridge(
     """Start ``python -m bridge run`` for some routes, in a consumer group of its own."""
     started: list[BridgeProcess] = []
 
-    def start(routes: list[dict[str, Any]], group_id: str | None = None) -> BridgeProcess:
+    def start(
+        routes: list[dict[str, Any]],
+        group_id: str | None = None,
+        kafka: dict[str, Any] | None = None,
+        wait_assigned: bool = True,
+    ) -> BridgeProcess:
         group_id = group_id or f"g-{uuid.uuid4().hex[:10]}"
         config = tmp_path / f"{group_id}.toml"
         routes = [{"queue": worker_queue, **route} for route in routes]
-        config.write_text(config_toml(group_id=group_id, routes=routes))
-        log = tmp_path / f"{group_id}.log"
+        config.write_text(config_toml(group_id=group_id, routes=routes, kafka=kafka))
+        log = tmp_path / f"{group_id}-{len(started)}.log"
         cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         bridge = BridgeProcess(proc, log, config, group_id)
         started.append(bridge)
+        if not wait_assigned:
+            return bridge
         try:
             wait_for(
                 lambda: proc.poll() is not None or "partitions assigned" in bridge.log(),

@@ -4,13 +4,15 @@ A record's headers tell the handler how to behave, so any key/value bytes can be
 ``ledger`` (required): Redis key prefix where every execution is written;
 ``fail``: raise ``TimeoutError`` (retryable) on the first N attempts;
 ``mode``: ``permanent`` raises ``PermanentError``, ``value-error`` raises ``ValueError``
-(outside ``autoretry_for``, so non-retryable).
+(outside ``autoretry_for``, so non-retryable);
+``fail-group``: always raise ``TimeoutError`` in that consumer group (task ids start with it).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from functools import cache
 
 import redis
@@ -39,6 +41,9 @@ def behave(task: RecordTask, record: Record) -> None:
         raise PermanentError(f"record {record.offset} is invalid")
     if mode == b"value-error":
         raise ValueError(f"unexpected value in record {record.offset}")
+    fail_group = record.header("fail-group")
+    if fail_group and task_id.startswith(fail_group.decode() + ":"):
+        raise TimeoutError(f"downstream always times out for group {fail_group.decode()}")
     if task.request.retries < int(record.header("fail") or b"0"):
         raise TimeoutError(f"downstream timed out on attempt {task.request.retries + 1}")
     ledger().sadd(f"{prefix}:done", task_id)
@@ -67,4 +72,11 @@ def flaky(self: RecordTask, record: Record) -> None:
     max_retries=2,
 )
 def with_backoff(self: RecordTask, record: Record) -> None:
+    behave(self, record)
+
+
+@app.task(base=RecordTask, bind=True, name="tests.slow")
+def slow(self: RecordTask, record: Record) -> None:
+    # Simulated work, so that a queue fills faster than this worker drains it.
+    time.sleep(0.01)
     behave(self, record)

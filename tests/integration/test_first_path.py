@@ -3,62 +3,22 @@
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.partitioner.default import murmur2
 
 from tests.conftest import wait_for
-from tests.integration.conftest import (
-    BridgeProcess,
-    Ledger,
-    Topic,
+from tests.integration.conftest import Ledger, end_offsets, read_all
+from tests.integration.helpers import (
+    MakeTopic,
+    StartBridge,
     committed_offsets,
-    end_offsets,
-    read_all,
+    headers_of,
+    original_offset,
+    send,
+    wait_committed_to_end,
 )
-
-StartBridge = Callable[..., BridgeProcess]
-MakeTopic = Callable[..., Topic]
-
-
-def send(
-    producer: KafkaProducer,
-    topic: Topic,
-    ledger: Ledger,
-    *,
-    key: bytes | None = b"k",
-    value: bytes | None = b"{}",
-    headers: list[tuple[str, bytes]] | None = None,
-    partition: int | None = None,
-    timestamp_ms: int | None = None,
-) -> Any:
-    all_headers = [("ledger", ledger.prefix.encode()), *(headers or [])]
-    future = producer.send(
-        topic.name, key=key, value=value, headers=all_headers,
-        partition=partition, timestamp_ms=timestamp_ms,
-    )  # fmt: skip
-    return future.get(timeout=10)
-
-
-def headers_of(record: Any) -> dict[str, bytes]:
-    return dict(record.headers)
-
-
-def original_offset(dead: Any) -> int:
-    offset: int = struct.unpack(">q", headers_of(dead)["kafka_dlt-original-offset"])[0]
-    return offset
-
-
-def wait_committed_to_end(admin: KafkaAdminClient, group_id: str, topic: Topic) -> None:
-    ends = end_offsets(topic.name)
-    wait_for(
-        lambda: committed_offsets(admin, group_id, topic.name) == ends,
-        what=f"group {group_id} to commit {topic.name} up to {ends}",
-    )
 
 
 def test_records_are_handled_once_and_offsets_committed_to_the_end(

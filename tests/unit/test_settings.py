@@ -110,3 +110,18 @@ def test_invalid_environment_value_is_named(
     monkeypatch.setenv("BRIDGE_KAFKA__MAX_POLL_RECORDS", "zero")
     with pytest.raises(ConfigError, match=r"kafka\.max_poll_records"):
         load_settings(write(tmp_path, MINIMAL))
+
+
+def test_queue_depth_limits(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, MINIMAL + "max_queue_depth = 1000\n"))
+    assert settings.routes[0].resume_depth == 500
+    settings = load_settings(
+        write(tmp_path, MINIMAL + "max_queue_depth = 1000\nresume_queue_depth = 900\n")
+    )
+    assert settings.routes[0].resume_depth == 900
+    assert load_settings(write(tmp_path, MINIMAL)).routes[0].resume_depth is None
+
+
+def test_resume_depth_must_be_below_max(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"routes\[0\]: .*resume_queue_depth"):
+        load_settings(write(tmp_path, MINIMAL + "max_queue_depth = 10\nresume_queue_depth = 10\n"))

@@ -1,0 +1,19 @@
+"""Every Redis key the bridge owns, in one place: all under ``bridge:{group_id}:``."""
+
+from __future__ import annotations
+
+PREFIX = "bridge"
+
+
+def group_prefix(group_id: str) -> str:
+    """``bridge:{group_id}:``: the namespace of one consumer group's state."""
+    return f"{PREFIX}:{group_id}:"
+
+
+def published_watermark(group_id: str, topic: str, partition: int) -> str:
+    """The next offset of ``topic[partition]`` not yet enqueued for ``group_id``.
+
+    Written in the same Lua script that enqueues the records, so a record consumed twice
+    (after a crash between publish and commit, or a rebalance) is never enqueued twice.
+    """
+    return f"{group_prefix(group_id)}published:{topic}:{partition}"

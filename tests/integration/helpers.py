@@ -1,0 +1,94 @@
+"""Helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+
+from tests.conftest import wait_for
+from tests.integration.conftest import (
+    BridgeProcess,
+    Ledger,
+    Topic,
+    committed_offsets,
+    end_offsets,
+)
+
+__all__ = ["committed_offsets"]
+
+StartBridge = Callable[..., BridgeProcess]
+MakeTopic = Callable[..., Topic]
+
+
+def send(
+    producer: KafkaProducer,
+    topic: Topic,
+    ledger: Ledger,
+    *,
+    key: bytes | None = b"k",
+    value: bytes | None = b"{}",
+    headers: list[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
+    timestamp_ms: int | None = None,
+) -> Any:
+    all_headers = [("ledger", ledger.prefix.encode()), *(headers or [])]
+    future = producer.send(
+        topic.name, key=key, value=value, headers=all_headers,
+        partition=partition, timestamp_ms=timestamp_ms,
+    )  # fmt: skip
+    return future.get(timeout=10)
+
+
+def headers_of(record: Any) -> dict[str, bytes]:
+    return dict(record.headers)
+
+
+def original_offset(dead: Any) -> int:
+    offset: int = struct.unpack(">q", headers_of(dead)["kafka_dlt-original-offset"])[0]
+    return offset
+
+
+def wait_committed_to_end(admin: KafkaAdminClient, group_id: str, topic: Topic) -> None:
+    ends = end_offsets(topic.name)
+    wait_for(
+        lambda: committed_offsets(admin, group_id, topic.name) == ends,
+        what=f"group {group_id} to commit {topic.name} up to {ends}",
+    )
+
+
+def send_many(
+    producer: KafkaProducer,
+    topic: Topic,
+    ledger: Ledger,
+    count: int,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> list[Any]:
+    """Produce ``count`` keyed JSON records; return their metadata (partition, offset)."""
+    all_headers = [("ledger", ledger.prefix.encode()), *(headers or [])]
+    futures = [
+        producer.send(topic.name, key=f"k{i}".encode(), value=b'{"n": %d}' % i, headers=all_headers)
+        for i in range(count)
+    ]
+    producer.flush()
+    return [f.get(timeout=10) for f in futures]
+
+
+def task_ids(group_id: str, topic: Topic, sent: list[Any]) -> set[str]:
+    return {f"{group_id}:{topic.name}:{m.partition}:{m.offset}" for m in sent}
+
+
+def published_watermarks(ledger: Ledger, group_id: str, topic: Topic) -> int:
+    """Sum over partitions of the bridge's published watermark in Redis."""
+    keys = [f"bridge:{group_id}:published:{topic.name}:{p}" for p in range(topic.partitions)]
+    return sum(int(v) for v in ledger.client.mget(keys) if v is not None)
+
+
+def assert_each_handled_once(ledger: Ledger, expected: set[str]) -> None:
+    wait_for(lambda: ledger.done() >= expected, timeout_s=120, what=f"{len(expected)} handled")
+    attempts = ledger.attempts()
+    twice = {tid: n for tid, n in attempts.items() if n != 1}
+    assert not twice, f"executed more than once: {sorted(twice.items())[:10]}"
+    assert set(attempts) == expected

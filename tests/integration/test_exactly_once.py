@@ -1,0 +1,138 @@
+"""Exactly-once enqueue: a record is enqueued once however often the bridge consumes it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import uuid
+
+import redis
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from bridge.dispatch import Dispatcher, publisher_app
+from bridge.record import Envelope, Record, to_task_arg
+from bridge.settings import CelerySettings
+from tests.conftest import wait_for
+from tests.integration.conftest import BROKER_URL, Ledger
+from tests.integration.helpers import (
+    MakeTopic,
+    StartBridge,
+    assert_each_handled_once,
+    published_watermarks,
+    send_many,
+    task_ids,
+    wait_committed_to_end,
+)
+
+
+def envelope(offset: int, group_id: str) -> Envelope:
+    record = Record("orders", 0, offset, 1_700_000_000_000, b"k", b'{"a": 1}', (), "json")
+    return Envelope(record, group_id, "orders.g.dlt")
+
+
+def test_messages_are_the_ones_celery_send_task_builds(ledger_redis: redis.Redis) -> None:
+    queue, group_id = f"q-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    settings = CelerySettings(broker_url=BROKER_URL)
+    env = envelope(5, group_id)
+    dispatcher = Dispatcher(settings, group_id)
+    dispatcher.publish([dispatcher.message("shop.x", queue, env)])
+    ours = json.loads(ledger_redis.rpop(queue))  # type: ignore[arg-type]
+    publisher_app(settings).send_task(
+        "shop.x", args=[to_task_arg(env)], kwargs={}, task_id=env.task_id(), queue=queue,
+        argsrepr=repr(env.record), kwargsrepr="{}",
+    )  # fmt: skip
+    theirs = json.loads(ledger_redis.rpop(queue))  # type: ignore[arg-type]
+    dispatcher.close()
+
+    assert base64.b64decode(ours["body"]) == base64.b64decode(theirs["body"])
+    for field in ("content-type", "content-encoding"):
+        assert ours[field] == theirs[field]
+    # origin names the bridge; ignore_result is False for us and None for send_task, which
+    # Celery's worker reads alike (falsy).
+    differ = ("origin", "ignore_result")
+    same_headers = {k: v for k, v in theirs["headers"].items() if k not in differ}
+    assert {k: ours["headers"][k] for k in same_headers} == same_headers
+    assert ours["headers"]["origin"] == f"kafka-celery-bridge@{group_id}"
+    for prop in ("correlation_id", "delivery_mode", "priority", "body_encoding", "delivery_info"):
+        assert ours["properties"][prop] == theirs["properties"][prop]
+
+
+def test_a_record_at_or_below_the_watermark_is_not_enqueued_again(
+    ledger_redis: redis.Redis,
+) -> None:
+    queue, group_id = f"q-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    dispatcher = Dispatcher(CelerySettings(broker_url=BROKER_URL), group_id)
+    batch = [dispatcher.message("t", queue, envelope(o, group_id)) for o in range(10, 15)]
+    try:
+        assert dispatcher.publish(batch[:3]).enqueued == 3
+        outcome = dispatcher.publish(batch)  # re-consumed after a crash before the commit
+        assert (outcome.enqueued, outcome.skipped) == (2, 3)
+        assert dispatcher.publish(batch).skipped == 5
+        assert ledger_redis.llen(queue) == 5
+        mark = ledger_redis.get(f"bridge:{group_id}:published:orders:0")
+        assert mark == b"15"
+        assert 0 < ledger_redis.ttl(f"bridge:{group_id}:published:orders:0") <= 7 * 24 * 3600
+    finally:
+        ledger_redis.delete(queue, f"bridge:{group_id}:published:orders:0")
+        dispatcher.close()
+
+
+def test_rewound_group_offsets_enqueue_nothing_twice(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+) -> None:
+    topic = make_topic(partitions=2)
+    bridge = start_bridge([{"topic": topic.name, "task": "tests.flaky"}])
+    first = send_many(producer, topic, ledger, 100)
+    assert_each_handled_once(ledger, task_ids(bridge.group_id, topic, first))
+    wait_committed_to_end(admin, bridge.group_id, topic)
+    assert bridge.stop() == 0
+
+    # Exactly what a crash between publish and commit leaves behind, for every record.
+    admin.alter_group_offsets(
+        bridge.group_id,
+        {TopicPartition(topic.name, p): OffsetAndMetadata(0, "", -1) for p in range(2)},
+    )
+    again = start_bridge([{"topic": topic.name, "task": "tests.flaky"}], group_id=bridge.group_id)
+    more = send_many(producer, topic, ledger, 10)
+    assert_each_handled_once(ledger, task_ids(bridge.group_id, topic, first + more))
+    wait_committed_to_end(admin, bridge.group_id, topic)
+    assert "re-consumed records were already enqueued: skipped" in again.log()
+
+
+def test_sigkilled_bridges_lose_and_duplicate_nothing(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    topic = make_topic(partitions=4)
+    group_id = f"g-{uuid.uuid4().hex[:10]}"
+    route = [{"topic": topic.name, "task": "tests.flaky"}]
+    # Static membership: a restarted bridge takes over its killed predecessor's partitions at
+    # once instead of after the session timeout.
+    kafka = {"max_poll_records": 25, "group_instance_id": f"{group_id}-1"}
+    sent = send_many(producer, topic, ledger, 3000)
+    thresholds = sorted(rng.sample(range(100, 2900), 5))
+
+    for threshold in thresholds:
+        bridge = start_bridge(route, group_id=group_id, kafka=kafka)
+
+        def published_past(threshold: int = threshold) -> bool:
+            return published_watermarks(ledger, group_id, topic) >= threshold
+
+        wait_for(published_past, what=f"publishing past {threshold} records (seed {seed})")
+        bridge.proc.kill()  # SIGKILL: no commit, no leave-group
+        bridge.proc.wait()
+
+    start_bridge(route, group_id=group_id, kafka=kafka)
+    assert_each_handled_once(ledger, task_ids(group_id, topic, sent))
+    wait_committed_to_end(admin, group_id, topic)

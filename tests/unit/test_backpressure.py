@@ -1,0 +1,35 @@
+from bridge.backpressure import Backpressure, Limit, to_pause
+
+ORDERS = Limit(queue="q", max_depth=100, resume_depth=50)
+
+
+def test_holds_at_max_and_releases_at_resume_depth() -> None:
+    bp = Backpressure({"orders": ORDERS})
+    assert bp.update({"q": 99}) == (set(), set())
+    assert bp.update({"q": 100}) == ({"orders"}, set())
+    assert bp.held == {"orders"}
+    assert bp.update({"q": 51}) == (set(), set())  # hysteresis: still held
+    assert bp.update({"q": 50}) == (set(), {"orders"})
+    assert bp.held == set()
+
+
+def test_routes_sharing_a_queue_are_held_by_their_own_limits() -> None:
+    bp = Backpressure({"a": ORDERS, "b": Limit("q", max_depth=10, resume_depth=0)})
+    assert bp.queues == {"q"}
+    assert bp.update({"q": 20}) == ({"b"}, set())
+    assert bp.update({"q": 0}) == (set(), {"b"})
+
+
+def test_unknown_depth_counts_as_empty() -> None:
+    bp = Backpressure({"orders": ORDERS})
+    assert bp.update({}) == (set(), set())
+
+
+def test_partitions_to_pause() -> None:
+    assigned = {("orders", 0), ("orders", 1), ("audit", 0)}
+    assert to_pause(assigned, broker_down=False, held_topics=()) == set()
+    assert to_pause(assigned, broker_down=False, held_topics={"orders"}) == {
+        ("orders", 0),
+        ("orders", 1),
+    }
+    assert to_pause(assigned, broker_down=True, held_topics=()) == assigned
