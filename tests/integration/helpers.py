@@ -80,10 +80,16 @@ def task_ids(group_id: str, topic: Topic, sent: list[Any]) -> set[str]:
     return {f"{group_id}:{topic.name}:{m.partition}:{m.offset}" for m in sent}
 
 
+def published_by_partition(ledger: Ledger, group_id: str, topic: Topic) -> dict[int, int]:
+    """The bridge's published watermark in Redis, per partition that has one."""
+    keys = [f"bridge:{group_id}:published:{topic.name}:{p}" for p in range(topic.partitions)]
+    values = ledger.client.mget(keys)
+    return {p: int(v) for p, v in enumerate(values) if v is not None}
+
+
 def published_watermarks(ledger: Ledger, group_id: str, topic: Topic) -> int:
     """Sum over partitions of the bridge's published watermark in Redis."""
-    keys = [f"bridge:{group_id}:published:{topic.name}:{p}" for p in range(topic.partitions)]
-    return sum(int(v) for v in ledger.client.mget(keys) if v is not None)
+    return sum(published_by_partition(ledger, group_id, topic).values())
 
 
 def assert_each_handled_once(ledger: Ledger, expected: set[str]) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import random
+import signal
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
@@ -15,11 +18,13 @@ from bridge.dispatch import Dispatcher, publisher_app
 from bridge.record import Envelope, Record, to_task_arg
 from bridge.settings import CelerySettings
 from tests.conftest import wait_for
-from tests.integration.conftest import BROKER_URL, Ledger
+from tests.integration.conftest import BROKER_URL, BridgeProcess, Ledger, Topic, end_offsets
 from tests.integration.helpers import (
     MakeTopic,
     StartBridge,
     assert_each_handled_once,
+    committed_offsets,
+    published_by_partition,
     published_watermarks,
     send_many,
     task_ids,
@@ -119,20 +124,53 @@ def test_sigkilled_bridges_lose_and_duplicate_nothing(
     route = [{"topic": topic.name, "task": "tests.flaky"}]
     # Static membership: a restarted bridge takes over its killed predecessor's partitions at
     # once instead of after the session timeout.
-    kafka = {"max_poll_records": 25, "group_instance_id": f"{group_id}-1"}
-    sent = send_many(producer, topic, ledger, 3000)
-    thresholds = sorted(rng.sample(range(100, 2900), 5))
+    kafka = {"max_poll_records": 10, "group_instance_id": f"{group_id}-1"}
+    sent: list[Any] = []
 
-    for threshold in thresholds:
+    def more() -> None:
+        sent.extend(send_many(producer, topic, ledger, 20))
+
+    for round_ in range(6):
+        sent += send_many(producer, topic, ledger, 500)
         bridge = start_bridge(route, group_id=group_id, kafka=kafka)
+        target = 500 * round_ + rng.randint(25, 475)
 
-        def published_past(threshold: int = threshold) -> bool:
-            return published_watermarks(ledger, group_id, topic) >= threshold
+        def published_past(target: int = target) -> bool:
+            return published_watermarks(ledger, group_id, topic) >= target
 
-        wait_for(published_past, what=f"publishing past {threshold} records (seed {seed})")
-        bridge.proc.kill()  # SIGKILL: no commit, no leave-group
-        bridge.proc.wait()
+        wait_for(published_past, interval_s=0.005, what=f"publishing {target} (seed {seed})")
+        kill_between_publish_and_commit(bridge, admin, ledger, topic, more=more)
 
     start_bridge(route, group_id=group_id, kafka=kafka)
     assert_each_handled_once(ledger, task_ids(group_id, topic, sent))
     wait_committed_to_end(admin, group_id, topic)
+
+
+def kill_between_publish_and_commit(
+    bridge: BridgeProcess,
+    admin: KafkaAdminClient,
+    ledger: Ledger,
+    topic: Topic,
+    more: Callable[[], None],
+) -> None:
+    """SIGKILL the bridge at a moment when it has enqueued records it has not committed.
+
+    The bridge is frozen (SIGSTOP) and compared: published watermark in Redis against
+    committed offsets in Kafka. Not in that window: it goes on (SIGCONT), and is given ``more``
+    records whenever it has caught up, so that the window comes again.
+    """
+
+    def frozen_with_uncommitted_records() -> bool:
+        bridge.proc.send_signal(signal.SIGSTOP)
+        committed = committed_offsets(admin, bridge.group_id, topic.name)
+        published = published_by_partition(ledger, bridge.group_id, topic)
+        if any(mark > committed.get(p, 0) for p, mark in published.items()):
+            return True
+        bridge.proc.send_signal(signal.SIGCONT)
+        if sum(committed.values()) >= sum(end_offsets(topic.name).values()):
+            more()
+        return False
+
+    wait_for(frozen_with_uncommitted_records, interval_s=0.001, what="an uncommitted batch")
+    bridge.proc.kill()
+    bridge.proc.wait()
