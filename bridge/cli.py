@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from bridge.errors import ConfigError
@@ -51,20 +51,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopper:
+    """Signal handler: the first signal stops the bridge gracefully, a second exits at once.
+
+    :param stop: asks the bridge to finish the batch in hand, commit and leave its group.
+    :param exit_now: ends the process without any cleanup (default ``os._exit``); nothing that
+        was not accepted has been committed, so nothing is lost.
+    """
+
+    def __init__(self, stop: Callable[[], None], exit_now: Callable[[int], None] = os._exit):
+        self._stop = stop
+        self._exit_now = exit_now
+        self.signalled = False
+
+    def __call__(self, signum: int, frame: FrameType | None = None) -> None:
+        if self.signalled:
+            log.warning("signal %d again: exiting at once", signum)
+            self._exit_now(128 + signum)
+            return
+        self.signalled = True
+        log.info("signal %d: finishing the batch in hand, committing, leaving the group", signum)
+        self._stop()
+
+
 def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
     from bridge.consumer import Bridge
 
     bridge = Bridge(settings)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if not bridge.running:
-            log.warning("second signal: exiting at once")
-            os._exit(128 + signum)
-        log.info("signal %d: finishing the batch in hand, committing, leaving the group", signum)
-        bridge.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopper = Stopper(bridge.stop)
+    signal.signal(signal.SIGTERM, stopper)
+    signal.signal(signal.SIGINT, stopper)
     bridge.run()
     return 0
 

@@ -2,7 +2,7 @@
 # Local backing services for kafka-celery-bridge: a single-node Apache Kafka
 # (KRaft, combined broker+controller) and a Redis used as the Celery broker.
 #
-#   scripts/services.sh up|down|status|stop-redis|start-redis|restart-redis
+#   scripts/services.sh up|down|status|stop-redis|start-redis|restart-redis|stop-kafka|start-kafka
 #
 # Without Docker (the default wherever `docker info` fails) both run as plain
 # processes: Kafka's jars come from Maven Central via `mvn` and are cached under
@@ -145,6 +145,8 @@ docker_cmd() {
         stop-redis)    compose stop redis ;;
         start-redis)   compose up -d --wait redis ;;
         restart-redis) compose stop redis && compose up -d --wait redis ;;
+        stop-kafka)    compose stop kafka ;;
+        start-kafka)   compose up -d --wait kafka ;;
     esac
 }
 
@@ -556,7 +558,7 @@ usage() {
 main() {
     local cmd="${1:-}" rc=0
     case "$cmd" in
-        up|down|status|stop-redis|start-redis|restart-redis) ;;
+        up|down|status|stop-redis|start-redis|restart-redis|stop-kafka|start-kafka) ;;
         *) usage ;;
     esac
     resolve_mode
@@ -572,6 +574,8 @@ main() {
         stop-redis)    redis_down ;;
         start-redis)   redis_up ;;
         restart-redis) redis_down; redis_up ;;
+        stop-kafka)    kafka_down ;;
+        start-kafka)   kafka_up ;;
     esac
 }
 

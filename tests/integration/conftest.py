@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 
 from tests.conftest import BOOTSTRAP, REDIS_PORT, wait_for
 from tests.integration.handlers import LEDGER_URL_ENV
@@ -172,10 +173,18 @@ def make_topic(admin: KafkaAdminClient) -> Iterator[Callable[..., Topic]]:
         return Topic(name, partitions)
 
     yield make
-    existing = set(admin.list_topics())
-    doomed = [t for t in existing if any(t == c or t.startswith(f"{c}.") for c in created)]
-    if doomed:
-        admin.delete_topics(doomed)
+
+    def delete_created() -> bool:
+        try:  # the admin client may still be reconnecting after a test restarted Kafka
+            existing = set(admin.list_topics())
+            doomed = [t for t in existing if any(t == c or t.startswith(f"{c}.") for c in created)]
+            if doomed:
+                admin.delete_topics(doomed)
+        except KafkaError:
+            return False
+        return True
+
+    wait_for(delete_created, timeout_s=60, interval_s=0.5, what=f"deleting topics {created}")
 
 
 @dataclass

@@ -159,3 +159,53 @@ def test_backpressure_bounds_the_queue_while_a_slow_worker_drains_it(
     assert max(depths) >= limit  # the limit was reached...
     assert max(depths) <= limit + batch  # ...and exceeded by at most one poll batch
     assert f"backpressure: {topic.name} resumed" in bridge.log()
+
+
+@pytest.fixture
+def kafka_restarted() -> object:
+    """Guarantee Kafka is running again after the test, whatever happens in it."""
+    yield None
+    services("start-kafka")
+
+
+def test_kafka_outage_the_bridge_reconnects_without_losing_its_position(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+    kafka_restarted: object,
+) -> None:
+    topic = make_topic(partitions=2)
+    bridge = start_bridge([{"topic": topic.name, "task": "tests.flaky"}])
+    before = send_many(producer, topic, ledger, 200)
+    assert_each_handled_once(ledger, task_ids(bridge.group_id, topic, before))
+    wait_committed_to_end(admin, bridge.group_id, topic)
+
+    services("stop-kafka")
+    wait_for(lambda: "ECONNREFUSED" in bridge.log(), what="the bridge to notice Kafka is gone")
+    services("start-kafka")
+    after = send_many(producer, topic, ledger, 200)
+
+    assert_each_handled_once(ledger, task_ids(bridge.group_id, topic, before + after))
+    wait_committed_to_end(admin, bridge.group_id, topic)
+    assert bridge.proc.poll() is None
+
+
+def test_sigterm_while_kafka_is_down_still_exits_in_bounded_time(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    kafka_restarted: object,
+) -> None:
+    topic = make_topic()
+    bridge = start_bridge(
+        [{"topic": topic.name, "task": "tests.flaky"}], kafka={"shutdown_timeout_ms": 2000}
+    )
+    sent = send_many(producer, topic, ledger, 20)
+    assert_each_handled_once(ledger, task_ids(bridge.group_id, topic, sent))
+    services("stop-kafka")
+    wait_for(lambda: "ECONNREFUSED" in bridge.log(), what="the bridge to notice Kafka is gone")
+    assert bridge.stop(timeout_s=15) == 0
+    assert "bridge stopped" in bridge.log()

@@ -1,9 +1,12 @@
 """The command line refuses a bad configuration before touching any service."""
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from bridge.cli import Stopper
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,3 +52,13 @@ def test_run_without_any_config_says_how_to_give_one() -> None:
     result = bridge("run", env={"BRIDGE_CONFIG": ""})
     assert result.returncode == 2
     assert "pass --config PATH or set BRIDGE_CONFIG" in result.stderr
+
+
+def test_first_signal_stops_gracefully_second_exits_at_once() -> None:
+    stops: list[bool] = []
+    exits: list[int] = []
+    stopper = Stopper(lambda: stops.append(True), exit_now=exits.append)
+    stopper(signal.SIGTERM)
+    assert (stops, exits) == ([True], [])
+    stopper(signal.SIGINT)
+    assert (stops, exits) == ([True], [128 + signal.SIGINT])
