@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services down status lint unit integration test demo clean
+.PHONY: install services down status lint unit integration test demo bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ test: install services lint
 # KEEP=1 leaves the worker, the bridge and Flower running after the summary.
 demo: install services
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
+
+# Throughput, Kafka -> accepted and committed: raw consume, naive loop, bridge (bench/).
+bench: install services
+	$(BIN)/python -m bench.throughput
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

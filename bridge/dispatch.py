@@ -2,15 +2,19 @@
 
 Messages are built by Celery (``as_task_v2``) and kombu (``prepare_message`` and the Redis
 channel's ``basic_publish``) exactly as ``send_task`` builds them, so any Celery worker and
-Flower read them. Only the final ``LPUSH`` differs: a whole poll batch goes to Redis in one
-Lua script that also advances a per-partition *published watermark*
+Flower read them: once per (task, queue), as a template with markers where a record's task
+id, ``argsrepr``, argument and delivery tag go. Only the final ``LPUSH`` differs: a whole
+poll batch goes to Redis in one Lua script that also advances a per-partition *published watermark*
 (:func:`bridge.keys.published_watermark`). A record below its partition's watermark was
 already enqueued and is skipped, so a record is enqueued once however often it is consumed.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +93,53 @@ class _Capture:
         self.commands.append((name, args))
 
 
+# Marker values: plain ASCII, so JSON encoding leaves them as they are.
+_ID = "bridge-marker-task-id"
+_ARG = "bridge-marker-arg"
+_REPR = "bridge-marker-argsrepr"
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A pre-built message with holes: the task id, ``argsrepr``, the body, the delivery tag.
+
+    The body (the task's ``[args, kwargs, embed]`` JSON) travels base64-encoded; only its
+    argument differs from record to record.
+    """
+
+    key: str
+    payload: str
+    body_head: str
+    body_tail: str
+    body_b64: str
+    delivery_tag: str
+
+    @classmethod
+    def parse(cls, key: str, payload: str, body: str | bytes) -> _Template:
+        message = json.loads(payload)
+        body_text = _text(body)
+        head, tail = body_text.split(json.dumps(_ARG), 1)
+        return cls(
+            key=key,
+            payload=payload,
+            body_head=head,
+            body_tail=tail,
+            body_b64=message["body"],
+            delivery_tag=message["properties"]["delivery_tag"],
+        )
+
+    def fill(self, *, task_id: str, argsrepr: str, arg_json: str, delivery_tag: str) -> bytes:
+        body = base64.b64encode(f"{self.body_head}{arg_json}{self.body_tail}".encode())
+        # Record data (argsrepr shows the key) goes in last, so it is never taken for a marker.
+        return (
+            self.payload.replace(self.body_b64, body.decode("ascii"), 1)
+            .replace(self.delivery_tag, delivery_tag, 1)
+            .replace(_ID, task_id)
+            .replace(json.dumps(_REPR), json.dumps(argsrepr), 1)
+            .encode()
+        )
+
+
 class Dispatcher:
     """Turn envelopes into Celery task messages and enqueue them batch by batch."""
 
@@ -103,6 +154,7 @@ class Dispatcher:
         self._app = publisher_app(celery)
         self._connection = self._app.connection_for_write()
         self._channel: Any = None
+        self._templates: dict[tuple[str, str], _Template] = {}
         self._origin = f"kafka-celery-bridge@{group_id}"
         self._redis = redis.Redis.from_url(
             celery.broker_url, socket_timeout=5, socket_connect_timeout=5
@@ -111,11 +163,24 @@ class Dispatcher:
 
     def message(self, task: str, queue: str, envelope: Envelope) -> Message:
         """Build the task message of one record, addressed to ``task`` by name."""
+        template = self._templates.get((task, queue))
+        if template is None:
+            template = self._templates[(task, queue)] = self._template(task, queue)
         rec = envelope.record
-        task_id = envelope.task_id()
+        payload = template.fill(
+            task_id=envelope.task_id(),
+            argsrepr=repr(rec),
+            arg_json=json.dumps(to_task_arg(envelope)),
+            delivery_tag=str(uuid.uuid4()),
+        )
+        return Message(rec.topic, rec.partition, rec.offset, template.key, payload)
+
+    def _template(self, task: str, queue: str) -> _Template:
+        """The message of one (task, queue) as Celery's and kombu's own code build it, with
+        markers where each record's values go."""
         headers, properties, body, _ = self._app.amqp.as_task_v2(
-            task_id, task, args=(to_task_arg(envelope),), kwargs={},
-            argsrepr=repr(rec), kwargsrepr="{}", origin=self._origin,
+            _ID, task, args=(_ARG,), kwargs={}, argsrepr=_REPR, kwargsrepr="{}",
+            origin=self._origin,
         )  # fmt: skip
         content_type, content_encoding, data = dumps(body, serializer="json")
         properties["delivery_mode"] = 2  # persistent, as Celery's default exchange says
@@ -128,7 +193,7 @@ class Dispatcher:
         [(command, (key, payload))] = capture.commands
         if command != "lpush":  # pragma: no cover - a kombu change we must notice
             raise PublishError(f"kombu would {command!r} instead of 'lpush' to {key}")
-        return Message(rec.topic, rec.partition, rec.offset, str(key), _bytes(payload))
+        return _Template.parse(str(key), _text(payload), data)
 
     def publish(self, messages: Sequence[Message]) -> Outcome:
         """Enqueue ``messages`` (in offset order per partition) atomically, skipping any
@@ -182,5 +247,5 @@ class Dispatcher:
         return self._channel
 
 
-def _bytes(payload: str | bytes) -> bytes:
-    return payload.encode() if isinstance(payload, str) else payload
+def _text(data: str | bytes) -> str:
+    return data.decode() if isinstance(data, bytes) else data

@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from bridge.dispatch import Dispatcher, publisher_app
-from bridge.record import Envelope, Record, to_task_arg
+from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.settings import CelerySettings
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, BridgeProcess, Ledger, Topic, end_offsets
@@ -174,3 +174,23 @@ def kill_between_publish_and_commit(
     wait_for(frozen_with_uncommitted_records, interval_s=0.001, what="an uncommitted batch")
     bridge.proc.kill()
     bridge.proc.wait()
+
+
+def test_record_data_that_looks_like_a_marker_stays_data(ledger_redis: redis.Redis) -> None:
+    queue, group_id = f"q-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    dispatcher = Dispatcher(CelerySettings(broker_url=BROKER_URL), group_id)
+    hostile = b'bridge-marker-task-id "bridge-marker-argsrepr" \xff'
+    record = Record("orders", 1, 7, 1, hostile, hostile, (("h", hostile),), "bytes")
+    env = Envelope(record, group_id, "orders.g.dlt")
+    try:
+        dispatcher.publish([dispatcher.message("shop.x", queue, env)])
+        message = json.loads(ledger_redis.rpop(queue))  # type: ignore[arg-type]
+    finally:
+        ledger_redis.delete(f"bridge:{group_id}:published:orders:1")
+        dispatcher.close()
+    assert message["headers"]["id"] == message["headers"]["root_id"] == env.task_id()
+    assert message["properties"]["correlation_id"] == env.task_id()
+    assert message["headers"]["argsrepr"] == repr(record)
+    [[arg], kwargs, _] = json.loads(base64.b64decode(message["body"]))
+    assert from_task_arg(arg) == env
+    assert kwargs == {}
