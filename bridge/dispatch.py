@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 
 from bridge import keys
@@ -79,7 +80,20 @@ class Outcome:
 def publisher_app(celery: CelerySettings) -> Celery:
     """A Celery app that only builds messages: JSON, no result backend, no sent events."""
     app = Celery("kafka-celery-bridge", broker=celery.broker_url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"], task_send_sent_event=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_send_sent_event=False,
+        # Fail fast: the bridge backs off by itself and keeps polling Kafka meanwhile.
+        broker_transport_options={
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.1,
+            "interval_max": 0.2,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 5,
+        },
+    )
     return app
 
 
@@ -162,10 +176,17 @@ class Dispatcher:
         self._script = self._redis.register_script(_ENQUEUE)
 
     def message(self, task: str, queue: str, envelope: Envelope) -> Message:
-        """Build the task message of one record, addressed to ``task`` by name."""
+        """Build the task message of one record, addressed to ``task`` by name.
+
+        :raises PublishError: the broker could not be reached to build the first message of
+            this task and queue.
+        """
         template = self._templates.get((task, queue))
         if template is None:
-            template = self._templates[(task, queue)] = self._template(task, queue)
+            try:  # kombu's channel connects to Redis on first use
+                template = self._templates[(task, queue)] = self._template(task, queue)
+            except (OperationalError, redis.RedisError, OSError) as exc:
+                raise PublishError(f"no message template for {task} on {queue}: {exc!r}") from exc
         rec = envelope.record
         payload = template.fill(
             task_id=envelope.task_id(),

@@ -209,3 +209,24 @@ def test_sigterm_while_kafka_is_down_still_exits_in_bounded_time(
     wait_for(lambda: "ECONNREFUSED" in bridge.log(), what="the bridge to notice Kafka is gone")
     assert bridge.stop(timeout_s=15) == 0
     assert "bridge stopped" in bridge.log()
+
+
+def test_a_bridge_started_while_redis_is_down_waits_for_it(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+    redis_restarted: object,
+) -> None:
+    topic = make_topic()
+    sent = send_many(producer, topic, ledger, 50)
+    services("stop-redis")
+    bridge = start_bridge([{"topic": topic.name, "task": "tests.flaky"}])
+    wait_for(
+        lambda: "Celery broker unavailable (attempt 3)" in bridge.log(),
+        what="the bridge to back off",
+    )
+    services("start-redis")
+    assert_each_handled_once(ledger, task_ids(bridge.group_id, topic, sent))
+    wait_committed_to_end(admin, bridge.group_id, topic)
