@@ -10,6 +10,9 @@ _settings = load_settings()
 
 broker_url = _settings.celery.broker_url
 broker_connection_retry_on_startup = True
+# Shorter retries stay Celery countdowns, which the settings keep well below this; longer
+# ones wait in Redis until due (bridge.schedule), so none outlives it inside a worker.
+broker_transport_options = {"visibility_timeout": _settings.celery.visibility_timeout_s}
 
 # Records come from outside: JSON only, never pickle.
 task_serializer = "json"

@@ -31,13 +31,25 @@ from kafka.structs import OffsetAndMetadata
 
 from bridge.backoff import exponential_ms
 from bridge.backpressure import Backpressure, Limit, to_pause
-from bridge.deadletter import DeadLetter, DeadLetterProducer, ErrorInfo, utc_now_iso
+from bridge.deadletter import (
+    DeadLetter,
+    DeadLetterProducer,
+    ErrorInfo,
+    utc_now_iso,
+)
+from bridge.deadletter import from_dict as dead_letter_from_dict
 from bridge.dispatch import Dispatcher, Message
-from bridge.errors import PublishError, UndecodableRecordError
+from bridge.errors import (
+    DeadLetterError,
+    DeadLetterRefusedError,
+    PublishError,
+    UndecodableRecordError,
+)
 from bridge.failures import Reason
 from bridge.offsets import OffsetTracker, Partition
 from bridge.record import Envelope, Record, decode_value, task_id
 from bridge.routing import Route, Router
+from bridge.schedule import DeadLetterStore, Every, Scheduler
 from bridge.settings import BridgeSettings
 from bridge.topics import admin_client, ensure_dead_letter_topics
 
@@ -72,6 +84,13 @@ class Bridge:
         self._broker_failures = 0
         self._broker_retry_at: float | None = None
         self._commit_failing = False
+        self._scheduler = Scheduler(self._dispatcher.client, self.group_id)
+        self._dead_letter_store = DeadLetterStore(self._dispatcher.client, self.group_id)
+        interval_s = settings.retry.scheduler_interval_ms / 1000
+        self._threads = [
+            Every("delayed-retry mover", interval_s, self._move_due_retries),
+            Every("dead-letter writer", max(interval_s, 0.5), self._write_pending_dead_letters),
+        ]
 
     @property
     def group_id(self) -> str:
@@ -85,6 +104,8 @@ class Bridge:
         consumer.subscribe(self.router.topics, listener=_Rebalance(self))
         self._await_topic_metadata(consumer)
         self.running = True
+        for thread in self._threads:
+            thread.start()
         topics = ", ".join(self.router.topics)
         log.info("bridge started: group %s, topics %s", self.group_id, topics)
         try:
@@ -155,7 +176,7 @@ class Bridge:
         except UndecodableRecordError as exc:
             self._dead_letter_undecodable(route, record, exc)
             return Message(record.topic, record.partition, record.offset, None, None)
-        envelope = Envelope(record, self.group_id, route.dlt_topic)
+        envelope = Envelope(record, self.group_id, route.dlt_topic, retry_policy=route.retry_policy)
         return self._dispatcher.message(route.task, route.queue, envelope)
 
     def _dead_letter_undecodable(self, route: Route, record: Record, exc: Exception) -> None:
@@ -237,6 +258,34 @@ class Bridge:
         for topic in released:
             log.info("backpressure: %s resumed, its queue holds %s", topic, depths)
 
+    # -- background: delayed retries and dead letters Kafka did not take yet -----------------
+
+    def _move_due_retries(self) -> None:
+        while self._scheduler.move_due(int(time.time() * 1000), limit=_MOVE_BATCH) == _MOVE_BATCH:
+            pass  # more are due: keep moving
+
+    def _write_pending_dead_letters(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for data in self._dead_letter_store.due(now_ms, limit=50):
+            dl = dead_letter_from_dict(data)
+            try:
+                self._dead_letter_producer().write(dl)
+            except DeadLetterRefusedError as exc:
+                self._dead_letter_store.park(data)
+                log.critical("%r: Kafka refuses its dead letter, parked: %s", dl.record, exc)
+                continue
+            except DeadLetterError as exc:
+                attempts = int(data.get("write_attempts", 0)) + 1
+                delay_ms = exponential_ms(attempts, initial_ms=1000, max_ms=60_000)
+                updated = {**data, "write_attempts": attempts}
+                self._dead_letter_store.retry_later(data, updated, now_ms + delay_ms)
+                log.error("%r: dead letter still not written (attempt %d), next in %d ms: %s",
+                          dl.record, attempts, delay_ms, exc)  # fmt: skip
+                return  # Kafka is in trouble: the others wait too
+            self._dead_letter_store.written(data)
+            log.warning("%r: pending dead letter written to %s, task %s",
+                        dl.record, dl.dlt_topic, dl.task_id)  # fmt: skip
+
     # -- commits ---------------------------------------------------------------------------
 
     def _commit(self, timeout_ms: int | None = None) -> None:
@@ -301,6 +350,8 @@ class Bridge:
 
     def _shutdown(self) -> None:
         timeout_ms = self.settings.kafka.shutdown_timeout_ms
+        for thread in self._threads:
+            thread.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
             self._commit(timeout_ms=timeout_ms)
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
@@ -309,6 +360,9 @@ class Bridge:
             self._dead_letters.close(timeout_s=timeout_ms / 1000)
         self._dispatcher.close()
         log.info("bridge stopped: group %s", self.group_id)
+
+
+_MOVE_BATCH = 1000
 
 
 def _limits(routes: Iterable[Route]) -> dict[str, Limit]:

@@ -19,9 +19,9 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from bridge.backoff import exponential_ms
-from bridge.errors import DeadLetterError
+from bridge.errors import DeadLetterError, DeadLetterRefusedError
 from bridge.failures import Reason
-from bridge.record import Record
+from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.settings import DeadLetterSettings, KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,39 @@ class ErrorInfo:
         return cls(data["fqcn"], data["message"], data["stacktrace"], data.get("cause_fqcn"))
 
 
+def to_dict(dl: DeadLetter, *, write_attempts: int = 0) -> dict[str, Any]:
+    """A JSON-safe form of a dead letter (record bytes base64-encoded), for Redis."""
+    envelope = Envelope(dl.record, dl.group_id, dl.dlt_topic)
+    return {
+        "envelope": to_task_arg(envelope),
+        "reason": str(dl.reason),
+        "error": dl.error.to_dict(),
+        "attempts": dl.attempts,
+        "task": dl.task,
+        "task_id": dl.task_id,
+        "first_failure_at": dl.first_failure_at,
+        "dead_lettered_at": dl.dead_lettered_at,
+        "write_attempts": write_attempts,
+    }
+
+
+def from_dict(data: dict[str, Any]) -> DeadLetter:
+    """Inverse of :func:`to_dict`."""
+    envelope = from_task_arg(data["envelope"])
+    return DeadLetter(
+        record=envelope.record,
+        group_id=envelope.group_id,
+        dlt_topic=envelope.dlt_topic,
+        reason=Reason(data["reason"]),
+        error=ErrorInfo.from_dict(data["error"]),
+        attempts=int(data["attempts"]),
+        task=data["task"],
+        task_id=data["task_id"],
+        first_failure_at=data["first_failure_at"],
+        dead_lettered_at=data["dead_lettered_at"],
+    )
+
+
 def utc_now_iso() -> str:
     """The current time as ISO 8601 UTC with milliseconds, e.g. ``2026-11-22T12:00:00.000Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -124,15 +157,25 @@ class DeadLetterProducer:
     """An idempotent ``acks=all`` producer that writes dead letters and waits for each write."""
 
     def __init__(self, kafka: KafkaSettings, policy: DeadLetterSettings) -> None:
+        self._kafka = kafka
         self._policy = policy
-        self._producer = KafkaProducer(
-            bootstrap_servers=kafka.bootstrap_servers.split(","),
-            client_id=f"{kafka.client_id}-dlt",
-            acks="all",
-            enable_idempotence=True,
-            delivery_timeout_ms=policy.delivery_timeout_ms,
-            request_timeout_ms=min(kafka.request_timeout_ms, policy.delivery_timeout_ms),
-        )
+        self._producer: KafkaProducer | None = None
+
+    def _connected(self) -> KafkaProducer:
+        # Created on first write, inside its error handling: Kafka may be down right now.
+        if self._producer is None:
+            timeout_ms = self._policy.delivery_timeout_ms
+            self._producer = KafkaProducer(
+                bootstrap_servers=self._kafka.bootstrap_servers.split(","),
+                client_id=f"{self._kafka.client_id}-dlt",
+                acks="all",
+                enable_idempotence=True,
+                delivery_timeout_ms=timeout_ms,
+                max_block_ms=timeout_ms,  # send() waits for metadata at most this long
+                bootstrap_timeout_ms=timeout_ms,
+                request_timeout_ms=min(self._kafka.request_timeout_ms, timeout_ms),
+            )
+        return self._producer
 
     def write(self, dl: DeadLetter) -> tuple[int, int]:
         """Write one dead letter and wait until Kafka has it.
@@ -140,7 +183,8 @@ class DeadLetterProducer:
         Retryable Kafka errors are retried ``policy.retries`` times with exponential backoff.
 
         :returns: the DLT partition and offset written.
-        :raises DeadLetterError: a non-retryable error, or retries exhausted.
+        :raises DeadLetterRefusedError: Kafka refused it for good (non-retryable error).
+        :raises DeadLetterError: retryable errors outlasted the retries.
         """
         attempt = 0
         while True:
@@ -148,10 +192,11 @@ class DeadLetterProducer:
                 return self._send(dl)
             except KafkaError as exc:
                 attempt += 1
-                if not is_retryable(exc) or attempt > self._policy.retries:
-                    raise DeadLetterError(
-                        f"dead letter for {dl.record!r} not written to {dl.dlt_topic}: {exc!r}"
-                    ) from exc
+                message = f"dead letter for {dl.record!r} not written to {dl.dlt_topic}: {exc!r}"
+                if not is_retryable(exc):
+                    raise DeadLetterRefusedError(message) from exc
+                if attempt > self._policy.retries:
+                    raise DeadLetterError(message) from exc
                 delay_ms = exponential_ms(
                     attempt,
                     initial_ms=self._policy.retry_backoff_ms,
@@ -169,7 +214,7 @@ class DeadLetterProducer:
 
     def _send(self, dl: DeadLetter) -> tuple[int, int]:
         rec = dl.record
-        future = self._producer.send(
+        future = self._connected().send(
             dl.dlt_topic, value=rec.raw_value, key=rec.key, headers=dead_letter_headers(dl)
         )
         meta: Any = future.get(timeout=self._policy.delivery_timeout_ms / 1000 + 5)
@@ -177,4 +222,5 @@ class DeadLetterProducer:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush and close the producer."""
-        self._producer.close(timeout=timeout_s)
+        if self._producer is not None:
+            self._producer.close(timeout=timeout_s)

@@ -257,6 +257,11 @@ class Dispatcher:
         except redis.RedisError as exc:
             raise PublishError(f"queue depths unknown: {exc!r}") from exc
 
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client of the Celery broker (thread-safe)."""
+        return self._redis
+
     def close(self) -> None:
         """Release the broker connections."""
         self._connection.release()

@@ -25,3 +25,7 @@ class PublishError(BridgeError):
 
 class DeadLetterError(BridgeError):
     """Raised when a record could not be written to its dead-letter topic."""
+
+
+class DeadLetterRefusedError(DeadLetterError):
+    """Raised when Kafka refuses a dead letter for good (too large, not authorized, invalid)."""

@@ -67,6 +67,7 @@ class Envelope:
     group_id: str
     dlt_topic: str
     first_failure_at: str | None = None
+    retry_policy: dict[str, int | bool] | None = None
 
     def task_id(self) -> str:
         """The deterministic Celery task id ``{group_id}:{topic}:{partition}:{offset}``."""
@@ -123,6 +124,8 @@ def to_task_arg(envelope: Envelope) -> dict[str, Any]:
     }
     if envelope.first_failure_at:
         arg["first_failure_at"] = envelope.first_failure_at
+    if envelope.retry_policy:
+        arg["retry"] = envelope.retry_policy
     return arg
 
 
@@ -146,7 +149,9 @@ def from_task_arg(arg: dict[str, Any]) -> Envelope:
             headers=tuple((str(k), _unb64(v) or b"") for k, v in arg["headers"]),
             value_format=arg["value_format"],
         )
-        envelope = Envelope(record, arg["group_id"], arg["dlt_topic"], arg.get("first_failure_at"))
+        envelope = Envelope(
+            record, arg["group_id"], arg["dlt_topic"], arg.get("first_failure_at"), arg.get("retry")
+        )
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise UndecodableRecordError(f"not a bridge record envelope: {exc}") from exc
     return envelope

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bridge.settings import BridgeSettings, ValueFormat
+from bridge.settings import BridgeSettings, RouteSettings, ValueFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,7 @@ class Route:
     dlt_topic: str
     max_queue_depth: int | None = None
     resume_queue_depth: int | None = None
+    retry_policy: dict[str, int | bool] | None = None
 
 
 class Router:
@@ -42,6 +43,7 @@ class Router:
                 dlt_topic=r.dead_letter_topic(group_id),
                 max_queue_depth=r.max_queue_depth,
                 resume_queue_depth=r.resume_depth,
+                retry_policy=_retry_policy(r),
             )
             for r in settings.routes
         )
@@ -62,3 +64,15 @@ class Router:
         :raises KeyError: the topic is not routed.
         """
         return self._by_topic[topic]
+
+
+def _retry_policy(route: RouteSettings) -> dict[str, int | bool] | None:
+    """The route's retry defaults, as they travel in each record's envelope."""
+    policy = {
+        "max_retries": route.max_retries,
+        "retry_backoff": route.retry_backoff_s,
+        "retry_backoff_max": route.retry_backoff_max_s,
+        "retry_jitter": route.retry_jitter,
+    }
+    present = {k: v for k, v in policy.items() if v is not None}
+    return present or None

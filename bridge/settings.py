@@ -58,6 +58,20 @@ class CelerySettings(_Section):
     publish_retry_backoff_ms: int = Field(default=100, ge=1)
     publish_retry_backoff_max_ms: int = Field(default=10_000, ge=1)
     enqueue_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    visibility_timeout_s: int = Field(default=3600, ge=1)
+
+
+class RetrySettings(_Section):
+    """Where delayed retries wait.
+
+    A retry delayed by ``redis_schedule_min_delay_ms`` or more waits in a Redis sorted set
+    (not in a worker's memory) and is moved to its queue when due by the bridge; shorter
+    delays stay plain Celery countdowns, which must stay well below the broker's visibility
+    timeout or Redis delivers them again and again.
+    """
+
+    redis_schedule_min_delay_ms: int = Field(default=1000, ge=0)
+    scheduler_interval_ms: int = Field(default=100, ge=1)
 
 
 class DeadLetterSettings(_Section):
@@ -66,7 +80,7 @@ class DeadLetterSettings(_Section):
     retries: int = Field(default=3, ge=0)
     retry_backoff_ms: int = Field(default=100, ge=1)
     retry_backoff_max_ms: int = Field(default=1_000, ge=1)
-    delivery_timeout_ms: int = Field(default=30_000, ge=1_000)
+    delivery_timeout_ms: int = Field(default=10_000, ge=1_000)
 
 
 class RouteSettings(_Section):
@@ -80,6 +94,11 @@ class RouteSettings(_Section):
     dlt_topic: str | None = None
     max_queue_depth: int | None = Field(default=None, ge=1)
     resume_queue_depth: int | None = Field(default=None, ge=0)
+    # Retry defaults for the route's records; a task's own options win over these.
+    max_retries: int | None = Field(default=None, ge=0)
+    retry_backoff_s: int | None = Field(default=None, ge=1)
+    retry_backoff_max_s: int | None = Field(default=None, ge=1)
+    retry_jitter: bool | None = None
 
     @field_validator("topic", "dlt_topic")
     @classmethod
@@ -132,7 +151,21 @@ class BridgeSettings(BaseSettings):
     kafka: KafkaSettings
     celery: CelerySettings
     dead_letter: DeadLetterSettings = DeadLetterSettings()
+    retry: RetrySettings = RetrySettings()
     routes: list[RouteSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _countdowns_below_visibility_timeout(self) -> BridgeSettings:
+        limit_ms = self.celery.visibility_timeout_s * 1000
+        if self.retry.redis_schedule_min_delay_ms * 2 > limit_ms:
+            raise ValueError(
+                f"retry.redis_schedule_min_delay_ms ({self.retry.redis_schedule_min_delay_ms}) "
+                f"must be at most half of celery.visibility_timeout_s "
+                f"({self.celery.visibility_timeout_s} s): shorter retries stay Celery "
+                f"countdowns, and Redis delivers a countdown that outlives the visibility "
+                f"timeout again and again"
+            )
+        return self
 
     @field_validator("routes")
     @classmethod

@@ -4,32 +4,46 @@ It turns the task argument back into a :class:`~bridge.record.Record`, lets Cele
 options (``autoretry_for``, ``retry_backoff``, ``max_retries``…) decide retries, and writes a
 record whose task fails non-retryably or exhausts its retries to the route's dead-letter topic.
 
-A dead letter that cannot be written is not dropped: the task is re-sent with the dead letter
-attached, and later runs only retry the write (with exponential backoff) until it succeeds.
+Retries: a route may give defaults (``max_retries``, backoff factor and cap, jitter) that travel
+in each record's envelope; a task's own options win. A retry delayed by
+``retry.redis_schedule_min_delay_ms`` or more does not become a Celery countdown: Celery and
+kombu build the very message ``retry()`` would send, and it waits in a Redis sorted set until
+the bridge moves it to its queue (see :mod:`bridge.schedule`), so it runs once however long
+the delay, and costs Redis memory, not worker memory.
+
+Dead letters that Kafka does not take wait in Redis and the bridge writes them later; those it
+refuses for good are parked there (see :class:`bridge.schedule.DeadLetterStore`).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from celery.utils.time import get_exponential_backoff_interval
 
 from bridge import worker
-from bridge.backoff import exponential_ms
-from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
-from bridge.errors import DeadLetterError
+from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
+from bridge.errors import BridgeError, DeadLetterError, DeadLetterRefusedError
 from bridge.failures import Reason, is_non_retryable, reason_for
 from bridge.record import Envelope, Record, decoded, from_task_arg
+from bridge.schedule import DeadLetterStore, schedule_retry
 
 log = logging.getLogger(__name__)
 
-_PENDING = "dead_letter"  # key of a dead letter awaiting its write, in the task argument
 _CONTROL_FLOW = (Retry, Ignore, Reject)
+_CELERY_DEFAULTS = {"retry_backoff_max": 600, "retry_jitter": True}
 
 
-class RecordTask(Task[Any, Any]):
+class RetryNotScheduledError(BridgeError):
+    """Raised when a delayed retry could not be stored in Redis (the message is requeued)."""
+
+
+class RecordTask(Task):  # type: ignore[type-arg]
     """Base class for handlers: ``@app.task(base=RecordTask, autoretry_for=…)``."""
 
     # The argument is a JSON envelope, not the handler's ``record`` parameter: skip the check.
@@ -38,19 +52,18 @@ class RecordTask(Task[Any, Any]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args and isinstance(args[0], Record):  # called directly, e.g. in a unit test
             return self.run(*args, **kwargs)
-        arg = args[0]
-        envelope = from_task_arg(arg)
-        if _PENDING in arg:
-            return self._retry_dead_letter(envelope, arg)
+        envelope = from_task_arg(args[0])
         try:
             return self.run(decoded(envelope.record), *args[1:], **kwargs)
         except _CONTROL_FLOW:
             raise
+        except RetryNotScheduledError as exc:
+            raise Reject(exc, requeue=True) from exc
         except Exception as exc:
             exhausted = bool(getattr(self.request, "bridge_exhausted", False)) or isinstance(
                 exc, MaxRetriesExceededError
             )
-            self._dead_letter(envelope, arg, exc, reason_for(exc, exhausted=exhausted))
+            self._dead_letter(envelope, exc, reason_for(exc, exhausted=exhausted))
             raise
 
     def retry(
@@ -64,32 +77,112 @@ class RecordTask(Task[Any, Any]):
         max_retries: int | None = None,
         **options: Any,
     ) -> Retry:
-        """Celery's ``retry``, except that non-retryable errors are raised at once, and the
-        envelope remembers when the record first failed."""
+        """Celery's ``retry``, plus: non-retryable errors are raised at once; the route's
+        defaults apply where the task has no option of its own; long delays wait in Redis."""
         if exc is not None and is_non_retryable(exc):
             raise exc
         request = self.request
+        route = self._route_policy()
+        if max_retries is None and not self._own("max_retries") and "max_retries" in route:
+            max_retries = int(route["max_retries"])
         limit = self.max_retries if max_retries is None else max_retries
-        if limit is not None and request.retries >= limit:
+        exhausted = limit is not None and request.retries >= limit
+        if exhausted:
             request.bridge_exhausted = True  # type: ignore[attr-defined]
+        if countdown is None and eta is None:
+            countdown = self._route_backoff(route, request.retries)
         if args is None and request.args and isinstance(request.args[0], dict):
             args = [_mark_failed(request.args[0]), *request.args[1:]]
-        return super().retry(
-            args=args,
-            kwargs=kwargs,
-            exc=exc,
-            throw=throw,
-            eta=eta,
-            countdown=countdown,
-            max_retries=max_retries,
-            **options,
+        delay_s = _delay_s(countdown, eta, self.default_retry_delay)
+        threshold_s = worker.settings().retry.redis_schedule_min_delay_ms / 1000
+        if exhausted or request.called_directly or delay_s < threshold_s:
+            return self._celery_retry(
+                args, kwargs, exc, throw, eta, countdown, max_retries, options
+            )
+        return self._retry_from_redis(args, kwargs, exc, throw, delay_s, options)
+
+    # -- retries -------------------------------------------------------------------------
+
+    def _own(self, option: str) -> bool:
+        """Whether the task itself sets ``option`` (rather than inheriting Celery's default)."""
+        return any(option in vars(cls) for cls in type(self).__mro__ if cls not in _BASES)
+
+    def _route_policy(self) -> dict[str, Any]:
+        arg = self.request.args[0] if self.request.args else None
+        return dict(arg.get("retry") or {}) if isinstance(arg, dict) else {}
+
+    def _route_backoff(self, route: dict[str, Any], retries: int) -> float | None:
+        if self._own("retry_backoff") or "retry_backoff" not in route:
+            return None
+        cap = getattr(self, "retry_backoff_max", None) if self._own("retry_backoff_max") else None
+        jitter = getattr(self, "retry_jitter", None) if self._own("retry_jitter") else None
+        return float(
+            get_exponential_backoff_interval(
+                factor=int(route["retry_backoff"]),
+                retries=retries,
+                maximum=cap
+                or route.get("retry_backoff_max", _CELERY_DEFAULTS["retry_backoff_max"]),
+                full_jitter=jitter
+                if jitter is not None
+                else route.get("retry_jitter", _CELERY_DEFAULTS["retry_jitter"]),
+            )
         )
 
-    # -- dead letters ----------------------------------------------------------------------
+    def _celery_retry(
+        self,
+        args: Any,
+        kwargs: Any,
+        exc: Exception | None,
+        throw: bool,
+        eta: Any,
+        countdown: float | None,
+        max_retries: int | None,
+        options: dict[str, Any],
+    ) -> Retry:
+        try:
+            return super().retry(
+                args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta,
+                countdown=countdown, max_retries=max_retries, **options,
+            )  # fmt: skip
+        except Reject as rejected:
+            # Celery drops the record when its retry cannot be published: keep it instead.
+            raise Reject(getattr(rejected, "reason", rejected), requeue=True) from exc
+        finally:
+            # Celery remembers a per-call max_retries on the task object; forget it.
+            vars(self).pop("override_max_retries", None)
 
-    def _dead_letter(
-        self, envelope: Envelope, arg: dict[str, Any], exc: Exception, reason: Reason
-    ) -> None:
+    def _retry_from_redis(
+        self,
+        args: Any,
+        kwargs: Any,
+        exc: Exception | None,
+        throw: bool,
+        delay_s: float,
+        options: dict[str, Any],
+    ) -> Retry:
+        request = self.request
+        signature = self.signature_from_request(
+            request, args, kwargs, retries=request.retries + 1, **options
+        )
+        due_ms = int((time.time() + delay_s) * 1000)
+        try:
+            queue, message = worker.held_message(
+                lambda producer: signature.apply_async(producer=producer), self.app
+            )
+            group_id = request.args[0]["group_id"]  # type: ignore[index]
+            schedule_retry(worker.redis_client(), group_id, queue, message, due_ms)
+        except Exception as err:
+            raise RetryNotScheduledError(f"retry of {request.id} not scheduled: {err!r}") from exc
+        log.info("task %s: retry %d due in %.3f s, waiting in Redis", request.id,
+                 request.retries + 1, delay_s)  # fmt: skip
+        ret = Retry(exc=exc, when=delay_s, sig=signature)  # type: ignore[arg-type]
+        if throw:
+            raise ret
+        return ret
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def _dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> None:
         now = utc_now_iso()
         dl = DeadLetter(
             record=envelope.record,
@@ -103,76 +196,37 @@ class RecordTask(Task[Any, Any]):
             first_failure_at=envelope.first_failure_at or now,
             dead_lettered_at=now,
         )
-        self._write_or_defer(dl, arg)
-
-    def _write_or_defer(self, dl: DeadLetter, arg: dict[str, Any]) -> None:
         try:
             partition, offset = worker.write_dead_letter(dl)
+        except DeadLetterRefusedError as err:
+            DeadLetterStore(worker.redis_client(), dl.group_id).park(to_dict(dl))
+            log.critical("%r: Kafka refuses its dead letter, parked in Redis, task %s: %s",
+                         dl.record, dl.task_id, err)  # fmt: skip
+            return
         except DeadLetterError as err:
-            self._defer_dead_letter(dl, arg, err)
+            due_ms = int(time.time() * 1000) + 1000
+            DeadLetterStore(worker.redis_client(), dl.group_id).defer(to_dict(dl), due_ms)
+            log.error("%r: dead letter not written yet, kept in Redis for the bridge, task %s: %s",
+                      dl.record, dl.task_id, err)  # fmt: skip
             return
         log.error(
             "%r dead-lettered (%s after %d attempts) to %s[%d]@%d, task %s: %s",
-            dl.record,
-            dl.reason,
-            dl.attempts,
-            dl.dlt_topic,
-            partition,
-            offset,
-            dl.task_id,
-            dl.error.message,
-        )
-
-    def _defer_dead_letter(self, dl: DeadLetter, arg: dict[str, Any], err: Exception) -> None:
-        pending = dict(arg.get(_PENDING) or _pending_state(dl))
-        pending["write_attempts"] = int(pending.get("write_attempts", 0)) + 1
-        conf = worker.settings().dead_letter
-        delay_ms = exponential_ms(
-            pending["write_attempts"], initial_ms=conf.retry_backoff_ms, max_ms=60_000
-        )
-        log.critical(
-            "%r could not be dead-lettered to %s (%s), task %s: write retried in %d ms",
-            dl.record,
-            dl.dlt_topic,
-            err,
-            dl.task_id,
-            delay_ms,
-        )
-        signature = self.signature_from_request(
-            self.request,
-            args=({**arg, _PENDING: pending},),
-            kwargs={},
-            countdown=delay_ms / 1000,
-            retries=self.request.retries,
-        )
-        signature.apply_async()
-
-    def _retry_dead_letter(self, envelope: Envelope, arg: dict[str, Any]) -> None:
-        pending = arg[_PENDING]
-        dl = DeadLetter(
-            record=envelope.record,
-            group_id=envelope.group_id,
-            dlt_topic=envelope.dlt_topic,
-            reason=Reason(pending["reason"]),
-            error=ErrorInfo.from_dict(pending["error"]),
-            attempts=int(pending["attempts"]),
-            task=self.name,
-            task_id=pending["task_id"],
-            first_failure_at=pending["first_failure_at"],
-            dead_lettered_at=utc_now_iso(),
-        )
-        self._write_or_defer(dl, arg)
+            dl.record, dl.reason, dl.attempts, dl.dlt_topic, partition, offset,
+            dl.task_id, dl.error.message,
+        )  # fmt: skip
 
 
-def _pending_state(dl: DeadLetter) -> dict[str, Any]:
-    return {
-        "reason": str(dl.reason),
-        "error": dl.error.to_dict(),
-        "attempts": dl.attempts,
-        "task_id": dl.task_id,
-        "first_failure_at": dl.first_failure_at,
-    }
+_BASES = (RecordTask, Task, object)
 
 
 def _mark_failed(arg: dict[str, Any]) -> dict[str, Any]:
     return arg if arg.get("first_failure_at") else {**arg, "first_failure_at": utc_now_iso()}
+
+
+def _delay_s(countdown: float | None, eta: Any, default_s: float | None) -> float:
+    if countdown is not None:
+        return max(0.0, float(countdown))
+    if isinstance(eta, datetime):
+        when = eta if eta.tzinfo else eta.replace(tzinfo=UTC)
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return float(default_s or 0)

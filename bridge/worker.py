@@ -1,22 +1,27 @@
-"""Per-worker-process state: the settings and the dead-letter producer.
+"""Per-worker-process state: settings, the dead-letter producer, Redis, and held retries.
 
-Kafka producers own sockets and a background thread, so one must never cross a ``fork()``:
-the producer is created lazily in the process that uses it and re-created when the pid changes
-(Celery's prefork pool forks its children after importing the app).
+Kafka producers and sockets must never cross a ``fork()``: each is created lazily in the
+process that uses it and re-created when the pid changes (Celery's prefork pool forks its
+children after importing the app).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import redis
+from kombu import Connection, Producer
 
 from bridge.deadletter import DeadLetter, DeadLetterProducer
 from bridge.settings import BridgeSettings, load_settings
 
-_lock = threading.Lock()
+T = TypeVar("T")
+_lock = threading.RLock()
 _settings: BridgeSettings | None = None
-_producer: DeadLetterProducer | None = None
-_producer_pid: int | None = None
+_per_process: dict[str, tuple[int, Any]] = {}
 
 
 def settings() -> BridgeSettings:
@@ -31,15 +36,19 @@ def settings() -> BridgeSettings:
         return _settings
 
 
+def _this_process(name: str, make: Callable[[], T]) -> T:
+    with _lock:
+        pid, value = _per_process.get(name, (None, None))
+        if pid != os.getpid():
+            value = make()
+            _per_process[name] = (os.getpid(), value)
+        return cast(T, value)
+
+
 def dead_letter_producer() -> DeadLetterProducer:
     """This process's dead-letter producer, created on first use."""
-    global _producer, _producer_pid
     conf = settings()
-    with _lock:
-        if _producer is None or _producer_pid != os.getpid():
-            _producer = DeadLetterProducer(conf.kafka, conf.dead_letter)
-            _producer_pid = os.getpid()
-        return _producer
+    return _this_process("dlt", lambda: DeadLetterProducer(conf.kafka, conf.dead_letter))
 
 
 def write_dead_letter(dl: DeadLetter) -> tuple[int, int]:
@@ -48,3 +57,57 @@ def write_dead_letter(dl: DeadLetter) -> tuple[int, int]:
     :raises DeadLetterError: see :meth:`DeadLetterProducer.write`.
     """
     return dead_letter_producer().write(dl)
+
+
+def redis_client() -> redis.Redis:
+    """This process's client of the Celery broker's Redis."""
+    url = settings().celery.broker_url
+    return _this_process("redis", lambda: redis.Redis.from_url(url, socket_timeout=5))
+
+
+class _Hold:
+    """Stands in for kombu's Redis publish batch: keeps the final commands, runs none."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def publish(self, message: Any, **kwargs: Any) -> None:
+        self.channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, name: str, *args: Any) -> None:
+        self.commands.append((name, args))
+
+    def flush(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        self.commands.clear()
+
+    def close(self) -> None:
+        pass
+
+
+def held_message(publish: Callable[[Producer], object], app: Any) -> tuple[str, bytes]:
+    """Run ``publish(producer)`` (e.g. ``signature.apply_async(producer=…)``) so that Celery and
+    kombu build the message exactly as for a real publish, but keep it instead of sending it.
+
+    :returns: the queue and the message, as kombu would ``LPUSH`` them.
+    """
+
+    def make_channel() -> Any:
+        connection: Connection = app.connection_for_write()
+        return connection.default_channel
+
+    with _lock:
+        channel = _this_process("hold-channel", make_channel)
+        hold = _Hold(channel)
+        channel.create_publish_batch = lambda max_size: hold
+        producer = Producer(channel)
+        with producer.batch():  # type: ignore[attr-defined]  # kombu 5.7; stubs predate it
+            publish(producer)
+    pushes = [args for name, args in hold.commands if name == "lpush"]
+    [(queue, message)] = pushes
+    return str(queue.decode() if isinstance(queue, bytes) else queue), (
+        message.encode() if isinstance(message, str) else message
+    )

@@ -35,28 +35,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def config_toml(
-    *, group_id: str, routes: list[dict[str, Any]], kafka: dict[str, Any] | None = None
+    *,
+    group_id: str,
+    routes: list[dict[str, Any]],
+    kafka: dict[str, Any] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    lines = [
-        "[kafka]",
-        f'bootstrap_servers = "{BOOTSTRAP}"',
-        f'group_id = "{group_id}"',
-        "poll_timeout_ms = 50",
-        *(f"{k} = {_toml(v)}" for k, v in (kafka or {}).items()),
-        "",
-        "[celery]",
-        f'broker_url = "{BROKER_URL}"',
-        "publish_retry_backoff_ms = 10",
-        "publish_retry_backoff_max_ms = 200",
-        "",
-        "[dead_letter]",
-        "retry_backoff_ms = 10",
-        "retry_backoff_max_ms = 50",
-    ]
+    """A bridge configuration for the tests: millisecond backoffs, the test broker db."""
+    config: dict[str, dict[str, Any]] = {
+        "kafka": {"bootstrap_servers": BOOTSTRAP, "group_id": group_id, "poll_timeout_ms": 50},
+        "celery": {
+            "broker_url": BROKER_URL,
+            "publish_retry_backoff_ms": 10,
+            "publish_retry_backoff_max_ms": 200,
+        },
+        "dead_letter": {"retry_backoff_ms": 10, "retry_backoff_max_ms": 50},
+        "retry": {"scheduler_interval_ms": 20},
+    }
+    config["kafka"].update(kafka or {})
+    for name, values in (sections or {}).items():
+        config.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, values in config.items():
+        lines += [f"[{name}]", *(f"{k} = {_toml(v)}" for k, v in values.items()), ""]
     for route in routes:
-        lines += ["", "[[routes]]"]
-        lines += [f"{k} = {_toml(v)}" for k, v in route.items()]
-    return "\n".join(lines) + "\n"
+        lines += ["[[routes]]", *(f"{k} = {_toml(v)}" for k, v in route.items()), ""]
+    return "\n".join(lines)
 
 
 def _toml(value: Any) -> str:
@@ -112,11 +116,20 @@ class WorkerProcess:
             self.proc.wait()
 
 
-def start_worker(folder: Path, queue: str, concurrency: int = 2) -> WorkerProcess:
+def start_worker(
+    folder: Path,
+    queue: str,
+    concurrency: int = 2,
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> WorkerProcess:
     """A real Celery worker (prefork) consuming ``queue``, running tests.integration.handlers."""
     config = folder / f"worker-{queue}.toml"
     config.write_text(
-        config_toml(group_id="tests-worker", routes=[{"topic": "unused", "task": "unused"}])
+        config_toml(
+            group_id="tests-worker",
+            routes=[{"topic": "unused", "task": "unused"}],
+            sections=sections,
+        )
     )
     log = folder / f"worker-{queue}.log"
     env = {**os.environ, "BRIDGE_CONFIG": str(config), LEDGER_URL_ENV: BROKER_URL}
@@ -245,11 +258,14 @@ def start_bridge(
         group_id: str | None = None,
         kafka: dict[str, Any] | None = None,
         wait_assigned: bool = True,
+        sections: dict[str, dict[str, Any]] | None = None,
     ) -> BridgeProcess:
         group_id = group_id or f"g-{uuid.uuid4().hex[:10]}"
         config = tmp_path / f"{group_id}.toml"
         routes = [{"queue": worker_queue, **route} for route in routes]
-        config.write_text(config_toml(group_id=group_id, routes=routes, kafka=kafka))
+        config.write_text(
+            config_toml(group_id=group_id, routes=routes, kafka=kafka, sections=sections)
+        )
         log = tmp_path / f"{group_id}-{len(started)}.log"
         cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
         with log.open("wb") as out:

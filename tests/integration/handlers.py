@@ -5,7 +5,8 @@ A record's headers tell the handler how to behave, so any key/value bytes can be
 ``fail``: raise ``TimeoutError`` (retryable) on the first N attempts;
 ``mode``: ``permanent`` raises ``PermanentError``, ``value-error`` raises ``ValueError``
 (outside ``autoretry_for``, so non-retryable);
-``fail-group``: always raise ``TimeoutError`` in that consumer group (task ids start with it).
+``fail-group``: always raise ``TimeoutError`` in that consumer group (task ids start with it);
+``mode: wrapped-permanent`` raises a ``RuntimeError`` caused by a ``PermanentError``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,25 @@ def behave(task: RecordTask, record: Record) -> None:
     ledger().hincrby(f"{prefix}:attempts", task_id, 1)
     ledger().rpush(
         f"{prefix}:executions",
-        json.dumps({"task_id": task_id, "retries": task.request.retries, "offset": record.offset}),
+        json.dumps(
+            {
+                "task_id": task_id,
+                "retries": task.request.retries,
+                "offset": record.offset,
+                "at": time.time(),
+            }
+        ),
     )
     mode = record.header("mode")
     if mode == b"permanent":
         raise PermanentError(f"record {record.offset} is invalid")
     if mode == b"value-error":
         raise ValueError(f"unexpected value in record {record.offset}")
+    if mode == b"wrapped-permanent":
+        try:
+            raise PermanentError(f"record {record.offset} cannot be parsed")
+        except PermanentError as cause:
+            raise RuntimeError("handler gave up") from cause
     fail_group = record.header("fail-group")
     if fail_group and task_id.startswith(fail_group.decode() + ":"):
         raise TimeoutError(f"downstream always times out for group {fail_group.decode()}")
@@ -80,3 +93,32 @@ def slow(self: RecordTask, record: Record) -> None:
     # Simulated work, so that a queue fills faster than this worker drains it.
     time.sleep(0.01)
     behave(self, record)
+
+
+@app.task(
+    base=RecordTask,
+    bind=True,
+    name="tests.exponential",
+    autoretry_for=(TimeoutError,),
+    retry_backoff=1,
+    retry_backoff_max=2,
+    retry_jitter=False,
+    max_retries=5,
+)
+def exponential(self: RecordTask, record: Record) -> None:
+    behave(self, record)
+
+
+@app.task(base=RecordTask, bind=True, name="tests.route_defaults", autoretry_for=(TimeoutError,))
+def route_defaults(self: RecordTask, record: Record) -> None:
+    """No retry options of its own: the route's defaults decide."""
+    behave(self, record)
+
+
+@app.task(base=RecordTask, bind=True, name="tests.long_retry", max_retries=3)
+def long_retry(self: RecordTask, record: Record) -> None:
+    """Explicit retry with the delay in the ``countdown`` header (seconds)."""
+    try:
+        behave(self, record)
+    except TimeoutError as exc:
+        raise self.retry(exc=exc, countdown=float(record.header("countdown") or b"0")) from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import uuid
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.conftest import wait_for
-from tests.integration.conftest import REPO, Ledger, end_offsets, read_all, start_worker
+from tests.integration.conftest import Ledger, end_offsets, read_all, start_worker
 from tests.integration.helpers import (
     MakeTopic,
     StartBridge,
@@ -20,6 +19,7 @@ from tests.integration.helpers import (
     published_watermarks,
     send,
     send_many,
+    services,
     task_ids,
     wait_committed_to_end,
 )
@@ -76,10 +76,6 @@ def test_consumer_groups_are_isolated(
     assert attempts[f"{failing}:{topic.name}:0:{bad.offset}"] == 4  # retried in its group only
     assert attempts[f"{healthy}:{topic.name}:0:{bad.offset}"] == 1
     assert sum(end_offsets(topic.dlt(healthy)).values()) == 0
-
-
-def services(command: str) -> None:
-    subprocess.run(["bash", "scripts/services.sh", command], cwd=REPO, check=True, timeout=120)
 
 
 @pytest.fixture

@@ -1,0 +1,132 @@
+"""What waits in Redis for its time: delayed retries and dead letters not yet written.
+
+Delayed retries are Celery task messages kept in a sorted set instead of a queue, so that
+long delays neither outlive the broker's visibility timeout inside a worker nor sit in worker
+memory. :func:`move_due` moves every due message to its queue in one Lua script (atomic: each
+message is moved exactly once, however many bridges of the group run it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+import redis
+
+from bridge import keys
+
+log = logging.getLogger(__name__)
+
+_SEP = "\0"
+
+# KEYS[1]: the delayed set. ARGV: now (ms), max messages to move.
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  local sep = string.find(member, '\\0', 1, true)
+  redis.call('LPUSH', string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+  redis.call('ZREM', KEYS[1], member)
+end
+return #due
+"""
+
+
+def schedule_retry(
+    client: redis.Redis, group_id: str, queue: str, message: bytes, due_ms: int
+) -> None:
+    """Keep a retry's task message until ``due_ms`` (ms since the epoch)."""
+    member = queue.encode() + _SEP.encode() + message
+    client.zadd(keys.delayed_retries(group_id), {member: due_ms})
+
+
+class Scheduler:
+    """The bridge's side: move due retries to their queues."""
+
+    def __init__(self, client: redis.Redis, group_id: str) -> None:
+        self._client = client
+        self._key = keys.delayed_retries(group_id)
+        self._move = client.register_script(_MOVE_DUE)
+
+    def move_due(self, now_ms: int, limit: int = 1000) -> int:
+        """Move up to ``limit`` retries due by ``now_ms`` to their queues; return how many.
+
+        :raises redis.RedisError: Redis is unreachable.
+        """
+        return int(self._move(keys=[self._key], args=[now_ms, limit]))
+
+    def waiting(self) -> int:
+        """Retries waiting in Redis."""
+        return int(self._client.zcard(self._key))
+
+
+class DeadLetterStore:
+    """Dead letters Kafka did not take yet (pending) or will never take (parked)."""
+
+    def __init__(self, client: redis.Redis, group_id: str) -> None:
+        self._client = client
+        self._pending = keys.pending_dead_letters(group_id)
+        self._parked = keys.parked_dead_letters(group_id)
+
+    def defer(self, dead_letter: dict[str, Any], due_ms: int) -> None:
+        """Keep a dead letter for another write attempt at ``due_ms``."""
+        self._client.zadd(self._pending, {json.dumps(dead_letter, sort_keys=True): due_ms})
+
+    def due(self, now_ms: int, limit: int = 100) -> list[dict[str, Any]]:
+        """Pending dead letters whose next attempt is due."""
+        members = self._client.zrangebyscore(self._pending, "-inf", now_ms, start=0, num=limit)
+        return [json.loads(cast(bytes, m)) for m in members]
+
+    def written(self, dead_letter: dict[str, Any]) -> None:
+        """Forget a pending dead letter: Kafka has it now."""
+        self._client.zrem(self._pending, json.dumps(dead_letter, sort_keys=True))
+
+    def retry_later(self, old: dict[str, Any], new: dict[str, Any], due_ms: int) -> None:
+        """Replace a pending dead letter by its updated state, due again at ``due_ms``."""
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._pending, json.dumps(old, sort_keys=True))
+            pipe.zadd(self._pending, {json.dumps(new, sort_keys=True): due_ms})
+            pipe.execute()
+
+    def park(self, dead_letter: dict[str, Any]) -> None:
+        """Move a dead letter Kafka refused for good out of the pending set."""
+        with self._client.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._pending, json.dumps(dead_letter, sort_keys=True))
+            pipe.hset(self._parked, dead_letter["task_id"], json.dumps(dead_letter))
+            pipe.execute()
+
+    def counts(self) -> tuple[int, int]:
+        """(pending, parked) dead letters."""
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self._pending)
+            pipe.hlen(self._parked)
+            pending, parked = pipe.execute()
+        return int(pending), int(parked)
+
+
+class Every(threading.Thread):
+    """A daemon thread that runs ``job`` every ``interval_s`` until :meth:`stop`.
+
+    A failing job is logged, never allowed to end the thread.
+    """
+
+    def __init__(self, name: str, interval_s: float, job: Callable[[], object]) -> None:
+        super().__init__(name=name, daemon=True)
+        self._interval_s = interval_s
+        self._job = job
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            try:
+                self._job()
+            except Exception:
+                log.exception("%s failed; trying again in %.3f s", self.name, self._interval_s)
+
+    def stop(self, timeout_s: float) -> None:
+        """Stop after the job in hand; wait at most ``timeout_s`` for it."""
+        self._stopped.set()
+        if self.is_alive():
+            self.join(timeout_s)
