@@ -86,11 +86,16 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
-    from bridge.status import partition_status
+    from bridge.status import partition_status, waiting
 
     rows = partition_status(settings)
+    held = waiting(settings)
     if args.json:
-        doc = {"group_id": settings.kafka.group_id, "partitions": [r.to_dict() for r in rows]}
+        doc = {
+            "group_id": settings.kafka.group_id,
+            "partitions": [r.to_dict() for r in rows],
+            **held.to_dict(),
+        }
         print(json.dumps(doc, indent=2))
         return 0
     print(f"consumer group {settings.kafka.group_id}")
@@ -98,4 +103,9 @@ def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
     for r in rows:
         committed = "-" if r.committed is None else str(r.committed)
         print(f"{r.topic:<32} {r.partition:>9} {committed:>10} {r.end:>10} {r.lag:>8}")
+    print(f"delayed retries waiting in Redis: {held.delayed_retries}")
+    print(
+        f"dead letters not in Kafka yet: {held.dead_letters_pending} pending, "
+        f"{held.dead_letters_parked} parked"
+    )
     return 0

@@ -1,13 +1,15 @@
-"""What the bridge's consumer group has committed, and how far behind it is (Kafka I/O)."""
+"""What the bridge's consumer group has committed, how far behind it is, what waits (I/O)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from bridge.routing import Router
+from bridge.schedule import DeadLetterStore, Scheduler
 from bridge.settings import BridgeSettings
 from bridge.topics import admin_client
 
@@ -56,6 +58,33 @@ def partition_status(settings: BridgeSettings) -> list[PartitionStatus]:
         PartitionStatus(tp.topic, tp.partition, _offset(committed.get(tp)), int(ends[tp]))
         for tp in tps
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What waits in Redis for the group: delayed retries and dead letters not in Kafka."""
+
+    delayed_retries: int
+    dead_letters_pending: int
+    dead_letters_parked: int
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-safe form."""
+        return asdict(self)
+
+
+def waiting(settings: BridgeSettings) -> Waiting:
+    """Count what waits in Redis.
+
+    :raises redis.RedisError: Redis is unreachable.
+    """
+    client = redis.Redis.from_url(settings.celery.broker_url, socket_timeout=5)
+    try:
+        group_id = settings.kafka.group_id
+        pending, parked = DeadLetterStore(client, group_id).counts()
+        return Waiting(Scheduler(client, group_id).waiting(), pending, parked)
+    finally:
+        client.close()
 
 
 def _offset(meta: Any) -> int | None:

@@ -1,6 +1,15 @@
+import json
 import struct
 
-from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers, fqcn, utc_now_iso
+from bridge.deadletter import (
+    DeadLetter,
+    ErrorInfo,
+    dead_letter_headers,
+    fqcn,
+    from_dict,
+    to_dict,
+    utc_now_iso,
+)
 from bridge.errors import UndecodableRecordError
 from bridge.failures import Reason
 from bridge.record import Record
@@ -83,3 +92,10 @@ def test_fqcn_and_timestamp_format() -> None:
     stamp = utc_now_iso()
     assert stamp.endswith("Z")
     assert len(stamp) == len("2026-11-22T10:00:07.000Z")
+
+
+def test_dead_letter_round_trips_through_its_redis_form() -> None:
+    dl = dead_letter()
+    data = json.loads(json.dumps(to_dict(dl, write_attempts=2)))
+    assert data["write_attempts"] == 2
+    assert from_dict(data) == dl

@@ -125,3 +125,28 @@ def test_queue_depth_limits(tmp_path: Path) -> None:
 def test_resume_depth_must_be_below_max(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"routes\[0\]: .*resume_queue_depth"):
         load_settings(write(tmp_path, MINIMAL + "max_queue_depth = 10\nresume_queue_depth = 10\n"))
+
+
+def test_schedule_threshold_must_stay_well_below_the_visibility_timeout(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'broker_url = "redis://127.0.0.1:6379/0"',
+        'broker_url = "redis://127.0.0.1:6379/0"\nvisibility_timeout_s = 10',
+    )
+    assert load_settings(write(tmp_path, text)).retry.redis_schedule_min_delay_ms == 1000
+    with pytest.raises(ConfigError, match=r"retry\.redis_schedule_min_delay_ms .* visibility"):
+        load_settings(write(tmp_path, text + "\n[retry]\nredis_schedule_min_delay_ms = 6000\n"))
+
+
+def test_route_retry_defaults_travel_in_the_envelope(tmp_path: Path) -> None:
+    from bridge.record import Envelope, Record, from_task_arg, to_task_arg
+    from bridge.routing import Router
+
+    extra = "max_retries = 16\nretry_backoff_s = 2\nretry_backoff_max_s = 3600\n"
+    route = Router.from_settings(load_settings(write(tmp_path, MINIMAL + extra))).routes[0]
+    assert route.retry_policy == {"max_retries": 16, "retry_backoff": 2, "retry_backoff_max": 3600}
+    record = Record("orders", 0, 1, 0, None, b"{}", (), "json")
+    envelope = Envelope(record, "shop", "d", retry_policy=route.retry_policy)
+    assert from_task_arg(to_task_arg(envelope)).retry_policy == route.retry_policy
+    assert (
+        Router.from_settings(load_settings(write(tmp_path, MINIMAL))).routes[0].retry_policy is None
+    )
