@@ -43,9 +43,11 @@ test: install services lint
 demo: install services
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
 
-# Throughput, Kafka -> accepted and committed: raw consume, naive loop, bridge (bench/).
+# Throughput (raw consume, naive loop, bridge), then delayed retries: lateness and the
+# worker memory of pending retries, against plain Celery countdowns (bench/).
 bench: install services
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.retries
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,194 @@
+"""``make bench`` (retries): how late delayed retries run, and what pending retries cost.
+
+- **lateness**: ``BENCH_LATE_RETRIES`` (10 000) records whose first attempt asks for a retry in
+  1-30 s; lateness = when the retry ran - when it was due. Target: p99 <= 1 s.
+- **worker memory**: ``BENCH_PENDING_RETRIES`` (100 000) records whose retry is due in an hour;
+  the worker's RSS (main process and pool) once all of them wait, minus its RSS before. Run
+  twice side by side: retries waiting in Redis (the bridge) and, as the baseline, plain Celery
+  countdowns (``redis_schedule_min_delay_ms`` above the delay). Target: <= 50 MB.
+
+Each run has its own topic, group, queue, Redis key prefix and worker (2 processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+from kafka import KafkaAdminClient, KafkaProducer
+
+REPO = Path(__file__).resolve().parents[1]
+KAFKA = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+REDIS = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/2"
+RESULTS = REPO / "bench" / "results"
+LATE = int(os.environ.get("BENCH_LATE_RETRIES", "10000"))
+PENDING = int(os.environ.get("BENCH_PENDING_RETRIES", "100000"))
+
+
+class Run:
+    """A topic, a worker and a bridge of their own."""
+
+    def __init__(self, name: str, threshold_ms: int, visibility_timeout_s: int) -> None:
+        self.name = f"{name}-{uuid.uuid4().hex[:6]}"
+        self.folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.config = self.folder / "bridge.toml"
+        self.config.write_text(
+            f'[kafka]\nbootstrap_servers = "{KAFKA}"\ngroup_id = "{self.name}"\n'
+            f'[celery]\nbroker_url = "{REDIS}"\nvisibility_timeout_s = {visibility_timeout_s}\n'
+            f"[retry]\nredis_schedule_min_delay_ms = {threshold_ms}\nscheduler_interval_ms = 50\n"
+            f'[[routes]]\ntopic = "{self.name}"\ntask = "bench.delayed"\nqueue = "{self.name}"\n'
+        )
+        self.redis = redis.Redis.from_url(REDIS)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+        admin.create_topics(
+            {self.name: {"num_partitions": 4, "replication_factor": 1}}, wait_for_metadata=True
+        )
+        admin.close()
+        env = {**os.environ, "BRIDGE_CONFIG": str(self.config), "BENCH_REDIS_URL": REDIS}
+        worker = [sys.executable, "-m", "celery", "-A", "bench.handlers", "worker", "-Q",
+                  self.name, "-c", "2", "-l", "WARNING", "-n", f"{self.name}@%h",
+                  "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+        bridge = [sys.executable, "-m", "bridge", "run", "--log-level", "WARNING"]
+        for cmd, log in ((worker, "worker.log"), (bridge, "bridge.log")):
+            with (self.folder / log).open("wb") as out:
+                self.procs.append(
+                    subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+                )
+        wait(lambda: b"ready" in (self.folder / "worker.log").read_bytes() or self.worker_rss() > 0,
+             60, "the worker")  # fmt: skip
+
+    def produce(self, countdowns: list[float]) -> None:
+        producer = KafkaProducer(bootstrap_servers=KAFKA, linger_ms=10)
+        for i, countdown in enumerate(countdowns):
+            headers = [("bench", self.name.encode()), ("countdown", str(countdown).encode())]
+            producer.send(self.name, key=str(i).encode(), value=b"{}", headers=headers)
+        producer.flush()
+        producer.close()
+
+    def worker_rss(self) -> int:
+        """RSS in bytes of the worker's main process and its pool processes."""
+        pid = self.procs[0].pid
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        return sum(_rss(int(p)) for p in [pid, *map(int, children.stdout.split())])
+
+    def first_attempts(self) -> int:
+        return int(self.redis.hlen(f"{self.name}:due"))
+
+    def lateness(self) -> list[float]:
+        return [float(x) for x in self.redis.lrange(f"{self.name}:late", 0, -1)]
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        keys = [self.name, f"{self.name}:due", f"{self.name}:late"]
+        self.redis.delete(*keys, *self.redis.keys(f"bridge:{self.name}:*"))
+        admin = KafkaAdminClient(bootstrap_servers=KAFKA)
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(self.name)])
+        admin.close()
+
+
+def _rss(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def lateness_run() -> dict[str, Any]:
+    run = Run("late", threshold_ms=1000, visibility_timeout_s=3600)
+    rng = random.Random(7)
+    try:
+        run.start()
+        run.produce([round(rng.uniform(1, 30), 3) for _ in range(LATE)])
+        wait(lambda: len(run.lateness()) >= LATE, 300, f"{LATE} retries")
+        late = sorted(run.lateness())
+    finally:
+        run.stop()
+    p99 = late[int(0.99 * (len(late) - 1))]
+    return {"retries": len(late), "p50_s": round(statistics.median(late), 3),
+            "p99_s": round(p99, 3), "max_s": round(late[-1], 3)}  # fmt: skip
+
+
+def memory_run(name: str, threshold_ms: int, visibility_timeout_s: int) -> dict[str, Any]:
+    run = Run(name, threshold_ms=threshold_ms, visibility_timeout_s=visibility_timeout_s)
+    try:
+        run.start()
+        warm_up = 1000  # quick retries, so that every pool process has done real work
+        run.produce([0.01] * warm_up)
+        wait(lambda: len(run.lateness()) >= warm_up, 120, "the warm-up")
+        before = run.worker_rss()
+        run.produce([3600.0] * PENDING)
+        wait(lambda: run.first_attempts() >= warm_up + PENDING, 900, f"{PENDING} first attempts")
+        time.sleep(2)  # let the last retries land where they wait
+        after = run.worker_rss()
+    finally:
+        run.stop()
+    return {"pending_retries": PENDING, "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1),
+            "rss_growth_mb": round((after - before) / 2**20, 1)}  # fmt: skip
+
+
+def main() -> int:
+    print(f"delayed retries: lateness of {LATE}, worker memory with {PENDING} pending…", flush=True)
+    report: dict[str, object] = {
+        "lateness": lateness_run(),
+        "memory_redis_schedule": memory_run("mem-redis", 1000, 3600),
+        # Baseline: the same retries as plain Celery countdowns held by the worker.
+        "memory_celery_countdown": memory_run("mem-celery", 3_600_000 + 1, 36_000),
+        "command": "make bench",
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "retries.json").write_text(json.dumps(report, indent=2) + "\n")
+    lat: dict[str, Any] = report["lateness"]  # type: ignore[assignment]
+    mine: dict[str, Any] = report["memory_redis_schedule"]  # type: ignore[assignment]
+    base: dict[str, Any] = report["memory_celery_countdown"]  # type: ignore[assignment]
+    table = "\n".join([
+        f"Delayed retries (countdowns 1-30 s, {lat['retries']} retries): lateness p50 "
+        f"{lat['p50_s']} s, p99 **{lat['p99_s']} s**, max {lat['max_s']} s.",
+        "",
+        f"| {PENDING} retries pending (due in 1 h) | worker RSS before | after | growth |",
+        "|---|---:|---:|---:|",
+        f"| waiting in Redis (bridge) | {mine['rss_before_mb']} MB | {mine['rss_after_mb']} MB "
+        f"| **{mine['rss_growth_mb']} MB** |",
+        f"| plain Celery countdowns (baseline) | {base['rss_before_mb']} MB "
+        f"| {base['rss_after_mb']} MB | {base['rss_growth_mb']} MB |",
+        "",
+    ])  # fmt: skip
+    (RESULTS / "retries.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
