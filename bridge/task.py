@@ -24,6 +24,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
+from celery.signals import worker_init
 from celery.utils.time import get_exponential_backoff_interval
 
 from bridge import worker
@@ -217,6 +218,18 @@ class RecordTask(Task):  # type: ignore[type-arg]
 
 
 _BASES = (RecordTask, Task, object)
+
+
+@worker_init.connect(weak=False)
+def _refuse_unsafe_worker(sender: Any = None, **_: Any) -> None:
+    """At worker start: refuse a configuration in which the guarantees cannot hold."""
+    app = getattr(sender, "app", None)
+    if app is None or not any(isinstance(t, RecordTask) for t in app.tasks.values()):
+        return
+    problems = worker.unsafe_worker_config(app, worker.settings())
+    if problems:
+        # Celery logs and swallows exceptions from signal handlers; this one must stop it.
+        raise SystemExit("kafka-celery-bridge refuses this worker:\n  " + "\n  ".join(problems))
 
 
 def _mark_failed(arg: dict[str, Any]) -> dict[str, Any]:

@@ -111,3 +111,24 @@ def held_message(publish: Callable[[Producer], object], app: Any) -> tuple[str, 
     return str(queue.decode() if isinstance(queue, bytes) else queue), (
         message.encode() if isinstance(message, str) else message
     )
+
+
+def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:
+    """Why this Celery app's workers cannot keep the bridge's guarantees (empty: they can)."""
+    problems = []
+    broker = str(app.conf.broker_url or "")
+    if not broker.startswith(("redis://", "rediss://", "unix://")):
+        problems.append(f"broker_url {broker!r}: delayed retries wait in Redis; use Redis")
+    accepted = set(app.conf.accept_content or ())
+    if accepted - {"json", "application/json"}:
+        problems.append(
+            f"accept_content {sorted(accepted)}: records come from outside; accept JSON only"
+        )
+    visibility_s = (app.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
+    threshold_s = conf.retry.redis_schedule_min_delay_ms / 1000
+    if visibility_s < 2 * threshold_s:
+        problems.append(
+            f"broker_transport_options visibility_timeout {visibility_s} s: retries shorter "
+            f"than {threshold_s} s stay countdowns in workers and must stay below half of it"
+        )
+    return problems

@@ -1,0 +1,42 @@
+from celery import Celery
+
+from bridge.settings import BridgeSettings
+from bridge.worker import unsafe_worker_config
+
+SETTINGS = BridgeSettings.model_validate(
+    {
+        "kafka": {"bootstrap_servers": "k:9092", "group_id": "g"},
+        "celery": {"broker_url": "redis://r/0"},
+        "routes": [{"topic": "t", "task": "x"}],
+    }
+)
+
+
+def app(**conf: object) -> Celery:
+    celery = Celery("t", broker=str(conf.pop("broker_url", "redis://r/0")), set_as_current=False)
+    celery.conf.update({"accept_content": ["json"], **conf})
+    return celery
+
+
+def test_the_project_configuration_is_safe() -> None:
+    assert (
+        unsafe_worker_config(app(broker_transport_options={"visibility_timeout": 3600}), SETTINGS)
+        == []
+    )
+
+
+def test_pickle_is_refused() -> None:
+    [problem] = unsafe_worker_config(app(accept_content=["json", "pickle"]), SETTINGS)
+    assert "accept JSON only" in problem
+
+
+def test_a_visibility_timeout_below_twice_the_countdown_limit_is_refused() -> None:
+    [problem] = unsafe_worker_config(
+        app(broker_transport_options={"visibility_timeout": 1}), SETTINGS
+    )
+    assert "visibility_timeout 1 s" in problem
+
+
+def test_a_broker_other_than_redis_is_refused() -> None:
+    [problem] = unsafe_worker_config(app(broker_url="amqp://guest@rabbit//"), SETTINGS)
+    assert "use Redis" in problem
