@@ -164,6 +164,25 @@ def worker(
     process.stop()
 
 
+def services(command: str) -> None:
+    """``scripts/services.sh COMMAND``: stop or start Kafka or Redis under a test."""
+    subprocess.run(["bash", "scripts/services.sh", command], cwd=REPO, check=True, timeout=120)
+
+
+@pytest.fixture
+def redis_restarted() -> Iterator[None]:
+    """Guarantee Redis is running again after the test, whatever happens in it."""
+    yield None
+    services("start-redis")
+
+
+@pytest.fixture
+def kafka_restarted() -> Iterator[None]:
+    """Guarantee Kafka is running again after the test, whatever happens in it."""
+    yield None
+    services("start-kafka")
+
+
 @dataclass
 class Topic:
     name: str

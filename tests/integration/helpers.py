@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -11,15 +10,15 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.conftest import wait_for
 from tests.integration.conftest import (
-    REPO,
     BridgeProcess,
     Ledger,
     Topic,
     committed_offsets,
     end_offsets,
+    services,
 )
 
-__all__ = ["committed_offsets"]
+__all__ = ["committed_offsets", "services"]
 
 StartBridge = Callable[..., BridgeProcess]
 MakeTopic = Callable[..., Topic]
@@ -100,8 +99,3 @@ def assert_each_handled_once(ledger: Ledger, expected: set[str]) -> None:
     twice = {tid: n for tid, n in attempts.items() if n != 1}
     assert not twice, f"executed more than once: {sorted(twice.items())[:10]}"
     assert set(attempts) == expected
-
-
-def services(command: str) -> None:
-    """``scripts/services.sh COMMAND``: stop or start Kafka or Redis under a test."""
-    subprocess.run(["bash", "scripts/services.sh", command], cwd=REPO, check=True, timeout=120)

@@ -6,7 +6,6 @@ import threading
 import uuid
 from pathlib import Path
 
-import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.conftest import wait_for
@@ -76,13 +75,6 @@ def test_consumer_groups_are_isolated(
     assert attempts[f"{failing}:{topic.name}:0:{bad.offset}"] == 4  # retried in its group only
     assert attempts[f"{healthy}:{topic.name}:0:{bad.offset}"] == 1
     assert sum(end_offsets(topic.dlt(healthy)).values()) == 0
-
-
-@pytest.fixture
-def redis_restarted() -> object:
-    """Guarantee Redis is running again after the test, whatever happens in it."""
-    yield None
-    services("start-redis")
 
 
 def test_redis_outage_pauses_the_bridge_which_recovers_by_itself(
@@ -155,13 +147,6 @@ def test_backpressure_bounds_the_queue_while_a_slow_worker_drains_it(
     assert max(depths) >= limit  # the limit was reached...
     assert max(depths) <= limit + batch  # ...and exceeded by at most one poll batch
     assert f"backpressure: {topic.name} resumed" in bridge.log()
-
-
-@pytest.fixture
-def kafka_restarted() -> object:
-    """Guarantee Kafka is running again after the test, whatever happens in it."""
-    yield None
-    services("start-kafka")
 
 
 def test_kafka_outage_the_bridge_reconnects_without_losing_its_position(

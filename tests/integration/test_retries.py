@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kafka import KafkaProducer
 
 from tests.conftest import wait_for
@@ -111,12 +110,6 @@ def test_a_retry_delayed_beyond_the_visibility_timeout_runs_exactly_once(
         assert ledger.attempts() == {task_id: 2}
     finally:
         worker.stop()
-
-
-@pytest.fixture
-def kafka_restarted() -> object:
-    yield None
-    services("start-kafka")
 
 
 def test_a_dead_letter_due_while_kafka_is_down_arrives_after_recovery(
