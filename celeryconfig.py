@@ -12,7 +12,10 @@ broker_url = _settings.celery.broker_url
 broker_connection_retry_on_startup = True
 # Shorter retries stay Celery countdowns, which the settings keep well below this; longer
 # ones wait in Redis until due (bridge.schedule), so none outlives it inside a worker.
-broker_transport_options = {"visibility_timeout": _settings.celery.visibility_timeout_s}
+broker_transport_options = {
+    **_settings.celery.transport_options,
+    "visibility_timeout": _settings.celery.visibility_timeout_s,
+}
 
 # Records come from outside: JSON only, never pickle.
 task_serializer = "json"

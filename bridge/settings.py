@@ -59,6 +59,17 @@ class CelerySettings(_Section):
     publish_retry_backoff_max_ms: int = Field(default=10_000, ge=1)
     enqueue_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     visibility_timeout_s: int = Field(default=3600, ge=1)
+    # More kombu Redis transport options for the workers, e.g. unacked_restore_interval.
+    transport_options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @field_validator("transport_options")
+    @classmethod
+    def _visibility_timeout_has_its_own_key(
+        cls, options: dict[str, int | float | str | bool]
+    ) -> dict[str, int | float | str | bool]:
+        if "visibility_timeout" in options:
+            raise ValueError("set celery.visibility_timeout_s instead of visibility_timeout here")
+        return options
 
 
 class RetrySettings(_Section):

@@ -150,3 +150,12 @@ def test_route_retry_defaults_travel_in_the_envelope(tmp_path: Path) -> None:
     assert (
         Router.from_settings(load_settings(write(tmp_path, MINIMAL))).routes[0].retry_policy is None
     )
+
+
+def test_transport_options_pass_through_but_not_the_visibility_timeout(tmp_path: Path) -> None:
+    sweep = "\n[celery.transport_options]\nunacked_restore_interval = 1\n"
+    settings = load_settings(write(tmp_path, MINIMAL.replace("[[routes]]", sweep + "[[routes]]")))
+    assert settings.celery.transport_options == {"unacked_restore_interval": 1}
+    clash = "\n[celery.transport_options]\nvisibility_timeout = 10\n"
+    with pytest.raises(ConfigError, match=r"celery\.transport_options: .*visibility_timeout_s"):
+        load_settings(write(tmp_path, MINIMAL.replace("[[routes]]", clash + "[[routes]]")))
