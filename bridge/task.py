@@ -55,7 +55,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
             return self.run(*args, **kwargs)
         envelope = from_task_arg(args[0])
         try:
-            return self.run(decoded(envelope.record), *args[1:], **kwargs)
+            return self._run_retrying(decoded(envelope.record), *args[1:], **kwargs)
         except _CONTROL_FLOW:
             raise
         except RetryNotScheduledError as exc:
@@ -66,6 +66,19 @@ class RecordTask(Task):  # type: ignore[type-arg]
             )
             self._dead_letter(envelope, exc, reason_for(exc, exhausted=exhausted))
             raise
+
+    def _run_retrying(self, record: Record, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.run(record, *args, **kwargs)
+        except Retry as signal:
+            if getattr(signal, "sig", None) is not None:  # sent by self.retry(): nothing to do
+                raise
+            # A bare ``raise Retry(when=…)`` re-sends nothing in Celery: do it, or lose the record.
+            when = signal.when
+            delay = when if isinstance(when, int | float) else None
+            eta = when if isinstance(when, datetime) else None
+            cause = signal.exc if isinstance(signal.exc, Exception) else None
+            raise self.retry(exc=cause, countdown=delay, eta=eta) from signal
 
     def retry(
         self,

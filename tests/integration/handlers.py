@@ -6,7 +6,8 @@ A record's headers tell the handler how to behave, so any key/value bytes can be
 ``mode``: ``permanent`` raises ``PermanentError``, ``value-error`` raises ``ValueError``
 (outside ``autoretry_for``, so non-retryable);
 ``fail-group``: always raise ``TimeoutError`` in that consumer group (task ids start with it);
-``mode: wrapped-permanent`` raises a ``RuntimeError`` caused by a ``PermanentError``.
+``mode: wrapped-permanent`` raises a ``RuntimeError`` caused by a ``PermanentError``;
+``mode: bare-retry`` raises ``Retry(when=1)`` on the first attempt, as a handler may.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from functools import cache
 
 import redis
+from celery.exceptions import Retry
 
 from bridge import PermanentError, Record, RecordTask
 from tasks import app
@@ -49,6 +51,8 @@ def behave(task: RecordTask, record: Record) -> None:
         raise PermanentError(f"record {record.offset} is invalid")
     if mode == b"value-error":
         raise ValueError(f"unexpected value in record {record.offset}")
+    if mode == b"bare-retry" and task.request.retries == 0:
+        raise Retry("try again in a second", when=1)  # type: ignore[arg-type]
     if mode == b"wrapped-permanent":
         try:
             raise PermanentError(f"record {record.offset} cannot be parsed")

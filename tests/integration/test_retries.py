@@ -146,3 +146,17 @@ def test_a_dead_letter_due_while_kafka_is_down_arrives_after_recovery(
         wait_for(lambda: ledger.client.zcard(key) == 0, what="the pending set to empty")
     finally:
         worker.stop()
+
+
+def test_a_bare_raise_retry_is_retried_not_lost(
+    make_topic: MakeTopic, start_bridge: StartBridge, producer: KafkaProducer, ledger: Ledger
+) -> None:
+    topic = make_topic()
+    bridge = start_bridge([{"topic": topic.name, "task": "tests.flaky"}])
+    meta = send(producer, topic, ledger, headers=[("mode", b"bare-retry")])
+    task_id = f"{bridge.group_id}:{topic.name}:0:{meta.offset}"
+
+    wait_for(lambda: task_id in ledger.done(), what="the retried record handled")
+    first, second = executions(ledger)
+    assert (first["retries"], second["retries"]) == (0, 1)
+    assert 0.95 <= second["at"] - first["at"] <= 1.5  # Retry(when=1)
