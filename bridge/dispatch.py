@@ -97,14 +97,40 @@ def publisher_app(celery: CelerySettings) -> Celery:
     return app
 
 
-class _Capture:
-    """Stands in for kombu's Redis publish batch: keeps the final command of one message."""
+class CapturedBatch:
+    """Stands in for kombu's Redis publish batch: keeps the final Redis commands of what is
+    published through it and runs none (kombu 5.7 hands them to ``add``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
         self.commands: list[tuple[str, tuple[Any, ...]]] = []
+
+    def publish(self, message: Any, **kwargs: Any) -> None:
+        self.channel.basic_publish(message, _publish_batch=self, **kwargs)
 
     def add(self, name: str, *args: Any) -> None:
         self.commands.append((name, args))
+
+    def lpush(self) -> tuple[str, bytes]:
+        """The one ``LPUSH`` captured: its queue and message.
+
+        :raises PublishError: kombu did something else (a kombu change we must notice).
+        """
+        pushes = [args for name, args in self.commands if name == "lpush"]
+        if len(pushes) != 1:
+            raise PublishError(f"expected one LPUSH from kombu, got {self.commands!r}")
+        [(queue, message)] = pushes
+        return _text(queue), message.encode() if isinstance(message, str) else message
+
+    # The rest of kombu's batch protocol: nothing to flush, nothing held elsewhere.
+    def flush(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        self.commands.clear()
+
+    def close(self) -> None:
+        pass
 
 
 # Marker values: plain ASCII, so JSON encoding leaves them as they are.
@@ -209,12 +235,10 @@ class Dispatcher:
         message = channel.prepare_message(
             data, 0, content_type, content_encoding, headers, properties
         )
-        capture = _Capture()
-        channel.basic_publish(message, exchange="", routing_key=queue, _publish_batch=capture)
-        [(command, (key, payload))] = capture.commands
-        if command != "lpush":  # pragma: no cover - a kombu change we must notice
-            raise PublishError(f"kombu would {command!r} instead of 'lpush' to {key}")
-        return _Template.parse(str(key), _text(payload), data)
+        capture = CapturedBatch(channel)
+        capture.publish(message, exchange="", routing_key=queue)
+        key, payload = capture.lpush()
+        return _Template.parse(key, _text(payload), data)
 
     def publish(self, messages: Sequence[Message]) -> Outcome:
         """Enqueue ``messages`` (in offset order per partition) atomically, skipping any

@@ -29,3 +29,7 @@ class DeadLetterError(BridgeError):
 
 class DeadLetterRefusedError(DeadLetterError):
     """Raised when Kafka refuses a dead letter for good (too large, not authorized, invalid)."""
+
+
+class RetryNotScheduledError(BridgeError):
+    """Raised when a delayed retry could not be stored in Redis (its message is requeued)."""

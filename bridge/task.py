@@ -29,7 +29,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from bridge import worker
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
-from bridge.errors import BridgeError, DeadLetterError, DeadLetterRefusedError
+from bridge.errors import DeadLetterError, DeadLetterRefusedError, RetryNotScheduledError
 from bridge.failures import Reason, is_non_retryable, reason_for
 from bridge.record import Envelope, Record, decoded, from_task_arg
 from bridge.schedule import DeadLetterStore, schedule_retry
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 
 _CONTROL_FLOW = (Retry, Ignore, Reject)
 _CELERY_DEFAULTS = {"retry_backoff_max": 600, "retry_jitter": True}
-
-
-class RetryNotScheduledError(BridgeError):
-    """Raised when a delayed retry could not be stored in Redis (the message is requeued)."""
 
 
 class RecordTask(Task):  # type: ignore[type-arg]

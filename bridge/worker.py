@@ -16,6 +16,7 @@ import redis
 from kombu import Connection, Producer
 
 from bridge.deadletter import DeadLetter, DeadLetterProducer
+from bridge.dispatch import CapturedBatch
 from bridge.settings import BridgeSettings, load_settings
 
 T = TypeVar("T")
@@ -65,29 +66,6 @@ def redis_client() -> redis.Redis:
     return _this_process("redis", lambda: redis.Redis.from_url(url, socket_timeout=5))
 
 
-class _Hold:
-    """Stands in for kombu's Redis publish batch: keeps the final commands, runs none."""
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self.commands: list[tuple[str, tuple[Any, ...]]] = []
-
-    def publish(self, message: Any, **kwargs: Any) -> None:
-        self.channel.basic_publish(message, _publish_batch=self, **kwargs)
-
-    def add(self, name: str, *args: Any) -> None:
-        self.commands.append((name, args))
-
-    def flush(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        self.commands.clear()
-
-    def close(self) -> None:
-        pass
-
-
 def held_message(publish: Callable[[Producer], object], app: Any) -> tuple[str, bytes]:
     """Run ``publish(producer)`` (e.g. ``signature.apply_async(producer=…)``) so that Celery and
     kombu build the message exactly as for a real publish, but keep it instead of sending it.
@@ -101,16 +79,12 @@ def held_message(publish: Callable[[Producer], object], app: Any) -> tuple[str, 
 
     with _lock:
         channel = _this_process("hold-channel", make_channel)
-        hold = _Hold(channel)
+        hold = CapturedBatch(channel)
         channel.create_publish_batch = lambda max_size: hold
         producer = Producer(channel)
         with producer.batch():  # type: ignore[attr-defined]  # kombu 5.7; stubs predate it
             publish(producer)
-    pushes = [args for name, args in hold.commands if name == "lpush"]
-    [(queue, message)] = pushes
-    return str(queue.decode() if isinstance(queue, bytes) else queue), (
-        message.encode() if isinstance(message, str) else message
-    )
+    return hold.lpush()
 
 
 def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:
