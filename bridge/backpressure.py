@@ -5,14 +5,18 @@ messages or more is *held* until the queue drains to ``resume_queue_depth`` or l
 (hysteresis, so a queue hovering at the limit does not flap). Depth is checked before every
 poll, so a queue exceeds its limit by at most one poll batch.
 
-A partition is paused while the broker is down (all of them) or while its route is held.
+On ordered routes a partition is also held when one of its keys, or the partition as a whole,
+has as many records waiting in key FIFOs as its route allows (:class:`PartitionHolds`).
+
+A partition is paused while the broker is down (all of them), while its route is held, or
+while it is held itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 TP = TypeVar("TP", bound=tuple[str, int])
 
@@ -57,7 +61,61 @@ class Backpressure:
         return held, released
 
 
-def to_pause(assigned: Iterable[TP], *, broker_down: bool, held_topics: Iterable[str]) -> set[TP]:
+@dataclass(frozen=True, slots=True)
+class Full:
+    """Why a partition is held: ``watch`` (a key FIFO's length or a partition's waiting
+    counter, per ``kind``) reached its limit; it resumes at ``resume_at`` or below."""
+
+    watch: str
+    kind: str  # "key" | "partition"
+    resume_at: int
+
+
+class PartitionHolds:
+    """Partitions of ordered routes held because a key or the partition has too many records
+    waiting (pure).
+
+    A partition is held when the bridge's append is refused, and released once what it
+    watches has drained to a quarter below the limit (hysteresis, so it does not flap)::
+
+        free --refused at the limit--> held --count <= resume_at--> free
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Any, Full] = {}
+
+    def hold(self, tp: Any, *, watch: str, kind: str, limit: int) -> None:
+        """Hold ``tp`` until ``watch`` drains below ``limit``."""
+        self._held[tp] = Full(watch, kind, limit - max(1, limit // 4))
+
+    @property
+    def held(self) -> dict[Any, Full]:
+        """Held partitions and why."""
+        return dict(self._held)
+
+    def update(self, counts: Mapping[str, int]) -> set[Any]:
+        """Take the current counts of what is watched; return the partitions released."""
+        released = {
+            tp for tp, full in self._held.items() if counts.get(full.watch, 0) <= full.resume_at
+        }
+        for tp in released:
+            del self._held[tp]
+        return released
+
+    def forget(self, partitions: Iterable[Any]) -> None:
+        """Drop revoked partitions."""
+        for tp in partitions:
+            self._held.pop(tp, None)
+
+
+def to_pause(
+    assigned: Iterable[TP],
+    *,
+    broker_down: bool,
+    held_topics: Iterable[str],
+    held_partitions: Iterable[TP] = (),
+) -> set[TP]:
     """The assigned partitions that must be paused now."""
     held = set(held_topics)
-    return {tp for tp in assigned if broker_down or tp[0] in held}
+    partitions = set(held_partitions)
+    return {tp for tp in assigned if broker_down or tp[0] in held or tp in partitions}

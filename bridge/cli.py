@@ -1,8 +1,10 @@
-"""The command line: ``run`` and ``status``. The only place that configures logging."""
+"""The command line: ``run``, ``status`` and ``release``. The only place that configures
+logging."""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -10,9 +12,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from bridge.errors import ConfigError
 from bridge.settings import BridgeSettings, load_settings
+
+if TYPE_CHECKING:
+    from bridge.status import Waiting
 
 log = logging.getLogger("bridge.cli")
 
@@ -48,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="committed offsets and lag")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_status)
+    release = commands.add_parser(
+        "release", parents=[common], help="let a parked key of an ordered route go on"
+    )
+    release.add_argument("--topic", required=True)
+    which = release.add_mutually_exclusive_group(required=True)
+    which.add_argument("--key", help="the key, as UTF-8 text")
+    which.add_argument("--key-b64", help="the key, base64-encoded (binary keys)")
+    which.add_argument("--partition", type=int, help="the keyless records of this partition")
+    release.add_argument(
+        "--skip", action="store_true",
+        help="dead-letter the parked head and go on with the next record (default: run it again)",
+    )  # fmt: skip
+    release.set_defaults(func=_release)
     return parser
 
 
@@ -108,4 +127,37 @@ def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
         f"dead letters not in Kafka yet: {held.dead_letters_pending} pending, "
         f"{held.dead_letters_parked} parked"
     )
+    _print_ordered(held)
+    return 0
+
+
+def _print_ordered(held: Waiting) -> None:
+    waiting = sum(held.ordered_records_waiting.values())
+    print(f"ordered records in key queues: {waiting}, keys with a head out: "
+          f"{held.ordered_keys_out}")  # fmt: skip
+    for title, states in (("retrying", held.ordered_keys_waiting),
+                          ("parked", held.ordered_keys_parked)):  # fmt: skip
+        for k in states:
+            d = k.to_dict()
+            name = d.get("key") or d.get("key_b64") or f"(no key, partition {d.get('partition')})"
+            since = d.get("failing_for_s") or (d.get("parked") or {}).get("reason", "")
+            print(f"  key {title}: {k.topic} {name}: {k.depth} waiting, oldest "
+                  f"{k.oldest_age_s:.1f} s, head {k.head_task_id} ({since})")  # fmt: skip
+
+
+def _release(settings: BridgeSettings, args: argparse.Namespace) -> int:
+    from bridge.errors import BridgeError
+    from bridge.release import release
+
+    key = args.key.encode() if args.key is not None else None
+    if args.key_b64 is not None:
+        key = base64.b64decode(args.key_b64, validate=True)
+    try:
+        done = release(settings, args.topic, key, args.partition or 0, skip=args.skip)
+    except BridgeError as exc:
+        print(f"kafka-celery-bridge: {exc}", file=sys.stderr)
+        return 1
+    action = "skipped" if done.skipped else "resumed"
+    where = f" (dead letter {done.dead_letter})" if done.dead_letter else ""
+    print(f"{done.fifo}: head {done.task_id} {action}{where}")
     return 0

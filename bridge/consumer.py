@@ -29,8 +29,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from bridge import keys
 from bridge.backoff import exponential_ms
-from bridge.backpressure import Backpressure, Limit, to_pause
+from bridge.backpressure import Backpressure, Limit, PartitionHolds, to_pause
 from bridge.deadletter import (
     DeadLetter,
     DeadLetterProducer,
@@ -38,7 +39,7 @@ from bridge.deadletter import (
     utc_now_iso,
 )
 from bridge.deadletter import from_dict as dead_letter_from_dict
-from bridge.dispatch import Dispatcher, Message
+from bridge.dispatch import Dispatcher, Message, Ordered, Outcome
 from bridge.errors import (
     DeadLetterError,
     DeadLetterRefusedError,
@@ -47,6 +48,7 @@ from bridge.errors import (
 )
 from bridge.failures import Reason
 from bridge.offsets import OffsetTracker, Partition
+from bridge.ordering import KeyQueues, parked_why
 from bridge.record import Envelope, Record, decode_value, task_id
 from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, Every, Scheduler
@@ -79,6 +81,8 @@ class Bridge:
         self._assigned: set[TopicPartition] = set()
         self._dispatcher = Dispatcher(settings.celery, settings.kafka.group_id)
         self._backpressure = Backpressure(_limits(self.router.routes))
+        self._holds = PartitionHolds()
+        self._key_queues = KeyQueues(self._dispatcher.client, self.group_id)
         self._dead_letters: DeadLetterProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._broker_failures = 0
@@ -91,6 +95,9 @@ class Bridge:
             Every("delayed-retry mover", interval_s, self._move_due_retries),
             Every("dead-letter writer", max(interval_s, 0.5), self._write_pending_dead_letters),
         ]
+        if any(route.ordered for route in self.router.routes):
+            watch_s = settings.ordering.watchdog_interval_ms / 1000
+            self._threads.append(Every("ordered-key watchdog", watch_s, self._republish_stalled))
 
     @property
     def group_id(self) -> str:
@@ -141,6 +148,7 @@ class Bridge:
             self._assigned -= partitions
             pending = {tp: o for tp, o in self.offsets.to_commit().items() if tp in partitions}
             self.offsets.forget(partitions)
+            self._holds.forget(partitions)
         if partitions:
             log.info("partitions revoked: %s", _names(partitions))
         if pending and self._consumer is not None:
@@ -155,7 +163,7 @@ class Bridge:
             return
         try:
             messages = [self._message(tp, msg) for tp, records in batch.items() for msg in records]
-            outcome = self._dispatcher.publish(messages)
+            outcome = self._dispatcher.publish(messages, self._head_deadline_ms())
         except PublishError as exc:
             self._rewind(batch)
             self._broker_failed(exc)
@@ -163,10 +171,24 @@ class Bridge:
         self._broker_recovered()
         if outcome.skipped:
             log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
+        self._accept(messages, outcome)
+
+    def _accept(self, messages: Sequence[Message], outcome: Outcome) -> None:
+        refused = {(r.topic, r.partition): r.offset for r in outcome.refused}
         with self._lock:
             for m in messages:
-                if TopicPartition(m.topic, m.partition) in self._assigned:
+                tp = TopicPartition(m.topic, m.partition)
+                if tp in self._assigned and m.offset < refused.get(tp, m.offset + 1):
                     self.offsets.accept(Partition(m.topic, m.partition), m.offset)
+            for r in outcome.refused:
+                tp = TopicPartition(r.topic, r.partition)
+                if tp in self._assigned:
+                    self._holds.hold(tp, watch=r.watch, kind=r.full, limit=r.limit)
+        assert self._consumer is not None
+        for r in outcome.refused:
+            self._consumer.seek(TopicPartition(r.topic, r.partition), r.offset)
+            log.warning("%s[%d]@%d: its %s has %d records waiting: partition paused",
+                        r.topic, r.partition, r.offset, r.full, r.limit)  # fmt: skip
 
     def _message(self, tp: TopicPartition, msg: Any) -> Message:
         route = self.router.route_for(tp.topic)
@@ -176,8 +198,21 @@ class Bridge:
         except UndecodableRecordError as exc:
             self._dead_letter_undecodable(route, record, exc)
             return Message(record.topic, record.partition, record.offset, None, None)
-        envelope = Envelope(record, self.group_id, route.dlt_topic, retry_policy=route.retry_policy)
-        return self._dispatcher.message(route.task, route.queue, envelope)
+        if not route.ordered:
+            envelope = Envelope(record, self.group_id, route.dlt_topic, None, route.retry_policy)
+            return self._dispatcher.message(route.task, route.queue, envelope)
+        envelope = Envelope(
+            record, self.group_id, route.dlt_topic, None, route.retry_policy, route.on_exhausted
+        )
+        ordered = Ordered(
+            keys.ordered_queue(self.group_id, record.topic, record.key, record.partition),
+            route.max_waiting_per_key,
+            route.max_waiting_per_partition,
+        )
+        return self._dispatcher.message(route.task, route.queue, envelope, ordered)
+
+    def _head_deadline_ms(self) -> int:
+        return int(time.time() * 1000) + self.settings.stall_timeout_ms
 
     def _dead_letter_undecodable(self, route: Route, record: Record, exc: Exception) -> None:
         now = utc_now_iso()
@@ -230,12 +265,15 @@ class Bridge:
         if self._broker_retry_at is not None and time.monotonic() >= self._broker_retry_at:
             self._broker_retry_at = None  # let the next batch try the broker again
         self._check_queue_depths()
+        self._check_holds()
         with self._lock:
             assigned = set(self._assigned)
+            held = set(self._holds.held)
         wanted = to_pause(
             assigned,
             broker_down=self._broker_retry_at is not None,
             held_topics=self._backpressure.held,
+            held_partitions=held,
         )
         paused = set(self._consumer.paused())
         if wanted - paused:
@@ -258,11 +296,36 @@ class Bridge:
         for topic in released:
             log.info("backpressure: %s resumed, its queue holds %s", topic, depths)
 
+    def _check_holds(self) -> None:
+        with self._lock:
+            held = self._holds.held
+        if not held or self._broker_retry_at is not None:
+            return
+        watched = {full.watch: full.kind for full in held.values()}
+        try:
+            counts = self._key_queues.sizes(watched)
+        except Exception as exc:  # Redis: the broker's outage handling takes over
+            self._broker_failed(exc)
+            return
+        with self._lock:
+            released = self._holds.update(counts)
+        for tp in released:
+            log.info("%s[%d]: waiting records drained, partition resumed", tp.topic, tp.partition)
+
     # -- background: delayed retries and dead letters Kafka did not take yet -----------------
 
     def _move_due_retries(self) -> None:
         while self._scheduler.move_due(int(time.time() * 1000), limit=_MOVE_BATCH) == _MOVE_BATCH:
             pass  # more are due: keep moving
+
+    def _republish_stalled(self) -> None:
+        now_ms = int(time.time() * 1000)
+        stalled = self._key_queues.republish_stalled(
+            now_ms, now_ms + self.settings.stall_timeout_ms
+        )
+        for fifo in stalled:
+            log.warning("ordered key %s: no sign of its head for %d ms, published it again",
+                        fifo, self.settings.stall_timeout_ms)  # fmt: skip
 
     def _write_pending_dead_letters(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -273,6 +336,8 @@ class Bridge:
             except DeadLetterRefusedError as exc:
                 self._dead_letter_store.park(data)
                 log.critical("%r: Kafka refuses its dead letter, parked: %s", dl.record, exc)
+                if dl.ordered:
+                    self._park_key(dl, exc)
                 continue
             except DeadLetterError as exc:
                 attempts = int(data.get("write_attempts", 0)) + 1
@@ -285,6 +350,21 @@ class Bridge:
             self._dead_letter_store.written(data)
             log.warning("%r: pending dead letter written to %s, task %s",
                         dl.record, dl.dlt_topic, dl.task_id)  # fmt: skip
+            if dl.ordered:
+                self._key_done(dl)
+
+    def _park_key(self, dl: DeadLetter, exc: Exception) -> None:
+        rec = dl.record
+        fifo = self._key_queues.fifo(rec.topic, rec.key, rec.partition)
+        why = parked_why(
+            dl.task_id, "dead-letter-refused", ErrorInfo.of(exc).to_dict(), dl.attempts
+        )
+        self._key_queues.park(fifo, dl.task_id, why)
+
+    def _key_done(self, dl: DeadLetter) -> None:
+        rec = dl.record
+        fifo = self._key_queues.fifo(rec.topic, rec.key, rec.partition)
+        self._key_queues.done(fifo, rec.partition, dl.task_id, self._head_deadline_ms())
 
     # -- commits ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class DeadLetter:
     task_id: str
     first_failure_at: str
     dead_lettered_at: str
+    ordered: bool = False  # its key waits until it is written
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,8 @@ class ErrorInfo:
 
 def to_dict(dl: DeadLetter, *, write_attempts: int = 0) -> dict[str, Any]:
     """A JSON-safe form of a dead letter (record bytes base64-encoded), for Redis."""
-    envelope = Envelope(dl.record, dl.group_id, dl.dlt_topic)
+    on_exhausted = "dead-letter" if dl.ordered else None
+    envelope = Envelope(dl.record, dl.group_id, dl.dlt_topic, on_exhausted=on_exhausted)
     return {
         "envelope": to_task_arg(envelope),
         "reason": str(dl.reason),
@@ -108,6 +110,7 @@ def from_dict(data: dict[str, Any]) -> DeadLetter:
         task_id=data["task_id"],
         first_failure_at=data["first_failure_at"],
         dead_lettered_at=data["dead_lettered_at"],
+        ordered=envelope.ordered,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,49 +25,98 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 
-from bridge import keys
+from bridge import keys, ordering
 from bridge.errors import ConfigError, PublishError
 from bridge.record import Envelope, to_task_arg
 from bridge.settings import CelerySettings
 
 log = logging.getLogger(__name__)
 
-# KEYS: the watermark keys, then the queue keys. ARGV: number of watermark keys, TTL in
-# seconds, then per record: watermark index, offset, queue index (0: advance only), payload.
-_ENQUEUE = """
-local n = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-local marks = {}
+# KEYS: n watermark keys, n waiting counters (same partitions), the ordered heads set, the queue
+# keys, the key FIFOs. ARGV: n, TTL (s), number of queues, head deadline (ms), then per record:
+# partition index, offset, kind (0: advance only, 1: push to a queue, 2: append to a key FIFO),
+# queue or FIFO index, key limit, partition limit, payload.
+_ENQUEUE = (
+    ordering.LUA_PARTS
+    + ordering.LUA_APPEND
+    + """
+local n, ttl, nq, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local heads = KEYS[2 * n + 1]
+local marks, stopped = {}, {}
 for i = 1, n do marks[i] = tonumber(redis.call('GET', KEYS[i]) or '-1') end
-local enqueued, skipped = 0, 0
-for j = 3, #ARGV, 4 do
-  local w, offset, q = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
-  if offset >= marks[w] then
-    if q > 0 then
-      redis.call('LPUSH', KEYS[n + q], ARGV[j + 3])
-      enqueued = enqueued + 1
-    end
-    marks[w] = offset + 1
+local result = {0, 0, 0}
+for j = 5, #ARGV, 7 do
+  local w, offset, kind, x = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), ARGV[j + 2], ARGV[j + 3]
+  if stopped[w] then
+    -- a record of this partition was refused: the later ones wait for the next poll
+  elseif offset < marks[w] then
+    result[2] = result[2] + 1
   else
-    skipped = skipped + 1
+    local refused = 0
+    if kind == '1' then
+      redis.call('LPUSH', KEYS[2 * n + 1 + tonumber(x)], ARGV[j + 6])
+      result[1] = result[1] + 1
+    elseif kind == '2' then
+      refused = append(KEYS[2 * n + 1 + nq + tonumber(x)], KEYS[n + w], heads, ARGV[j + 6],
+                       tonumber(ARGV[j + 4]), tonumber(ARGV[j + 5]), deadline)
+      if refused == 0 then result[3] = result[3] + 1 end
+    end
+    if refused == 0 then
+      marks[w] = offset + 1
+    else
+      stopped[w] = true
+      for _, v in ipairs({w, offset, refused, tonumber(x)}) do table.insert(result, v) end
+    end
   end
 end
-for i = 1, n do redis.call('SET', KEYS[i], marks[i], 'EX', ttl) end
-return {enqueued, skipped}
+for i = 1, n do
+  if marks[i] >= 0 then redis.call('SET', KEYS[i], marks[i], 'EX', ttl) end
+end
+return result
 """
+)
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True, slots=True)
+class Ordered:
+    """Where an ordered record waits: its key's FIFO, and the limits on waiting records."""
+
+    fifo: str
+    max_per_key: int
+    max_per_partition: int
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One record's task message, ready for its queue (``payload`` is None: advance only)."""
+    """One record's task message, ready for its queue (``payload`` is None: advance only).
+
+    For an ordered record, ``payload`` is its key FIFO element (see :mod:`bridge.ordering`).
+    """
 
     topic: str
     partition: int
     offset: int
     queue: str | None
     payload: bytes | None
+    ordered: Ordered | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An ordered record not appended because its key or partition holds too many records.
+
+    Nothing after it in its partition was accepted either; ``watch`` is the Redis key whose
+    length (a FIFO) or value (a partition's counter) must fall before it is tried again.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    full: str  # "key" | "partition"
+    watch: str
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +125,8 @@ class Outcome:
 
     enqueued: int
     skipped: int
+    appended: int = 0
+    refused: tuple[Refusal, ...] = ()
 
 
 def publisher_app(celery: CelerySettings) -> Celery:
@@ -201,8 +253,11 @@ class Dispatcher:
         )
         self._script = self._redis.register_script(_ENQUEUE)
 
-    def message(self, task: str, queue: str, envelope: Envelope) -> Message:
-        """Build the task message of one record, addressed to ``task`` by name.
+    def message(
+        self, task: str, queue: str, envelope: Envelope, ordered: Ordered | None = None
+    ) -> Message:
+        """Build the task message of one record, addressed to ``task`` by name (for an ordered
+        record: its key FIFO element).
 
         :raises PublishError: the broker could not be reached to build the first message of
             this task and queue.
@@ -214,13 +269,16 @@ class Dispatcher:
             except (OperationalError, redis.RedisError, OSError) as exc:
                 raise PublishError(f"no message template for {task} on {queue}: {exc!r}") from exc
         rec = envelope.record
+        task_id = envelope.task_id()
         payload = template.fill(
-            task_id=envelope.task_id(),
+            task_id=task_id,
             argsrepr=repr(rec),
             arg_json=json.dumps(to_task_arg(envelope)),
             delivery_tag=str(uuid.uuid4()),
         )
-        return Message(rec.topic, rec.partition, rec.offset, template.key, payload)
+        if ordered is not None:
+            payload = ordering.element(task_id, int(time.time() * 1000), template.key, payload)
+        return Message(rec.topic, rec.partition, rec.offset, template.key, payload, ordered)
 
     def _template(self, task: str, queue: str) -> _Template:
         """The message of one (task, queue) as Celery's and kombu's own code build it, with
@@ -240,32 +298,30 @@ class Dispatcher:
         key, payload = capture.lpush()
         return _Template.parse(key, _text(payload), data)
 
-    def publish(self, messages: Sequence[Message]) -> Outcome:
+    def publish(self, messages: Sequence[Message], head_deadline_ms: int = 0) -> Outcome:
         """Enqueue ``messages`` (in offset order per partition) atomically, skipping any
-        record at or past which its partition was already enqueued.
+        record at or past which its partition was already enqueued. Ordered records are
+        appended to their key's FIFO (published at once if the key was idle, with
+        ``head_deadline_ms`` as its stall deadline); one refused for a full key or partition
+        stops its partition's part of the batch there.
 
         :raises PublishError: Redis did not run the script (nothing or everything was done).
         """
         if not messages:
             return Outcome(0, 0)
-        marks: dict[tuple[str, int], int] = {}
-        queues: dict[str, int] = {}
-        argv: list[Any] = []
+        batch = _Batch(self._group_id)
         for m in messages:
-            w = marks.setdefault((m.topic, m.partition), len(marks) + 1)
-            if m.queue is None or m.payload is None:  # dead-lettered by the bridge
-                argv += [w, m.offset, 0, b""]
-            else:
-                argv += [w, m.offset, queues.setdefault(m.queue, len(queues) + 1), m.payload]
-        wm_keys = [keys.published_watermark(self._group_id, t, p) for t, p in marks]
+            batch.add(m)
         try:
-            enqueued, skipped = self._script(
-                keys=[*wm_keys, *queues],
-                args=[len(wm_keys), self._ttl_s, *argv],
-            )
+            result = self._script(
+                keys=batch.keys(),
+                args=[len(batch.marks), self._ttl_s, len(batch.queues), head_deadline_ms,
+                      *batch.argv],
+            )  # fmt: skip
         except redis.RedisError as exc:
             raise PublishError(f"{len(messages)} task messages not enqueued: {exc!r}") from exc
-        return Outcome(int(enqueued), int(skipped))
+        enqueued, skipped, appended, *refused = (int(v) for v in result)
+        return Outcome(enqueued, skipped, appended, batch.refusals(refused))
 
     def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
         """Messages waiting in each Celery queue (``LLEN``).
@@ -295,6 +351,62 @@ class Dispatcher:
         if self._channel is None:
             self._channel = self._connection.default_channel
         return self._channel
+
+
+def task_of(message: bytes) -> tuple[str, dict[str, Any]]:
+    """The task name and first argument (a record envelope) of a JSON task message.
+
+    :raises ValueError: not a JSON Celery protocol 2 message with a dict first argument.
+    """
+    payload = json.loads(message)
+    args, _kwargs, _embed = json.loads(base64.b64decode(payload["body"]))
+    if not args or not isinstance(args[0], dict):
+        raise ValueError("the task message has no record envelope")
+    return str(payload["headers"]["task"]), args[0]
+
+
+class _Batch:
+    """The keys and arguments of one run of the enqueue script."""
+
+    def __init__(self, group_id: str) -> None:
+        self.group_id = group_id
+        self.marks: dict[tuple[str, int], int] = {}
+        self.queues: dict[str, int] = {}
+        self.fifos: dict[str, int] = {}
+        self.argv: list[Any] = []
+        self._limits: dict[tuple[int, int], int] = {}
+
+    def add(self, m: Message) -> None:
+        w = self.marks.setdefault((m.topic, m.partition), len(self.marks) + 1)
+        if m.queue is None or m.payload is None:  # dead-lettered by the bridge
+            self.argv += [w, m.offset, 0, 0, 0, 0, b""]
+        elif m.ordered is None:
+            q = self.queues.setdefault(m.queue, len(self.queues) + 1)
+            self.argv += [w, m.offset, 1, q, 0, 0, m.payload]
+        else:
+            o = m.ordered
+            f = self.fifos.setdefault(o.fifo, len(self.fifos) + 1)
+            self._limits[(w, 1)], self._limits[(w, 2)] = o.max_per_key, o.max_per_partition
+            self.argv += [w, m.offset, 2, f, o.max_per_key, o.max_per_partition, m.payload]
+
+    def keys(self) -> list[str]:
+        marks = [keys.published_watermark(self.group_id, t, p) for t, p in self.marks]
+        waiting = [keys.ordered_waiting(self.group_id, t, p) for t, p in self.marks]
+        heads = keys.ordered_heads(self.group_id)
+        return [*marks, *waiting, heads, *self.queues, *self.fifos]
+
+    def refusals(self, flat: Sequence[int]) -> tuple[Refusal, ...]:
+        partitions = list(self.marks)
+        fifos = list(self.fifos)
+        found = []
+        for w, offset, code, f in zip(*[iter(flat)] * 4, strict=True):
+            topic, partition = partitions[w - 1]
+            watch = (
+                fifos[f - 1] if code == 1 else keys.ordered_waiting(self.group_id, topic, partition)
+            )
+            full = "key" if code == 1 else "partition"
+            found.append(Refusal(topic, partition, offset, full, watch, self._limits[(w, code)]))
+        return tuple(found)
 
 
 def _text(data: str | bytes) -> str:

@@ -33,3 +33,7 @@ class DeadLetterRefusedError(DeadLetterError):
 
 class RetryNotScheduledError(BridgeError):
     """Raised when a delayed retry could not be stored in Redis (its message is requeued)."""
+
+
+class NotParkedError(BridgeError):
+    """Raised when releasing an ordered key that is not parked (or whose head changed)."""

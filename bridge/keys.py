@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from base64 import urlsafe_b64decode, urlsafe_b64encode
+
 PREFIX = "bridge"
 
 
@@ -35,3 +37,42 @@ def pending_dead_letters(group_id: str) -> str:
 def parked_dead_letters(group_id: str) -> str:
     """Hash of dead letters Kafka refused for good (task id -> dead letter JSON)."""
     return f"{group_prefix(group_id)}dead-letters:parked"
+
+
+def ordered_queue(group_id: str, topic: str, key: bytes | None, partition: int) -> str:
+    """The FIFO of one key of an ordered route: its records' task messages, head first.
+
+    Keyed by (topic, key), base64url-encoded so binary keys stay readable; a record without
+    a key is serialized with the other keyless records of its partition.
+    """
+    name = f"p:{partition}" if key is None else "k:" + urlsafe_b64encode(key).decode("ascii")
+    return f"{group_prefix(group_id)}ordered:q:{topic}:{name}"
+
+
+def ordered_key_of(queue_key: str) -> tuple[str, bytes | None, int | None]:
+    """``(topic, key, partition)`` back from :func:`ordered_queue` (partition: keyless only)."""
+    topic, name = queue_key.split(":ordered:q:", 1)[1].split(":", 1)
+    kind, _, value = name.partition(":")
+    if kind == "p":
+        return topic, None, int(value)
+    return topic, urlsafe_b64decode(value), None
+
+
+def ordered_waiting(group_id: str, topic: str, partition: int) -> str:
+    """Counter of the records of ``topic[partition]`` waiting in key FIFOs (heads included)."""
+    return f"{group_prefix(group_id)}ordered:waiting:{topic}:{partition}"
+
+
+def ordered_heads(group_id: str) -> str:
+    """Sorted set of the key FIFOs whose head is out (score: when it is presumed lost, ms)."""
+    return f"{group_prefix(group_id)}ordered:heads"
+
+
+def ordered_failing(group_id: str) -> str:
+    """Hash: key FIFO -> when its head first failed (ms), while the head retries."""
+    return f"{group_prefix(group_id)}ordered:failing"
+
+
+def ordered_parked(group_id: str) -> str:
+    """Hash: key FIFO -> why and since when it is parked (JSON); released by an operator."""
+    return f"{group_prefix(group_id)}ordered:parked"

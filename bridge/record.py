@@ -67,7 +67,14 @@ class Envelope:
     group_id: str
     dlt_topic: str
     first_failure_at: str | None = None
-    retry_policy: dict[str, int | bool] | None = None
+    retry_policy: dict[str, float | bool] | None = None
+    # Ordered routes only: what an exhausted head does to its key ("dead-letter" | "park").
+    on_exhausted: str | None = None
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the record is on an ordered route (it runs as its key's head)."""
+        return self.on_exhausted is not None
 
     def task_id(self) -> str:
         """The deterministic Celery task id ``{group_id}:{topic}:{partition}:{offset}``."""
@@ -126,6 +133,8 @@ def to_task_arg(envelope: Envelope) -> dict[str, Any]:
         arg["first_failure_at"] = envelope.first_failure_at
     if envelope.retry_policy:
         arg["retry"] = envelope.retry_policy
+    if envelope.on_exhausted:
+        arg["ordered"] = envelope.on_exhausted
     return arg
 
 
@@ -150,7 +159,12 @@ def from_task_arg(arg: dict[str, Any]) -> Envelope:
             value_format=arg["value_format"],
         )
         envelope = Envelope(
-            record, arg["group_id"], arg["dlt_topic"], arg.get("first_failure_at"), arg.get("retry")
+            record,
+            arg["group_id"],
+            arg["dlt_topic"],
+            arg.get("first_failure_at"),
+            arg.get("retry"),
+            arg.get("ordered"),
         )
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise UndecodableRecordError(f"not a bridge record envelope: {exc}") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bridge.settings import BridgeSettings, RouteSettings, ValueFormat
+from bridge.settings import BridgeSettings, OnExhausted, RouteSettings, ValueFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,10 @@ class Route:
     dlt_topic: str
     max_queue_depth: int | None = None
     resume_queue_depth: int | None = None
-    retry_policy: dict[str, int | bool] | None = None
+    retry_policy: dict[str, float | bool] | None = None
+    on_exhausted: OnExhausted = "dead-letter"
+    max_waiting_per_key: int = 10_000
+    max_waiting_per_partition: int = 100_000
 
 
 class Router:
@@ -44,6 +47,9 @@ class Router:
                 max_queue_depth=r.max_queue_depth,
                 resume_queue_depth=r.resume_depth,
                 retry_policy=_retry_policy(r),
+                on_exhausted=r.on_exhausted,
+                max_waiting_per_key=r.max_waiting_per_key,
+                max_waiting_per_partition=r.max_waiting_per_partition,
             )
             for r in settings.routes
         )
@@ -66,9 +72,10 @@ class Router:
         return self._by_topic[topic]
 
 
-def _retry_policy(route: RouteSettings) -> dict[str, int | bool] | None:
+def _retry_policy(route: RouteSettings) -> dict[str, float | bool] | None:
     """The route's retry defaults, as they travel in each record's envelope."""
-    policy = {
+    policy: dict[str, float | bool | None] = {
+        "retry_interval": route.retry_interval_s,
         "max_retries": route.max_retries,
         "retry_backoff": route.retry_backoff_s,
         "retry_backoff_max": route.retry_backoff_max_s,

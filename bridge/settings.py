@@ -27,6 +27,7 @@ from bridge.errors import ConfigError
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 ValueFormat = Literal["json", "text", "bytes"]
+OnExhausted = Literal["dead-letter", "park"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -85,6 +86,20 @@ class RetrySettings(_Section):
     scheduler_interval_ms: int = Field(default=100, ge=1)
 
 
+class OrderingSettings(_Section):
+    """Ordered routes: when a key's head is presumed lost, and how often that is checked.
+
+    A head whose task has shown no sign of life (published, started, retry scheduled) for
+    ``stall_timeout_s`` is published again, so a lost message never stalls its key for good.
+    Celery itself redelivers unacknowledged messages after the visibility timeout, so the
+    stall timeout must be longer (default: twice the visibility timeout); a task that runs
+    longer than it is presumed lost.
+    """
+
+    stall_timeout_s: int | None = Field(default=None, ge=1)
+    watchdog_interval_ms: int = Field(default=1_000, ge=1)
+
+
 class DeadLetterSettings(_Section):
     """The dead-letter producer's own retries (defaults after the producer seed)."""
 
@@ -110,6 +125,11 @@ class RouteSettings(_Section):
     retry_backoff_s: int | None = Field(default=None, ge=1)
     retry_backoff_max_s: int | None = Field(default=None, ge=1)
     retry_jitter: bool | None = None
+    retry_interval_s: float | None = Field(default=None, gt=0)
+    # Ordered routes: what an exhausted head does to its key, and how much may wait.
+    on_exhausted: OnExhausted = "dead-letter"
+    max_waiting_per_key: int = Field(default=10_000, ge=1)
+    max_waiting_per_partition: int = Field(default=100_000, ge=1)
 
     @field_validator("topic", "dlt_topic")
     @classmethod
@@ -118,12 +138,18 @@ class RouteSettings(_Section):
             raise ValueError(f"{name!r} is not a valid Kafka topic name")
         return name
 
-    @field_validator("ordered")
-    @classmethod
-    def _ordered_not_built_yet(cls, ordered: bool) -> bool:
-        if ordered:
-            raise ValueError("ordered routes are not supported by this version yet")
-        return ordered
+    @model_validator(mode="after")
+    def _one_retry_delay(self) -> RouteSettings:
+        if self.retry_interval_s is not None and self.retry_backoff_s is not None:
+            raise ValueError("retry_interval_s (fixed) and retry_backoff_s (exponential) exclude "
+                             "each other")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _park_needs_order(self) -> RouteSettings:
+        if self.on_exhausted == "park" and not self.ordered:
+            raise ValueError("on_exhausted = 'park' stops a key: it needs ordered = true")
+        return self
 
     @model_validator(mode="after")
     def _resume_below_max(self) -> RouteSettings:
@@ -163,6 +189,7 @@ class BridgeSettings(BaseSettings):
     celery: CelerySettings
     dead_letter: DeadLetterSettings = DeadLetterSettings()
     retry: RetrySettings = RetrySettings()
+    ordering: OrderingSettings = OrderingSettings()
     routes: list[RouteSettings] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -177,6 +204,23 @@ class BridgeSettings(BaseSettings):
                 f"timeout again and again"
             )
         return self
+
+    @model_validator(mode="after")
+    def _stall_after_visibility_timeout(self) -> BridgeSettings:
+        stall_s = self.ordering.stall_timeout_s
+        if stall_s is not None and stall_s <= self.celery.visibility_timeout_s:
+            raise ValueError(
+                f"ordering.stall_timeout_s ({stall_s}) must exceed celery.visibility_timeout_s "
+                f"({self.celery.visibility_timeout_s} s): before that, Celery itself delivers "
+                f"an unacknowledged head again"
+            )
+        return self
+
+    @property
+    def stall_timeout_ms(self) -> int:
+        """How long an ordered key's head may show no sign of life (ms)."""
+        stall_s = self.ordering.stall_timeout_s or 2 * self.celery.visibility_timeout_s
+        return stall_s * 1000
 
     @field_validator("routes")
     @classmethod

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
+from bridge.ordering import KeyQueues, KeyState
 from bridge.routing import Router
 from bridge.schedule import DeadLetterStore, Scheduler
 from bridge.settings import BridgeSettings
@@ -62,15 +64,30 @@ def partition_status(settings: BridgeSettings) -> list[PartitionStatus]:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """What waits in Redis for the group: delayed retries and dead letters not in Kafka."""
+    """What waits in Redis for the group: delayed retries, dead letters not in Kafka, and the
+    records of ordered routes waiting behind their keys' heads."""
 
     delayed_retries: int
     dead_letters_pending: int
     dead_letters_parked: int
+    ordered_records_waiting: dict[str, int] = field(default_factory=dict)
+    ordered_keys_out: int = 0
+    ordered_keys_waiting: list[KeyState] = field(default_factory=list)
+    ordered_keys_parked: list[KeyState] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
-        return asdict(self)
+        return {
+            "delayed_retries": self.delayed_retries,
+            "dead_letters_pending": self.dead_letters_pending,
+            "dead_letters_parked": self.dead_letters_parked,
+            "ordered": {
+                "records_waiting": self.ordered_records_waiting,
+                "keys_out": self.ordered_keys_out,
+                "keys_waiting": [k.to_dict() for k in self.ordered_keys_waiting],
+                "keys_parked": [k.to_dict() for k in self.ordered_keys_parked],
+            },
+        }
 
 
 def waiting(settings: BridgeSettings) -> Waiting:
@@ -82,7 +99,19 @@ def waiting(settings: BridgeSettings) -> Waiting:
     try:
         group_id = settings.kafka.group_id
         pending, parked = DeadLetterStore(client, group_id).counts()
-        return Waiting(Scheduler(client, group_id).waiting(), pending, parked)
+        queues = KeyQueues(client, group_id)
+        now_ms = int(time.time() * 1000)
+        return Waiting(
+            delayed_retries=Scheduler(client, group_id).waiting(),
+            dead_letters_pending=pending,
+            dead_letters_parked=parked,
+            ordered_records_waiting={
+                f"{topic}[{p}]": n for (topic, p), n in queues.waiting_per_partition().items()
+            },
+            ordered_keys_out=queues.heads_out(),
+            ordered_keys_waiting=queues.waiting_keys(now_ms),
+            ordered_keys_parked=queues.parked_keys(now_ms),
+        )
     finally:
         client.close()
 

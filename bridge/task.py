@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
@@ -31,10 +33,12 @@ from bridge import worker
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import DeadLetterError, DeadLetterRefusedError, RetryNotScheduledError
 from bridge.failures import Reason, is_non_retryable, reason_for
+from bridge.ordering import KeyGate, parked_why
 from bridge.record import Envelope, Record, decoded, from_task_arg
 from bridge.schedule import DeadLetterStore, schedule_retry
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _CONTROL_FLOW = (Retry, Ignore, Reject)
 _CELERY_DEFAULTS = {"retry_backoff_max": 600, "retry_jitter": True}
@@ -50,8 +54,9 @@ class RecordTask(Task):  # type: ignore[type-arg]
         if args and isinstance(args[0], Record):  # called directly, e.g. in a unit test
             return self.run(*args, **kwargs)
         envelope = from_task_arg(args[0])
+        gate = self._open_gate(envelope) if envelope.ordered else None
         try:
-            return self._run_retrying(decoded(envelope.record), *args[1:], **kwargs)
+            result = self._run_retrying(decoded(envelope.record), *args[1:], **kwargs)
         except _CONTROL_FLOW:
             raise
         except RetryNotScheduledError as exc:
@@ -60,8 +65,46 @@ class RecordTask(Task):  # type: ignore[type-arg]
             exhausted = bool(getattr(self.request, "bridge_exhausted", False)) or isinstance(
                 exc, MaxRetriesExceededError
             )
-            self._dead_letter(envelope, exc, reason_for(exc, exhausted=exhausted))
+            self._give_up(envelope, gate, exc, reason_for(exc, exhausted=exhausted))
             raise
+        if gate is not None:
+            _at_key(gate.done)
+        return result
+
+    # -- ordered routes --------------------------------------------------------------------
+
+    def _open_gate(self, envelope: Envelope) -> KeyGate:
+        """Run only as the key's head: a stale copy, or a parked key's head, is dropped."""
+        gate = worker.key_gate(envelope)
+        if not _at_key(gate.start):
+            log.warning("task %s: not the head of its key (a stale copy) or the key is parked: "
+                        "dropped", gate.task_id)  # fmt: skip
+            raise Ignore()
+        self.request.bridge_gate = gate  # type: ignore[attr-defined]
+        return gate
+
+    def _give_up(
+        self, envelope: Envelope, gate: KeyGate | None, exc: Exception, reason: Reason
+    ) -> None:
+        """The record will not succeed: dead-letter it, or park its key (``park`` routes)."""
+        if gate is not None and envelope.on_exhausted == "park":
+            why = parked_why(gate.task_id, str(reason), ErrorInfo.of(exc).to_dict(),
+                             self.request.retries + 1)  # fmt: skip
+            _at_key(lambda: gate.park(why))
+            log.error("%r: %s after %d attempts, key parked until released, task %s: %s",
+                      envelope.record, reason, why["attempts"], gate.task_id, exc)  # fmt: skip
+            return
+        outcome = self._dead_letter(envelope, exc, reason)
+        if gate is None:
+            return
+        if outcome == "written":
+            _at_key(gate.done)
+        elif outcome == "pending":
+            _at_key(lambda: gate.park(None))  # the bridge goes on once it is written
+        else:
+            why = parked_why(gate.task_id, "dead-letter-refused", ErrorInfo.of(exc).to_dict(),
+                             self.request.retries + 1)  # fmt: skip
+            _at_key(lambda: gate.park(why))
 
     def _run_retrying(self, record: Record, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -105,6 +148,9 @@ class RecordTask(Task):  # type: ignore[type-arg]
             args = [_mark_failed(request.args[0]), *request.args[1:]]
         delay_s = _delay_s(countdown, eta, self.default_retry_delay)
         threshold_s = worker.settings().retry.redis_schedule_min_delay_ms / 1000
+        gate: KeyGate | None = getattr(request, "bridge_gate", None)
+        if gate is not None and not exhausted:
+            _at_key(lambda: gate.retrying(delay_s))
         if exhausted or request.called_directly or delay_s < threshold_s:
             return self._celery_retry(
                 args, kwargs, exc, throw, eta, countdown, max_retries, options
@@ -122,7 +168,11 @@ class RecordTask(Task):  # type: ignore[type-arg]
         return dict(arg.get("retry") or {}) if isinstance(arg, dict) else {}
 
     def _route_backoff(self, route: dict[str, Any], retries: int) -> float | None:
-        if self._own("retry_backoff") or "retry_backoff" not in route:
+        if self._own("retry_backoff"):
+            return None
+        if "retry_interval" in route:  # fixed, as RocketMQ retries ordered messages
+            return float(route["retry_interval"])
+        if "retry_backoff" not in route:
             return None
         cap = getattr(self, "retry_backoff_max", None) if self._own("retry_backoff_max") else None
         jitter = getattr(self, "retry_jitter", None) if self._own("retry_jitter") else None
@@ -192,7 +242,9 @@ class RecordTask(Task):  # type: ignore[type-arg]
 
     # -- dead letters --------------------------------------------------------------------
 
-    def _dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> None:
+    def _dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> str:
+        """Write the record to its DLT: ``written``, ``pending`` (kept in Redis for the bridge)
+        or ``refused`` (Kafka refuses it for good: parked in Redis)."""
         now = utc_now_iso()
         dl = DeadLetter(
             record=envelope.record,
@@ -205,6 +257,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
             task_id=self.request.id or envelope.task_id(),
             first_failure_at=envelope.first_failure_at or now,
             dead_lettered_at=now,
+            ordered=envelope.ordered,
         )
         try:
             partition, offset = worker.write_dead_letter(dl)
@@ -212,18 +265,19 @@ class RecordTask(Task):  # type: ignore[type-arg]
             DeadLetterStore(worker.redis_client(), dl.group_id).park(to_dict(dl))
             log.critical("%r: Kafka refuses its dead letter, parked in Redis, task %s: %s",
                          dl.record, dl.task_id, err)  # fmt: skip
-            return
+            return "refused"
         except DeadLetterError as err:
             due_ms = int(time.time() * 1000) + 1000
             DeadLetterStore(worker.redis_client(), dl.group_id).defer(to_dict(dl), due_ms)
             log.error("%r: dead letter not written yet, kept in Redis for the bridge, task %s: %s",
                       dl.record, dl.task_id, err)  # fmt: skip
-            return
+            return "pending"
         log.error(
             "%r dead-lettered (%s after %d attempts) to %s[%d]@%d, task %s: %s",
             dl.record, dl.reason, dl.attempts, dl.dlt_topic, partition, offset,
             dl.task_id, dl.error.message,
         )  # fmt: skip
+        return "written"
 
 
 _BASES = (RecordTask, Task, object)
@@ -239,6 +293,15 @@ def _refuse_unsafe_worker(sender: Any = None, **_: Any) -> None:
     if problems:
         # Celery logs and swallows exceptions from signal handlers; this one must stop it.
         raise SystemExit("kafka-celery-bridge refuses this worker:\n  " + "\n  ".join(problems))
+
+
+def _at_key(step: Callable[[], T]) -> T:
+    """Run a step of an ordered record's key; if Redis fails, requeue the task: it runs again
+    rather than leave its key without a head."""
+    try:
+        return step()
+    except redis.RedisError as exc:
+        raise Reject(f"key FIFO unavailable: {exc!r}", requeue=True) from exc
 
 
 def _mark_failed(arg: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from kombu import Connection, Producer
 
 from bridge.deadletter import DeadLetter, DeadLetterProducer
 from bridge.dispatch import CapturedBatch
+from bridge.ordering import KeyGate, KeyQueues
+from bridge.record import Envelope
 from bridge.settings import BridgeSettings, load_settings
 
 T = TypeVar("T")
@@ -64,6 +66,19 @@ def redis_client() -> redis.Redis:
     """This process's client of the Celery broker's Redis."""
     url = settings().celery.broker_url
     return _this_process("redis", lambda: redis.Redis.from_url(url, socket_timeout=5))
+
+
+def key_queues(group_id: str) -> KeyQueues:
+    """This process's handle on the key FIFOs of ordered routes in ``group_id``."""
+    return _this_process(f"keys:{group_id}", lambda: KeyQueues(redis_client(), group_id))
+
+
+def key_gate(envelope: Envelope) -> KeyGate:
+    """The gate of an ordered record's key."""
+    rec = envelope.record
+    queues = key_queues(envelope.group_id)
+    fifo = queues.fifo(rec.topic, rec.key, rec.partition)
+    return KeyGate(queues, fifo, rec.partition, envelope.task_id(), settings().stall_timeout_ms)
 
 
 def held_message(publish: Callable[[Producer], object], app: Any) -> tuple[str, bytes]:

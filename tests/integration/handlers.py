@@ -7,7 +7,10 @@ A record's headers tell the handler how to behave, so any key/value bytes can be
 (outside ``autoretry_for``, so non-retryable);
 ``fail-group``: always raise ``TimeoutError`` in that consumer group (task ids start with it);
 ``mode: wrapped-permanent`` raises a ``RuntimeError`` caused by a ``PermanentError``;
-``mode: bare-retry`` raises ``Retry(when=1)`` on the first attempt, as a handler may.
+``mode: bare-retry`` raises ``Retry(when=1)`` on the first attempt, as a handler may;
+``fail-until``: raise ``TimeoutError`` until that time (seconds since the epoch);
+``sleep-ms``: simulated work before anything else.
+Every success is appended to ``{ledger}:succeeded`` (key and offset), in the order they happen.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def ledger() -> redis.Redis:
 def behave(task: RecordTask, record: Record) -> None:
     prefix = (record.header("ledger") or b"").decode()
     task_id = str(task.request.id)
+    sleep_ms = int(record.header("sleep-ms") or b"0")
+    if sleep_ms:
+        time.sleep(sleep_ms / 1000)  # simulated work
     ledger().hincrby(f"{prefix}:attempts", task_id, 1)
     ledger().rpush(
         f"{prefix}:executions",
@@ -42,10 +48,21 @@ def behave(task: RecordTask, record: Record) -> None:
                 "task_id": task_id,
                 "retries": task.request.retries,
                 "offset": record.offset,
+                "key": record.key_text,
                 "at": time.time(),
             }
         ),
     )
+    fail_as_told(task, record)
+    success = {"key": record.key_text, "offset": record.offset, "partition": record.partition}
+    with ledger().pipeline(transaction=True) as pipe:
+        pipe.sadd(f"{prefix}:done", task_id)
+        pipe.rpush(f"{prefix}:succeeded", json.dumps(success))
+        pipe.execute()
+
+
+def fail_as_told(task: RecordTask, record: Record) -> None:
+    """Raise what the record's headers ask for on this attempt, if anything."""
     mode = record.header("mode")
     if mode == b"permanent":
         raise PermanentError(f"record {record.offset} is invalid")
@@ -58,12 +75,18 @@ def behave(task: RecordTask, record: Record) -> None:
             raise PermanentError(f"record {record.offset} cannot be parsed")
         except PermanentError as cause:
             raise RuntimeError("handler gave up") from cause
+    fail_transiently_as_told(task, record)
+
+
+def fail_transiently_as_told(task: RecordTask, record: Record) -> None:
+    """Raise ``TimeoutError`` (retryable) when the record's headers ask for it."""
     fail_group = record.header("fail-group")
-    if fail_group and task_id.startswith(fail_group.decode() + ":"):
+    if fail_group and str(task.request.id).startswith(fail_group.decode() + ":"):
         raise TimeoutError(f"downstream always times out for group {fail_group.decode()}")
     if task.request.retries < int(record.header("fail") or b"0"):
         raise TimeoutError(f"downstream timed out on attempt {task.request.retries + 1}")
-    ledger().sadd(f"{prefix}:done", task_id)
+    if time.time() < float(record.header("fail-until") or b"0"):
+        raise TimeoutError("downstream is down for a while")
 
 
 @app.task(
@@ -126,3 +149,14 @@ def long_retry(self: RecordTask, record: Record) -> None:
         behave(self, record)
     except TimeoutError as exc:
         raise self.retry(exc=exc, countdown=float(record.header("countdown") or b"0")) from exc
+
+
+@app.task(
+    base=RecordTask,
+    bind=True,
+    name="tests.ordered",
+    autoretry_for=(TimeoutError,),
+)
+def ordered(self: RecordTask, record: Record) -> None:
+    """No retry options of its own: the route's fixed interval and retry limit decide."""
+    behave(self, record)

@@ -77,7 +77,20 @@ def test_toml_syntax_error_is_reported(tmp_path: Path) -> None:
         (('group_id = "shop"', 'group_id = "a b"'), "kafka.group_id"),
         (('task = "shop.handle_order"', 'task = "x"\nordered = "maybe"'), "routes[0].ordered"),
         (('topic = "orders"', 'topic = "bad topic!"'), "routes[0].topic"),
-        (('task = "shop.handle_order"', 'task = "x"\nordered = true'), "routes[0].ordered"),
+        (
+            ('task = "shop.handle_order"', 'task = "x"\non_exhausted = "drop"'),
+            "routes[0].on_exhausted",
+        ),
+        (('task = "shop.handle_order"', 'task = "x"\non_exhausted = "park"'), "ordered = true"),
+        (
+            ('task = "shop.handle_order"', 'task = "x"\nretry_interval_s = 0'),
+            "routes[0].retry_interval_s",
+        ),
+        (
+            ('task = "shop.handle_order"', 'task = "x"\nretry_interval_s = 3\nretry_backoff_s = 2'),
+            "retry_interval_s",
+        ),
+        (("[kafka]", "[ordering]\nstall_timeout_s = 60\n[kafka]"), "ordering.stall_timeout_s"),
         (('task = "shop.handle_order"', 'task = "x"\nvalue_format = 1'), "routes[0].value_format"),
         (('broker_url = "redis://127.0.0.1:6379/0"', ""), "celery.broker_url"),
     ],
@@ -159,3 +172,21 @@ def test_transport_options_pass_through_but_not_the_visibility_timeout(tmp_path:
     clash = "\n[celery.transport_options]\nvisibility_timeout = 10\n"
     with pytest.raises(ConfigError, match=r"celery\.transport_options: .*visibility_timeout_s"):
         load_settings(write(tmp_path, MINIMAL.replace("[[routes]]", clash + "[[routes]]")))
+
+
+def test_ordered_route_with_its_defaults(tmp_path: Path) -> None:
+    text = MINIMAL.replace('task = "shop.handle_order"', 'task = "x"\nordered = true')
+    settings = load_settings(write(tmp_path, text))
+    route = settings.routes[0]
+    assert (route.ordered, route.on_exhausted) == (True, "dead-letter")
+    assert (route.max_waiting_per_key, route.max_waiting_per_partition) == (10_000, 100_000)
+    assert settings.stall_timeout_ms == 2 * 3600 * 1000  # twice the visibility timeout
+
+
+def test_parking_ordered_route_with_a_fixed_interval(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        'task = "shop.handle_order"',
+        'task = "x"\nordered = true\non_exhausted = "park"\nretry_interval_s = 3',
+    )
+    route = load_settings(write(tmp_path, text)).routes[0]
+    assert (route.on_exhausted, route.retry_interval_s) == ("park", 3)

@@ -1,0 +1,428 @@
+"""Ordered routes: one FIFO per key in Redis, and the gate that lets one record per key run.
+
+A key's FIFO (:func:`bridge.keys.ordered_queue`) holds the task messages of its records in
+offset order; its first element is the *head*, the only record of the key that may run. Each
+element is ``task_id \\0 appended_ms \\0 queue \\0 task message``. The states of a key::
+
+    idle (empty) --append--> head out --done--> next head out ... --done--> idle
+                              |   ^ retrying (head stays; later records wait)
+                              |   +--stall timeout: the head is published again
+                              +--exhausted, on_exhausted = park--> parked --release--> head out
+                                                                          (resume or skip)
+
+Every transition is one Lua script, so it is atomic against workers, bridges and operators
+acting on the same key at once:
+
+- *append* runs inside the bridge's batch enqueue (:mod:`bridge.dispatch`), together with the
+  published watermark, so a re-consumed record is never appended twice; it publishes the head
+  when the key was idle, and refuses records past the key's or the partition's limit.
+- *start* lets a task run only if it is its key's head (a stale copy of an earlier head, e.g.
+  redelivered after its worker died past ``done``, is dropped) and the key is not parked.
+- *done* pops the head and publishes the next record's message (or leaves the key idle).
+- *retrying* keeps the head and postpones its stall deadline past the retry's due time.
+- *park* takes the head out of the stall watch until an operator releases it.
+
+Every key whose head is out has a deadline in :func:`bridge.keys.ordered_heads`; the bridge's
+watchdog publishes a head again when its deadline passes (its message was lost), so no key
+stalls for ever.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from bridge import keys
+from bridge.errors import NotParkedError
+
+log = logging.getLogger(__name__)
+
+_SEP = b"\0"
+
+# A Lua function shared by the scripts: the parts of a FIFO element.
+LUA_PARTS = """
+local function parts(el)
+  local a = string.find(el, '\\0', 1, true)
+  local b = string.find(el, '\\0', a + 1, true)
+  local c = string.find(el, '\\0', b + 1, true)
+  return string.sub(el, 1, a - 1), string.sub(el, c + 1), string.sub(el, b + 1, c - 1)
+end
+local function publish(el)
+  local _, message, queue = parts(el)
+  redis.call('LPUSH', queue, message)
+end
+"""
+
+# Append one element unless a limit is reached: 0 appended, 1 key full, 2 partition full.
+LUA_APPEND = """
+local function append(fifo, waiting, heads, el, max_key, max_part, deadline)
+  local depth = redis.call('LLEN', fifo)
+  if depth >= max_key then return 1 end
+  if tonumber(redis.call('GET', waiting) or '0') >= max_part then return 2 end
+  redis.call('RPUSH', fifo, el)
+  redis.call('INCR', waiting)
+  if depth == 0 then
+    publish(el)
+    redis.call('ZADD', heads, deadline, fifo)
+  end
+  return 0
+end
+"""
+
+# KEYS: fifo, heads, parked. ARGV: task id, deadline. 1: run it.
+_START = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head or parts(head) ~= ARGV[1] or redis.call('HEXISTS', KEYS[3], KEYS[1]) == 1 then
+  return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+return 1
+"""
+
+# KEYS: fifo, waiting, heads, failing. ARGV: task id, deadline. 1: popped.
+_DONE = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head or parts(head) ~= ARGV[1] then return 0 end
+redis.call('LPOP', KEYS[1])
+redis.call('DECR', KEYS[2])
+redis.call('HDEL', KEYS[4], KEYS[1])
+local nxt = redis.call('LINDEX', KEYS[1], 0)
+if nxt then
+  publish(nxt)
+  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
+else
+  redis.call('ZREM', KEYS[3], KEYS[1])
+end
+return 1
+"""
+
+# KEYS: fifo, heads, failing. ARGV: task id, deadline, now.
+_RETRYING = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head or parts(head) ~= ARGV[1] then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+redis.call('HSETNX', KEYS[3], KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS: fifo, heads, failing, parked. ARGV: task id, why (JSON; empty: only stop watching).
+_PARK = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if not head or parts(head) ~= ARGV[1] then return 0 end
+redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('HDEL', KEYS[3], KEYS[1])
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[4], KEYS[1], ARGV[2]) end
+return 1
+"""
+
+# KEYS: fifo, heads, parked, waiting. ARGV: head task id, 'resume' | 'skip', deadline.
+_RELEASE = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if redis.call('HEXISTS', KEYS[3], KEYS[1]) == 0 or not head or parts(head) ~= ARGV[1] then
+  return 0
+end
+redis.call('HDEL', KEYS[3], KEYS[1])
+if ARGV[2] == 'skip' then
+  redis.call('LPOP', KEYS[1])
+  redis.call('DECR', KEYS[4])
+  head = redis.call('LINDEX', KEYS[1], 0)
+end
+if head then
+  publish(head)
+  redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+end
+return 1
+"""
+
+# KEYS: heads. ARGV: now, new deadline, limit. Publishes stalled heads again.
+_REPUBLISH = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, fifo in ipairs(due) do
+  local head = redis.call('LINDEX', fifo, 0)
+  if head then
+    publish(head)
+    redis.call('ZADD', KEYS[1], ARGV[2], fifo)
+  else
+    redis.call('ZREM', KEYS[1], fifo)
+  end
+end
+return due
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The first element of a key's FIFO."""
+
+    task_id: str
+    appended_ms: int
+    queue: str
+    message: bytes
+
+
+def element(task_id: str, appended_ms: int, queue: str, message: bytes) -> bytes:
+    """One FIFO element: what the key needs to publish the record when its turn comes."""
+    return _SEP.join((task_id.encode(), str(appended_ms).encode(), queue.encode(), message))
+
+
+def parse_element(data: bytes) -> Head:
+    """The parts of a FIFO element (see :func:`element`)."""
+    task_id, appended_ms, queue, message = data.split(_SEP, 3)
+    return Head(task_id.decode(), int(appended_ms), queue.decode(), message)
+
+
+def parked_why(
+    task_id: str, reason: str, error: dict[str, Any], attempts: int, now_ms: int | None = None
+) -> dict[str, Any]:
+    """What a parked key keeps about its head: enough to dead-letter it if it is skipped.
+
+    :param reason: a dead-letter reason (``exhausted``, ``non-retryable``) or
+        ``dead-letter-refused`` (the head's dead letter was refused by Kafka).
+    :param error: :meth:`bridge.deadletter.ErrorInfo.to_dict` of the last failure.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return {
+        "task_id": task_id,
+        "reason": reason,
+        "error": error,
+        "attempts": attempts,
+        "parked_at_ms": now_ms,
+    }
+
+
+def partition_of(task_id: str) -> int:
+    """The partition in a task id ``{group_id}:{topic}:{partition}:{offset}``."""
+    return int(task_id.rsplit(":", 2)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """A key of an ordered route that is waiting on its head, for ``status``."""
+
+    topic: str
+    key: bytes | None
+    partition: int | None
+    depth: int
+    head_task_id: str | None
+    oldest_age_s: float
+    failing_for_s: float | None
+    parked: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly: the key as UTF-8 text when it is, else base64 (``key_b64``)."""
+        data: dict[str, Any] = {
+            "topic": self.topic,
+            "depth": self.depth,
+            "head_task_id": self.head_task_id,
+            "oldest_age_s": round(self.oldest_age_s, 3),
+        }
+        data.update(_key_fields(self.key, self.partition))
+        if self.failing_for_s is not None:
+            data["failing_for_s"] = round(self.failing_for_s, 3)
+        if self.parked is not None:
+            data["parked"] = self.parked
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGate:
+    """One ordered record's view of its key, for the task that runs it."""
+
+    queues: KeyQueues
+    fifo: str
+    partition: int
+    task_id: str
+    stall_ms: int
+
+    def start(self) -> bool:
+        """Whether the task may run: it is its key's head and the key is not parked."""
+        return self.queues.start(self.fifo, self.task_id, _now_ms() + self.stall_ms)
+
+    def done(self) -> bool:
+        """The head is finished (handled or dead-lettered): the key's next record goes."""
+        return self.queues.done(self.fifo, self.partition, self.task_id, _now_ms() + self.stall_ms)
+
+    def retrying(self, delay_s: float) -> None:
+        """The head retries in ``delay_s``: its key keeps waiting."""
+        now_ms = _now_ms()
+        deadline_ms = now_ms + int(delay_s * 1000) + self.stall_ms
+        self.queues.retrying(self.fifo, self.task_id, deadline_ms, now_ms)
+
+    def park(self, why: dict[str, Any] | None) -> bool:
+        """See :meth:`KeyQueues.park`."""
+        return self.queues.park(self.fifo, self.task_id, why)
+
+
+class KeyQueues:
+    """The key FIFOs of one consumer group: the gate for workers, release for operators."""
+
+    def __init__(self, client: redis.Redis, group_id: str) -> None:
+        self._client = client
+        self._group_id = group_id
+        self._heads = keys.ordered_heads(group_id)
+        self._failing = keys.ordered_failing(group_id)
+        self._parked = keys.ordered_parked(group_id)
+        self._start = client.register_script(LUA_PARTS + _START)
+        self._done = client.register_script(LUA_PARTS + _DONE)
+        self._retrying = client.register_script(LUA_PARTS + _RETRYING)
+        self._park = client.register_script(LUA_PARTS + _PARK)
+        self._release = client.register_script(LUA_PARTS + _RELEASE)
+        self._republish = client.register_script(LUA_PARTS + _REPUBLISH)
+
+    def fifo(self, topic: str, key: bytes | None, partition: int) -> str:
+        """The Redis key of one key's FIFO."""
+        return keys.ordered_queue(self._group_id, topic, key, partition)
+
+    # -- the workers' side -------------------------------------------------------------------
+
+    def start(self, fifo: str, task_id: str, deadline_ms: int) -> bool:
+        """Whether ``task_id`` may run now: it is its key's head and the key is not parked."""
+        return bool(
+            self._start(keys=[fifo, self._heads, self._parked], args=[task_id, deadline_ms])
+        )
+
+    def done(self, fifo: str, partition: int, task_id: str, deadline_ms: int) -> bool:
+        """The head ``task_id`` is finished: publish the key's next record. False: it was not
+        the head (a stale copy), nothing changed."""
+        waiting = keys.ordered_waiting(self._group_id, _topic_of(fifo), partition)
+        return bool(
+            self._done(
+                keys=[fifo, waiting, self._heads, self._failing], args=[task_id, deadline_ms]
+            )
+        )
+
+    def retrying(self, fifo: str, task_id: str, deadline_ms: int, now_ms: int) -> None:
+        """The head ``task_id`` retries: its key keeps waiting on it until ``deadline_ms``."""
+        self._retrying(keys=[fifo, self._heads, self._failing], args=[task_id, deadline_ms, now_ms])
+
+    def park(self, fifo: str, task_id: str, why: dict[str, Any] | None) -> bool:
+        """Stop the key at its exhausted head ``task_id`` until :meth:`release`.
+
+        ``why`` None: the head's dead letter is pending; the key only leaves the stall watch
+        and waits for the bridge to write it (then :meth:`done`).
+        """
+        args = [task_id, "" if why is None else json.dumps(why, sort_keys=True)]
+        return bool(self._park(keys=[fifo, self._heads, self._failing, self._parked], args=args))
+
+    # -- the bridge's side -----------------------------------------------------------------
+
+    def republish_stalled(self, now_ms: int, deadline_ms: int, limit: int = 100) -> list[str]:
+        """Publish again every head presumed lost by ``now_ms``; return their FIFOs."""
+        due = self._republish(keys=[self._heads], args=[now_ms, deadline_ms, limit])
+        return [_text(fifo) for fifo in due]
+
+    def sizes(self, watched: dict[str, str]) -> dict[str, int]:
+        """Current sizes of what held partitions watch: a FIFO's length (``"key"``) or a
+        partition's waiting counter (``"partition"``)."""
+        names = list(watched)
+        with self._client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(name) if watched[name] == "key" else pipe.get(name)
+            values = pipe.execute()
+        return {name: int(value or 0) for name, value in zip(names, values, strict=True)}
+
+    # -- operators ---------------------------------------------------------------------------
+
+    def head(self, fifo: str) -> Head | None:
+        """The key's head, or None when the key is idle."""
+        data = cast(bytes | None, self._client.lindex(fifo, 0))
+        return None if data is None else parse_element(data)
+
+    def parked_why(self, fifo: str) -> dict[str, Any] | None:
+        """Why the key is parked (None: it is not)."""
+        data = cast(bytes | None, self._client.hget(self._parked, fifo))
+        return None if data is None else cast(dict[str, Any], json.loads(data))
+
+    def release(self, fifo: str, head: Head, *, skip: bool, deadline_ms: int) -> None:
+        """Let a parked key go on: run ``head`` again, or drop it (``skip``) and go on with the
+        next record. The caller dead-letters a skipped head first.
+
+        :raises NotParkedError: the key is not parked at ``head``.
+        """
+        waiting = keys.ordered_waiting(self._group_id, _topic_of(fifo), partition_of(head.task_id))
+        done = self._release(
+            keys=[fifo, self._heads, self._parked, waiting],
+            args=[head.task_id, "skip" if skip else "resume", deadline_ms],
+        )
+        if not done:
+            raise NotParkedError(f"{fifo} is not parked at {head.task_id}")
+
+    # -- status ------------------------------------------------------------------------------
+
+    def waiting_per_partition(self) -> dict[tuple[str, int], int]:
+        """Records waiting in key FIFOs, per (topic, partition)."""
+        pattern = keys.ordered_waiting(self._group_id, "*", 0)[: -len("*:0")] + "*"
+        names = sorted(_text(n) for n in self._client.scan_iter(match=pattern, count=1000))
+        values = self._client.mget(names) if names else []
+        counts = {}
+        for name, value in zip(names, values, strict=True):
+            topic, partition = name.rsplit(":", 2)[-2:]
+            counts[(topic, int(partition))] = int(value or 0)
+        return counts
+
+    def heads_out(self) -> int:
+        """Keys whose head is out (running, queued or retrying)."""
+        return int(self._client.zcard(self._heads))
+
+    def waiting_keys(self, now_ms: int, limit: int = 20) -> list[KeyState]:
+        """Keys whose head is retrying, longest failing first."""
+        failing = {_text(k): int(v) for k, v in self._client.hgetall(self._failing).items()}
+        oldest = sorted(failing, key=failing.__getitem__)[:limit]
+        return [self._state(fifo, now_ms, failing[fifo], None) for fifo in oldest]
+
+    def parked_keys(self, now_ms: int, limit: int = 100) -> list[KeyState]:
+        """Parked keys, longest parked first."""
+        parked = {_text(k): json.loads(v) for k, v in self._client.hgetall(self._parked).items()}
+        order = sorted(parked, key=lambda fifo: parked[fifo].get("parked_at_ms", 0))[:limit]
+        return [self._state(fifo, now_ms, None, parked[fifo]) for fifo in order]
+
+    def counts(self) -> tuple[int, int]:
+        """(keys with a failing head, parked keys)."""
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.hlen(self._failing)
+            pipe.hlen(self._parked)
+            failing, parked = pipe.execute()
+        return int(failing), int(parked)
+
+    def _state(
+        self, fifo: str, now_ms: int, failing_since_ms: int | None, parked: dict[str, Any] | None
+    ) -> KeyState:
+        topic, key, partition = keys.ordered_key_of(fifo)
+        head = self.head(fifo)
+        return KeyState(
+            topic=topic,
+            key=key,
+            partition=partition,
+            depth=int(self._client.llen(fifo)),
+            head_task_id=head.task_id if head else None,
+            oldest_age_s=(now_ms - head.appended_ms) / 1000 if head else 0.0,
+            failing_for_s=None if failing_since_ms is None else (now_ms - failing_since_ms) / 1000,
+            parked=parked,
+        )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _key_fields(key: bytes | None, partition: int | None) -> dict[str, Any]:
+    if key is None:
+        return {"key": None, "partition": partition}
+    try:
+        return {"key": key.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"key": None, "key_b64": base64.b64encode(key).decode("ascii")}
+
+
+def _topic_of(fifo: str) -> str:
+    return keys.ordered_key_of(fifo)[0]
+
+
+def _text(data: bytes | str) -> str:
+    return data.decode() if isinstance(data, bytes) else data

@@ -1,0 +1,274 @@
+"""Ordered routes: per-key order, only the failing key waits, park and release, limits."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaProducer
+
+from tests.conftest import wait_for
+from tests.integration.conftest import REPO, BridgeProcess, Ledger, Topic, end_offsets, read_all
+from tests.integration.helpers import (
+    MakeTopic,
+    StartBridge,
+    committed_offsets,
+    headers_of,
+    original_offset,
+    send,
+    wait_committed_to_end,
+)
+
+ORDERED = {"task": "tests.ordered", "ordered": True, "retry_interval_s": 0.01}
+
+
+def succeeded(ledger: Ledger) -> list[dict[str, Any]]:
+    """Every success, in the order they happened."""
+    return [json.loads(e) for e in ledger.client.lrange(f"{ledger.prefix}:succeeded", 0, -1)]
+
+
+def executions(ledger: Ledger) -> list[dict[str, Any]]:
+    """Every execution (success or not), in the order they started."""
+    return [json.loads(e) for e in ledger.client.lrange(f"{ledger.prefix}:executions", 0, -1)]
+
+
+def by_key(events: list[dict[str, Any]]) -> dict[str, list[int]]:
+    offsets: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        offsets[event["key"]].append(event["offset"])
+    return dict(offsets)
+
+
+def produce(
+    producer: KafkaProducer,
+    topic: Topic,
+    ledger: Ledger,
+    records: list[tuple[bytes, list[tuple[str, bytes]]]],
+) -> dict[str, list[int]]:
+    """Send (key, headers) records in this order; return each key's offsets."""
+    futures = [
+        producer.send(
+            topic.name, key=key, value=b"{}", headers=[("ledger", ledger.prefix.encode()), *h]
+        )
+        for key, h in records
+    ]
+    producer.flush()
+    offsets: dict[str, list[int]] = defaultdict(list)
+    for (key, _), future in zip(records, futures, strict=True):
+        offsets[key.decode()].append(future.get(timeout=10).offset)
+    return dict(offsets)
+
+
+def keys_idle(ledger: Ledger, group_id: str) -> bool:
+    """No key FIFO holds anything and no head is out: the group's ordered state drained."""
+    client = ledger.client
+    waiting = [client.get(k) for k in client.scan_iter(f"bridge:{group_id}:ordered:waiting:*")]
+    return not client.zcard(f"bridge:{group_id}:ordered:heads") and all(
+        int(v or 0) == 0 for v in waiting
+    )
+
+
+def status_json(bridge: BridgeProcess) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "status", "--json", "--config", str(bridge.config_path)],
+        cwd=REPO, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
+
+
+def release(bridge: BridgeProcess, topic: Topic, key: str, *extra: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "release", "--config", str(bridge.config_path),
+         "--topic", topic.name, "--key", key, *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_each_key_runs_in_offset_order_through_random_failures(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+) -> None:
+    topic = make_topic(partitions=4)
+    bridge = start_bridge([{"topic": topic.name, **ORDERED, "max_retries": 5}])
+    rng = random.Random(5)
+    records = [
+        (
+            f"key-{rng.randrange(20)}".encode(),
+            [("fail", str(rng.choice([0] * 8 + [1, 2])).encode())],
+        )
+        for _ in range(2000)
+    ]
+    sent = produce(producer, topic, ledger, records)
+    assert len(sent) == 20
+
+    wait_for(lambda: len(ledger.done()) == 2000, timeout_s=240, what="2000 records handled")
+    assert by_key(succeeded(ledger)) == sent, "successes out of offset order"
+    # One at a time: no record of a key started before the one ahead of it had succeeded.
+    assert {k: sorted(v) for k, v in by_key(executions(ledger)).items()} == by_key(
+        executions(ledger)
+    )
+    assert sum(end_offsets(topic.dlt(bridge.group_id)).values()) == 0
+    wait_committed_to_end(admin, bridge.group_id, topic)
+    wait_for(lambda: keys_idle(ledger, bridge.group_id), what="every key idle again")
+
+
+def test_only_the_failing_key_waits(
+    make_topic: MakeTopic, start_bridge: StartBridge, producer: KafkaProducer, ledger: Ledger
+) -> None:
+    topic = make_topic(partitions=2)
+    bridge = start_bridge(
+        [{"topic": topic.name, **ORDERED, "retry_interval_s": 0.2, "max_retries": 200}]
+    )
+    down_until = time.time() + 6
+    bad = [(b"bad", [("fail-until", str(down_until).encode())])] + [(b"bad", [])] * 9
+    good: list[tuple[bytes, list[tuple[str, bytes]]]] = [
+        (f"good-{i % 10}".encode(), []) for i in range(100)
+    ]
+    sent = produce(producer, topic, ledger, bad + good)
+
+    wait_for(
+        lambda: sum(1 for e in succeeded(ledger) if e["key"] != "bad") == 100,
+        timeout_s=30,
+        what="every other key's records",
+    )
+    assert time.time() < down_until, "the other keys did not finish while one key failed"
+    bad_runs = [e["offset"] for e in executions(ledger) if e["key"] == "bad"]
+    assert set(bad_runs) == {sent["bad"][0]}, "records behind the failing head ran"
+    assert len(bad_runs) >= 2, "the failing head was not retried"
+    state = status_json(bridge)["ordered"]
+    [waiting] = state["keys_waiting"]
+    assert (waiting["key"], waiting["depth"]) == ("bad", 10)
+    assert waiting["failing_for_s"] > 0
+
+    wait_for(lambda: len(ledger.done()) == 110, timeout_s=30, what="the failing key to catch up")
+    assert by_key(succeeded(ledger)) == sent
+    assert time.time() >= down_until
+
+
+def test_dead_letter_then_continue_with_the_next_record(
+    make_topic: MakeTopic, start_bridge: StartBridge, producer: KafkaProducer, ledger: Ledger
+) -> None:
+    topic = make_topic()
+    bridge = start_bridge([{"topic": topic.name, **ORDERED, "max_retries": 2}])
+    records = [(b"k", []), (b"k", [("mode", b"permanent")]), (b"k", [("fail", b"9")])]
+    records += [(b"k", [])] * 2
+    sent = produce(producer, topic, ledger, records)["k"]
+
+    dead = read_all(topic.dlt(bridge.group_id), expected=2)
+    assert [original_offset(d) for d in dead] == sent[1:3]
+    reasons = [headers_of(d)["bridge-reason"] for d in dead]
+    assert reasons == [b"non-retryable", b"exhausted"]
+    wait_for(lambda: len(succeeded(ledger)) == 3, what="the records after them")
+    assert [e["offset"] for e in succeeded(ledger)] == [sent[0], *sent[3:]]
+    assert by_key(executions(ledger))["k"] == [sent[0], sent[1], *[sent[2]] * 3, *sent[3:]]
+
+
+def test_park_then_release_resumes_or_skips_the_head(
+    make_topic: MakeTopic, start_bridge: StartBridge, producer: KafkaProducer, ledger: Ledger
+) -> None:
+    topic = make_topic()
+    route = {"topic": topic.name, **ORDERED, "max_retries": 1, "on_exhausted": "park"}
+    bridge = start_bridge([route])
+    down_until = str(time.time() + 3).encode()
+    records = [(b"resume", [("fail-until", down_until)])] + [(b"resume", [])] * 2
+    records += [(b"skip", [("mode", b"permanent")])] + [(b"skip", [])] * 2
+    sent = produce(producer, topic, ledger, records)
+
+    def parked() -> set[str]:
+        return {k["key"] for k in status_json(bridge)["ordered"]["keys_parked"]}
+
+    wait_for(lambda: parked() == {"resume", "skip"}, what="both keys parked")
+    [parked_skip] = [k for k in status_json(bridge)["ordered"]["keys_parked"] if k["key"] == "skip"]
+    assert parked_skip["depth"] == 3
+    assert parked_skip["parked"]["reason"] == "non-retryable"
+    assert succeeded(ledger) == []
+    assert sum(end_offsets(topic.dlt(bridge.group_id)).values()) == 0, "parked, not dead"
+
+    out = release(bridge, topic, "skip", "--skip")
+    assert "skipped (dead letter written)" in out
+    [dead] = read_all(topic.dlt(bridge.group_id), expected=1)
+    assert (dead.key, original_offset(dead)) == (b"skip", sent["skip"][0])
+    assert headers_of(dead)["bridge-reason"] == b"non-retryable"
+    wait_for(lambda: len(succeeded(ledger)) == 2, what="the skipped key to go on")
+
+    wait_for(lambda: time.time() > float(down_until), interval_s=0.2, what="downstream back up")
+    assert "resumed" in release(bridge, topic, "resume")
+    wait_for(lambda: len(succeeded(ledger)) == 5, what="the resumed key to go on")
+    assert by_key(succeeded(ledger)) == {"skip": sent["skip"][1:], "resume": sent["resume"]}
+    assert parked() == set()
+    fails = subprocess.run(
+        [sys.executable, "-m", "bridge", "release", "--config", str(bridge.config_path),
+         "--topic", topic.name, "--key", "resume"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert fails.returncode == 1
+    assert "not parked" in fails.stderr
+
+
+def test_a_full_key_pauses_its_partition_instead_of_growing_redis(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+) -> None:
+    topic = make_topic()
+    route = {
+        "topic": topic.name, **ORDERED, "retry_interval_s": 0.2, "max_retries": 100,
+        "max_waiting_per_key": 5,
+    }  # fmt: skip
+    bridge = start_bridge([route])
+    fifo = f"bridge:{bridge.group_id}:ordered:q:{topic.name}:k:azE="  # base64url of b"k1"
+    down_until = time.time() + 4
+    records = [(b"k1", [("fail-until", str(down_until).encode())])] + [(b"k1", [])] * 29
+    sent = produce(producer, topic, ledger, records)["k1"]
+
+    wait_for(lambda: "partition paused" in bridge.log(), what="the bridge to pause")
+    depths = []
+    while time.time() < down_until - 0.5:  # observe the held state while the head fails
+        depths.append(int(ledger.client.llen(fifo)))
+        committed = committed_offsets(admin, bridge.group_id, topic.name).get(0, 0)
+        assert committed <= sent[0] + 5, "records beyond the key's limit were accepted"
+        time.sleep(0.1)  # sampling interval of an observation, not a wait for a result
+    assert max(depths) == 5
+
+    wait_for(lambda: len(succeeded(ledger)) == 30, timeout_s=60, what="all 30 in the end")
+    assert [e["offset"] for e in succeeded(ledger)] == sent
+    assert "partition resumed" in bridge.log()
+    wait_committed_to_end(admin, bridge.group_id, topic)
+
+
+def test_a_lost_head_is_published_again_after_the_stall_timeout(
+    make_topic: MakeTopic, start_bridge: StartBridge, producer: KafkaProducer, ledger: Ledger
+) -> None:
+    topic = make_topic()
+    sections = {
+        "celery": {"visibility_timeout_s": 2},
+        "retry": {"redis_schedule_min_delay_ms": 500},
+        "ordering": {"stall_timeout_s": 3, "watchdog_interval_ms": 100},
+    }
+    queue = f"nobody-{topic.name}"  # no worker: the head's message stays where it is put
+    bridge = start_bridge([{"topic": topic.name, **ORDERED, "queue": queue}], sections=sections)
+    send(producer, topic, ledger, key=b"k")
+    send(producer, topic, ledger, key=b"k")
+    wait_for(lambda: ledger.client.llen(queue) == 1, what="the head published")
+    ledger.client.delete(queue)  # the head's message is lost
+    lost_at = time.monotonic()
+
+    wait_for(lambda: ledger.client.llen(queue) == 1, timeout_s=10, what="the head again")
+    assert time.monotonic() - lost_at >= 2, "published again before its stall timeout"
+    [message] = ledger.client.lrange(queue, 0, -1)
+    assert json.loads(message)["headers"]["id"] == f"{bridge.group_id}:{topic.name}:0:0"
+    assert "published it again" in bridge.log()
+    ledger.client.delete(queue)
