@@ -108,6 +108,11 @@ class WorkerProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
 
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once, as a crashed machine would."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -141,7 +146,10 @@ def start_worker(
         "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # A session of its own, so that a test can kill the worker with all its children.
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     worker = WorkerProcess(proc, log)
     try:
         wait_for(

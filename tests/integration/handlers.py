@@ -9,7 +9,7 @@ A record's headers tell the handler how to behave, so any key/value bytes can be
 ``mode: wrapped-permanent`` raises a ``RuntimeError`` caused by a ``PermanentError``;
 ``mode: bare-retry`` raises ``Retry(when=1)`` on the first attempt, as a handler may;
 ``fail-until``: raise ``TimeoutError`` until that time (seconds since the epoch);
-``sleep-ms``: simulated work before anything else.
+``sleep-ms``: simulated work, after the execution is written to the ledger.
 Every success is appended to ``{ledger}:succeeded`` (key and offset), in the order they happen.
 """
 
@@ -37,9 +37,6 @@ def ledger() -> redis.Redis:
 def behave(task: RecordTask, record: Record) -> None:
     prefix = (record.header("ledger") or b"").decode()
     task_id = str(task.request.id)
-    sleep_ms = int(record.header("sleep-ms") or b"0")
-    if sleep_ms:
-        time.sleep(sleep_ms / 1000)  # simulated work
     ledger().hincrby(f"{prefix}:attempts", task_id, 1)
     ledger().rpush(
         f"{prefix}:executions",
@@ -53,6 +50,9 @@ def behave(task: RecordTask, record: Record) -> None:
             }
         ),
     )
+    sleep_ms = int(record.header("sleep-ms") or b"0")
+    if sleep_ms:
+        time.sleep(sleep_ms / 1000)  # simulated work, once the execution is on record
     fail_as_told(task, record)
     success = {"key": record.key_text, "offset": record.offset, "partition": record.partition}
     with ledger().pipeline(transaction=True) as pipe:

@@ -7,13 +7,23 @@ import random
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.conftest import wait_for
-from tests.integration.conftest import REPO, BridgeProcess, Ledger, Topic, end_offsets, read_all
+from tests.integration.conftest import (
+    REPO,
+    BridgeProcess,
+    Ledger,
+    Topic,
+    end_offsets,
+    read_all,
+    start_worker,
+)
 from tests.integration.helpers import (
     MakeTopic,
     StartBridge,
@@ -272,3 +282,68 @@ def test_a_lost_head_is_published_again_after_the_stall_timeout(
     assert json.loads(message)["headers"]["id"] == f"{bridge.group_id}:{topic.name}:0:0"
     assert "published it again" in bridge.log()
     ledger.client.delete(queue)
+
+
+def test_order_survives_a_killed_bridge_and_a_killed_worker(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+    tmp_path: Path,
+) -> None:
+    sweep = {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}  # kombu: ~100 s
+    sections: dict[str, dict[str, Any]] = {
+        "celery": {"visibility_timeout_s": 2, "transport_options": sweep},
+        "retry": {"redis_schedule_min_delay_ms": 500},
+        "ordering": {"stall_timeout_s": 5, "watchdog_interval_ms": 200},
+    }
+    queue = f"crash-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(tmp_path, queue, sections=sections)
+    topic = make_topic(partitions=4)
+    # Few records may wait per key, so the bridge consumes as the worker drains: both are
+    # mid-way through the workload when they are killed.
+    route = {"topic": topic.name, **ORDERED, "queue": queue, "max_retries": 5,
+             "max_waiting_per_key": 3}  # fmt: skip
+    bridge = start_bridge([route], sections=sections, kafka={"max_poll_records": 10})
+    rng = random.Random(7)
+    records = [
+        (
+            f"key-{i % 10}".encode(),
+            [("sleep-ms", b"10"), ("fail", b"1" if rng.random() < 0.1 else b"0")],
+        )
+        for i in range(400)
+    ]
+    sent = produce(producer, topic, ledger, records)
+    try:
+        wait_for(lambda: len(succeeded(ledger)) >= 100, timeout_s=60, what="100 handled")
+        bridge.proc.kill()
+        bridge.proc.wait()
+        start_bridge([route], group_id=bridge.group_id, sections=sections)
+        wait_for(lambda: len(succeeded(ledger)) >= 200, timeout_s=60, what="200 handled")
+        worker.kill()
+        killed_at = time.time()
+        worker = start_worker(tmp_path, queue, sections=sections)
+        wait_for(lambda: len(ledger.done()) == 400, timeout_s=120, what="all 400 handled")
+    finally:
+        worker.stop()
+
+    # Order: a key's successes follow its offsets (a record re-run after the worker died
+    # between its success and its key's release repeats in place, nothing else).
+    successes = by_key(succeeded(ledger))
+    assert {
+        k: [o for i, o in enumerate(v) if i == 0 or v[i - 1] != o] for k, v in successes.items()
+    } == sent
+    runs = by_key(executions(ledger))
+    assert {k: sorted(v) for k, v in runs.items()} == runs, "a record ran before the one ahead"
+    # Nothing enqueued twice: only records in flight when the worker died ran again.
+    first_runs = [e for e in executions(ledger) if e["retries"] == 0]
+    counted = defaultdict(list)
+    for e in first_runs:
+        counted[e["task_id"]].append(e["at"])
+    again = {tid: at for tid, at in counted.items() if len(at) > 1}
+    assert len(again) <= 2, f"ran twice: {again}"  # the worker's 2 pool processes
+    assert all(at[0] < killed_at < at[1] for at in again.values()), again
+    assert sum(end_offsets(topic.dlt(bridge.group_id)).values()) == 0
+    wait_committed_to_end(admin, bridge.group_id, topic)
+    wait_for(lambda: keys_idle(ledger, bridge.group_id), what="every key idle again")
