@@ -2,9 +2,13 @@
 
 One iteration::
 
-    reconcile pauses (broker down? route queues too deep?) -> poll -> build one task message
-    per record (undecodable records: dead-letter now) -> enqueue the batch in one Redis script
-    -> accept its offsets -> commit the accepted prefix of every partition
+    reconcile pauses (broker down? route queues too deep? ordered keys full?) -> poll -> build
+    one task message per record (undecodable records: dead-letter now) -> enqueue the batch in
+    one Redis script (ordered routes: append to key FIFOs) -> accept its offsets -> commit the
+    accepted prefix of every partition
+
+An ordered record refused because its key or partition holds too many records stops its
+partition there: the partition is rewound to it and paused until the FIFO drains.
 
 If the enqueue fails nothing of the batch was enqueued: every partition of the batch is rewound
 to its first record, all partitions are paused, and the loop keeps polling (so the bridge stays

@@ -11,6 +11,9 @@ kombu build the very message ``retry()`` would send, and it waits in a Redis sor
 the bridge moves it to its queue (see :mod:`bridge.schedule`), so it runs once however long
 the delay, and costs Redis memory, not worker memory.
 
+On ordered routes a task runs only as its key's head, and tells the key when it is done, retries
+or gives up (see :mod:`bridge.ordering`).
+
 Dead letters that Kafka does not take wait in Redis and the bridge writes them later; those it
 refuses for good are parked there (see :class:`bridge.schedule.DeadLetterStore`).
 """

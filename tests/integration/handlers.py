@@ -45,7 +45,7 @@ def behave(task: RecordTask, record: Record) -> None:
                 "task_id": task_id,
                 "retries": task.request.retries,
                 "offset": record.offset,
-                "key": record.key_text,
+                "key": key_of(record),
                 "at": time.time(),
             }
         ),
@@ -54,11 +54,16 @@ def behave(task: RecordTask, record: Record) -> None:
     if sleep_ms:
         time.sleep(sleep_ms / 1000)  # simulated work, once the execution is on record
     fail_as_told(task, record)
-    success = {"key": record.key_text, "offset": record.offset, "partition": record.partition}
+    success = {"key": key_of(record), "offset": record.offset, "partition": record.partition}
     with ledger().pipeline(transaction=True) as pipe:
         pipe.sadd(f"{prefix}:done", task_id)
         pipe.rpush(f"{prefix}:succeeded", json.dumps(success))
         pipe.execute()
+
+
+def key_of(record: Record) -> str | None:
+    """The record's key as text, whatever its bytes."""
+    return None if record.key is None else record.key.decode("utf-8", "backslashreplace")
 
 
 def fail_as_told(task: RecordTask, record: Record) -> None:
