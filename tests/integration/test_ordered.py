@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.conftest import wait_for
@@ -226,17 +227,18 @@ def test_park_then_release_resumes_or_skips_the_head(
     assert "not parked" in fails.stderr
 
 
-def test_a_full_key_pauses_its_partition_instead_of_growing_redis(
+@pytest.mark.parametrize("limit", ["max_waiting_per_key", "max_waiting_per_partition"])
+def test_a_full_key_or_partition_pauses_the_partition_instead_of_growing_redis(
     make_topic: MakeTopic,
     start_bridge: StartBridge,
     producer: KafkaProducer,
     ledger: Ledger,
     admin: KafkaAdminClient,
+    limit: str,
 ) -> None:
     topic = make_topic()
     route = {
-        "topic": topic.name, **ORDERED, "retry_interval_s": 0.2, "max_retries": 100,
-        "max_waiting_per_key": 5,
+        "topic": topic.name, **ORDERED, "retry_interval_s": 0.2, "max_retries": 100, limit: 5,
     }  # fmt: skip
     bridge = start_bridge([route])
     fifo = f"bridge:{bridge.group_id}:ordered:q:{topic.name}:k:azE="  # base64url of b"k1"
@@ -244,7 +246,8 @@ def test_a_full_key_pauses_its_partition_instead_of_growing_redis(
     records = [(b"k1", [("fail-until", str(down_until).encode())])] + [(b"k1", [])] * 29
     sent = produce(producer, topic, ledger, records)["k1"]
 
-    wait_for(lambda: "partition paused" in bridge.log(), what="the bridge to pause")
+    full = "key" if limit == "max_waiting_per_key" else "partition"
+    wait_for(lambda: f"its {full} has 5 records waiting" in bridge.log(), what="a pause")
     depths = []
     while time.time() < down_until - 0.5:  # observe the held state while the head fails
         depths.append(int(ledger.client.llen(fifo)))
