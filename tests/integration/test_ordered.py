@@ -32,6 +32,7 @@ from tests.integration.helpers import (
     headers_of,
     original_offset,
     send,
+    services,
     wait_committed_to_end,
 )
 
@@ -350,3 +351,38 @@ def test_order_survives_a_killed_bridge_and_a_killed_worker(
     assert sum(end_offsets(topic.dlt(bridge.group_id)).values()) == 0
     wait_committed_to_end(admin, bridge.group_id, topic)
     wait_for(lambda: keys_idle(ledger, bridge.group_id), what="every key idle again")
+
+
+def test_a_key_waits_for_its_heads_dead_letter_while_kafka_is_down(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    tmp_path: Path,
+    kafka_restarted: object,
+) -> None:
+    quick_dlt = {"dead_letter": {"retries": 1, "delivery_timeout_ms": 1500}}
+    queue = f"dl-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(tmp_path, queue, sections=quick_dlt)
+    try:
+        topic = make_topic()
+        route = {"topic": topic.name, **ORDERED, "queue": queue, "max_retries": 0}
+        bridge = start_bridge([route], sections=quick_dlt)
+        # The head fails for good while Kafka is away (simulated work: 2 s to stop it).
+        records = [(b"k", [("mode", b"permanent"), ("sleep-ms", b"2000")]), (b"k", [])]
+        sent = produce(producer, topic, ledger, records)["k"]
+        wait_for(lambda: len(executions(ledger)) == 1, what="the head started")
+        services("stop-kafka")
+        pending = f"bridge:{bridge.group_id}:dead-letters:pending"
+        wait_for(lambda: ledger.client.zcard(pending) == 1, timeout_s=60, what="pending")
+        assert len(executions(ledger)) == 1, "the next record ran before its head was dead"
+        kafka_back_at = time.time()
+        services("start-kafka")
+
+        [dead] = read_all(topic.dlt(bridge.group_id), expected=1, timeout_s=90)
+        assert original_offset(dead) == sent[0]
+        wait_for(lambda: len(succeeded(ledger)) == 1, timeout_s=60, what="the next record")
+        assert [e["offset"] for e in succeeded(ledger)] == sent[1:]
+        assert executions(ledger)[1]["at"] > kafka_back_at, "it did not wait for its head"
+    finally:
+        worker.stop()
