@@ -20,7 +20,9 @@ acting on the same key at once:
   redelivered after its worker died past ``done``, is dropped) and the key is not parked.
 - *done* pops the head and publishes the next record's message (or leaves the key idle).
 - *retrying* keeps the head and postpones its stall deadline past the retry's due time.
-- *park* takes the head out of the stall watch until an operator releases it.
+- *park* takes the head out of the stall watch until an operator releases it; a head whose
+  dead letter waits in Redis (Kafka down) is taken out of it too, and the bridge calls *done*
+  once it has written the dead letter.
 
 Every key whose head is out has a deadline in :func:`bridge.keys.ordered_heads`; the bridge's
 watchdog publishes a head again when its deadline passes (its message was lost), so no key
