@@ -43,10 +43,12 @@ test: install services lint
 demo: install services
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
 
-# Throughput (raw consume, naive loop, bridge), then delayed retries: lateness and the
+# Throughput (raw consume, naive loop, bridge unordered and ordered), then isolation (one
+# failing key on an ordered route against none), then delayed retries: lateness and the
 # worker memory of pending retries, against plain Celery countdowns (bench/).
 bench: install services
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.isolation
 	$(BIN)/python -m bench.retries
 
 clean:

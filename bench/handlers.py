@@ -1,4 +1,9 @@
-"""The benchmark's Celery task: retry once after the countdown in the record's header."""
+"""The benchmarks' Celery tasks.
+
+- ``bench.delayed`` (bench/retries.py): retry once after the countdown in the record's header;
+- ``bench.isolated`` (bench/isolation.py): simulated work, then a success noted in Redis, or a
+  failure that is retried (the route's fixed interval and retry limit decide).
+"""
 
 from __future__ import annotations
 
@@ -27,3 +32,15 @@ def delayed(self: RecordTask, record: Record) -> None:
         raise self.retry(countdown=countdown)
     due = float(_redis().hget(f"{prefix}:due", str(self.request.id)) or 0)
     _redis().rpush(f"{prefix}:late", time.time() - due)
+
+
+@app.task(base=RecordTask, name="bench.isolated", autoretry_for=(TimeoutError,))
+def isolated(record: Record) -> None:
+    """Sleep ``work_ms`` (header); then fail if the record has the header ``fail``, else note
+    ``{key} {time}`` in ``{bench}:ok``. Failures are counted in ``{bench}:failed``."""
+    prefix = (record.header("bench") or b"").decode()
+    time.sleep(float(record.header("work_ms") or b"0") / 1000)
+    if record.header("fail"):
+        _redis().incr(f"{prefix}:failed")
+        raise TimeoutError(f"{record.key_text}: this key always fails")
+    _redis().rpush(f"{prefix}:ok", f"{record.key_text} {time.time()}")

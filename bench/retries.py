@@ -18,64 +18,33 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import redis
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 
-REPO = Path(__file__).resolve().parents[1]
-KAFKA = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
-REDIS = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/2"
-RESULTS = REPO / "bench" / "results"
+from bench import harness
+from bench.harness import KAFKA, RESULTS, wait
+
 LATE = int(os.environ.get("BENCH_LATE_RETRIES", "10000"))
 PENDING = int(os.environ.get("BENCH_PENDING_RETRIES", "100000"))
 LATE_RATE = int(os.environ.get("BENCH_LATE_RATE", "70"))
 PARTS = os.environ.get("BENCH_PARTS", "lateness,memory").split(",")
 
 
-class Run:
-    """A topic, a worker and a bridge of their own."""
+class Run(harness.Run):
+    """A topic, a worker and a bridge of their own, on ``bench.delayed``."""
 
     def __init__(self, name: str, threshold_ms: int, visibility_timeout_s: int) -> None:
-        self.name = f"{name}-{uuid.uuid4().hex[:6]}"
-        self.folder = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        self.config = self.folder / "bridge.toml"
-        self.config.write_text(
-            f'[kafka]\nbootstrap_servers = "{KAFKA}"\ngroup_id = "{self.name}"\n'
-            f'[celery]\nbroker_url = "{REDIS}"\nvisibility_timeout_s = {visibility_timeout_s}\n'
-            f"[retry]\nredis_schedule_min_delay_ms = {threshold_ms}\nscheduler_interval_ms = 50\n"
-            f'[[routes]]\ntopic = "{self.name}"\ntask = "bench.delayed"\nqueue = "{self.name}"\n'
+        super().__init__(
+            name,
+            {"task": "bench.delayed"},
+            {
+                "celery": {"visibility_timeout_s": visibility_timeout_s},
+                "retry": {"redis_schedule_min_delay_ms": threshold_ms, "scheduler_interval_ms": 50},
+            },
         )
-        self.redis = redis.Redis.from_url(REDIS)
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=KAFKA)
-        admin.create_topics(
-            {self.name: {"num_partitions": 4, "replication_factor": 1}}, wait_for_metadata=True
-        )
-        admin.close()
-        env = {**os.environ, "BRIDGE_CONFIG": str(self.config), "BENCH_REDIS_URL": REDIS}
-        worker = [sys.executable, "-m", "celery", "-A", "bench.handlers", "worker", "-Q",
-                  self.name, "-c", "2", "-l", "WARNING", "-n", f"{self.name}@%h",
-                  "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-        bridge = [sys.executable, "-m", "bridge", "run", "--log-level", "WARNING"]
-        for cmd, log in ((worker, "worker.log"), (bridge, "bridge.log")):
-            with (self.folder / log).open("wb") as out:
-                self.procs.append(
-                    subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-                )
-        wait(lambda: b"ready" in (self.folder / "worker.log").read_bytes() or self.worker_rss() > 0,
-             60, "the worker")  # fmt: skip
 
     def produce(self, countdowns: list[float], per_s: int | None = None) -> None:
         """Produce one record per countdown; at most ``per_s`` a second if given."""
@@ -90,49 +59,11 @@ class Run:
         producer.flush()
         producer.close()
 
-    def worker_rss(self) -> int:
-        """RSS in bytes of the worker's main process and its pool processes."""
-        pid = self.procs[0].pid
-        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-        return sum(_rss(int(p)) for p in [pid, *map(int, children.stdout.split())])
-
     def first_attempts(self) -> int:
         return int(self.redis.hlen(f"{self.name}:due"))
 
     def lateness(self) -> list[float]:
         return [float(x) for x in self.redis.lrange(f"{self.name}:late", 0, -1)]
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        keys = [self.name, f"{self.name}:due", f"{self.name}:late"]
-        self.redis.delete(*keys, *self.redis.keys(f"bridge:{self.name}:*"))
-        admin = KafkaAdminClient(bootstrap_servers=KAFKA)
-        admin.delete_topics([t for t in admin.list_topics() if t.startswith(self.name)])
-        admin.close()
-
-
-def _rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def lateness_run() -> dict[str, Any]:
@@ -184,10 +115,7 @@ def main() -> int:
         # Baseline: the same retries as plain Celery countdowns held by the worker.
         report["memory_celery_countdown"] = memory_run("mem-celery", 3_600_000 + 1, 36_000)
     report["command"] = "make bench"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (RESULTS / "retries.md").write_text(table)
-    print(table)
+    harness.save("retries", report, markdown(report))
     return 0
 
 

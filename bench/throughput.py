@@ -5,7 +5,11 @@ One topic of ~200-byte JSON records on 8 partitions is produced once; then, in t
 - **raw consume**: kafka-python alone, reading the records (the ceiling);
 - **naive loop**: poll, ``send_task`` per record, commit per batch: what a hand-written
   bridge does;
-- **bridge**: ``bridge.consumer.Bridge`` (one Lua script per poll batch, exactly-once).
+- **bridge**: ``bridge.consumer.Bridge`` (one Lua script per poll batch, exactly-once);
+- **bridge, ordered**: the same on an ordered route, with the ~1000 keys the records have: each
+  record is appended to its key's FIFO in Redis (the key's head published at once). No worker
+  runs, so the FIFOs only grow: the limits on waiting records are set above the record count,
+  so that no partition is paused. Target: ordered / unordered >= 0.5.
 
 Each run uses its own consumer group and Celery queue (no worker: this measures handing
 records to Celery, not handling them). Results go to ``bench/results/latest.json`` and
@@ -18,28 +22,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from bench.harness import KAFKA, REDIS, machine, save
 from bridge.consumer import Bridge
 from bridge.dispatch import publisher_app
 from bridge.settings import BridgeSettings, CelerySettings
 
-KAFKA = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
-REDIS = f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/2"
-RESULTS = Path(__file__).resolve().parent / "results"
 PARTITIONS = 8
 RECORDS = int(os.environ.get("BENCH_RECORDS", "100000"))
 NAIVE_RECORDS = int(os.environ.get("BENCH_NAIVE_RECORDS", "20000"))
+KEYS = 997  # distinct record keys: c-0 .. c-996
+ORDERED_TARGET = 0.5  # bridge ordered / bridge unordered
 
 
 def produce(topic: str, count: int) -> None:
@@ -53,7 +55,7 @@ def produce(topic: str, count: int) -> None:
         order = {"id": f"order-{i:09d}", "customer": f"c-{i % 997:05d}", "amount_cents": i % 10_000,
                  "currency": "EUR", "items": [{"sku": f"sku-{i % 113}", "qty": 1 + i % 3}],
                  "note": "x" * 40}  # fmt: skip
-        producer.send(topic, key=f"c-{i % 997}".encode(), value=json.dumps(order).encode())
+        producer.send(topic, key=f"c-{i % KEYS}".encode(), value=json.dumps(order).encode())
     producer.flush()
     producer.close()
 
@@ -91,18 +93,23 @@ def naive_loop(topic: str, count: int) -> float:
             done += len(records)
     elapsed = time.perf_counter() - start
     consumer.close()
-    redis.Redis.from_url(REDIS).delete(queue)
+    bindings = [f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"]
+    redis.Redis.from_url(REDIS).delete(queue, *bindings)
     return done / elapsed
 
 
-def bridge_run(topic: str, count: int) -> float:
-    group = f"bench-bridge-{uuid.uuid4().hex[:6]}"
+def bridge_run(topic: str, count: int, *, ordered: bool = False) -> float:
+    group = f"bench-bridge-{'ordered-' if ordered else ''}{uuid.uuid4().hex[:6]}"
     queue = group
+    route: dict[str, Any] = {"topic": topic, "task": "bench.handle", "queue": queue}
+    if ordered:  # no worker: every key's FIFO only grows, so no limit may pause a partition
+        route |= {"ordered": True, "max_waiting_per_key": count,
+                  "max_waiting_per_partition": count}  # fmt: skip
     settings = BridgeSettings.model_validate(
         {
             "kafka": {"bootstrap_servers": KAFKA, "group_id": group, "poll_timeout_ms": 50},
             "celery": {"broker_url": REDIS},
-            "routes": [{"topic": topic, "task": "bench.handle", "queue": queue}],
+            "routes": [route],
         }
     )
     bridge = Bridge(settings)
@@ -133,15 +140,6 @@ def wait(condition: Callable[[], bool], timeout_s: float) -> None:
         time.sleep(0.1)  # the watcher shares the bridge's GIL: look rarely
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "kafka": "4.4.0 (scripts/services.sh, single node)",
-    }
-
-
 def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -152,6 +150,7 @@ def main() -> int:
         "raw_consume": raw_consume(topic, RECORDS),
         "naive_loop": naive_loop(topic, NAIVE_RECORDS),
         "bridge_unordered": bridge_run(topic, RECORDS),
+        "bridge_ordered": bridge_run(topic, RECORDS, ordered=True),
     }
     admin = KafkaAdminClient(bootstrap_servers=KAFKA)
     admin.delete_topics([t for t in admin.list_topics() if t.startswith(topic)])
@@ -159,38 +158,42 @@ def main() -> int:
     ratios = {
         "bridge_vs_naive": rates["bridge_unordered"] / rates["naive_loop"],
         "bridge_vs_raw_consume": rates["bridge_unordered"] / rates["raw_consume"],
+        "ordered_vs_unordered": rates["bridge_ordered"] / rates["bridge_unordered"],
     }
     report = {
         "records": RECORDS, "naive_records": NAIVE_RECORDS, "partitions": PARTITIONS,
+        "keys": KEYS, "ordered_target": ORDERED_TARGET,
+        "ordered_target_met": ratios["ordered_vs_unordered"] >= ORDERED_TARGET,
         "records_per_s": {k: round(v) for k, v in rates.items()},
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
         "machine": machine(), "command": "make bench",
     }  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (RESULTS / "latest.md").write_text(table)
-    print(table)
+    save("latest", report, markdown(report))
     return 0
 
 
 def markdown(report: dict[str, Any]) -> str:
     r, q = report["records_per_s"], report["ratios"]
     m = report["machine"]
+    met = "met" if report["ordered_target_met"] else "NOT met"
     return "\n".join(
         [
             f"Kafka -> accepted and committed, ~200-byte JSON, {report['partitions']} partitions, "
             f"{m['cpus']} CPUs, Python {m['python']}, Kafka {m['kafka']}:",
             "",
-            "| run | records | records/s |",
-            "|---|---:|---:|",
-            f"| raw kafka-python consume (ceiling) | {report['records']} | {r['raw_consume']} |",
+            "| run | records | records/s | vs unordered |",
+            "|---|---:|---:|---|",
+            f"| raw kafka-python consume (ceiling) | {report['records']} | {r['raw_consume']} | |",
             f"| naive loop (send_task per record) | {report['naive_records']} "
-            f"| {r['naive_loop']} |",
-            f"| bridge, unordered route | {report['records']} | {r['bridge_unordered']} |",
+            f"| {r['naive_loop']} | |",
+            f"| bridge, unordered route | {report['records']} | {r['bridge_unordered']} | 1 |",
+            f"| bridge, ordered route, {report['keys']} keys | {report['records']} "
+            f"| {r['bridge_ordered']} | {q['ordered_vs_unordered']} (target >= "
+            f"{report['ordered_target']}: {met}) |",
             "",
             f"bridge / naive = **{q['bridge_vs_naive']}**, "
-            f"bridge / raw consume = **{q['bridge_vs_raw_consume']}**",
+            f"bridge / raw consume = **{q['bridge_vs_raw_consume']}**, "
+            f"ordered / unordered = **{q['ordered_vs_unordered']}**",
             "",
         ]
     )
