@@ -29,11 +29,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import redis
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from bridge import keys
 from bridge.backoff import exponential_ms
 from bridge.backpressure import Backpressure, Limit, PartitionHolds, to_pause
 from bridge.deadletter import (
@@ -209,7 +209,7 @@ class Bridge:
             record, self.group_id, route.dlt_topic, None, route.retry_policy, route.on_exhausted
         )
         ordered = Ordered(
-            keys.ordered_queue(self.group_id, record.topic, record.key, record.partition),
+            self._fifo_of(record),
             route.max_waiting_per_key,
             route.max_waiting_per_partition,
         )
@@ -308,7 +308,7 @@ class Bridge:
         watched = {full.watch: full.kind for full in held.values()}
         try:
             counts = self._key_queues.sizes(watched)
-        except Exception as exc:  # Redis: the broker's outage handling takes over
+        except redis.RedisError as exc:  # the broker's outage handling takes over
             self._broker_failed(exc)
             return
         with self._lock:
@@ -358,17 +358,16 @@ class Bridge:
                 self._key_done(dl)
 
     def _park_key(self, dl: DeadLetter, exc: Exception) -> None:
-        rec = dl.record
-        fifo = self._key_queues.fifo(rec.topic, rec.key, rec.partition)
-        why = parked_why(
-            dl.task_id, "dead-letter-refused", ErrorInfo.of(exc).to_dict(), dl.attempts
-        )
-        self._key_queues.park(fifo, dl.task_id, why)
+        error = ErrorInfo.of(exc).to_dict()
+        why = parked_why(dl.task_id, "dead-letter-refused", error, dl.attempts)
+        self._key_queues.park(self._fifo_of(dl.record), dl.task_id, why)
 
     def _key_done(self, dl: DeadLetter) -> None:
-        rec = dl.record
-        fifo = self._key_queues.fifo(rec.topic, rec.key, rec.partition)
-        self._key_queues.done(fifo, rec.partition, dl.task_id, self._head_deadline_ms())
+        fifo = self._fifo_of(dl.record)
+        self._key_queues.done(fifo, dl.record.partition, dl.task_id, self._head_deadline_ms())
+
+    def _fifo_of(self, record: Record) -> str:
+        return self._key_queues.fifo(record.topic, record.key, record.partition)
 
     # -- commits ---------------------------------------------------------------------------
 

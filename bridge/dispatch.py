@@ -374,7 +374,7 @@ class _Batch:
         self.queues: dict[str, int] = {}
         self.fifos: dict[str, int] = {}
         self.argv: list[Any] = []
-        self._limits: dict[tuple[int, int], int] = {}
+        self._limits: dict[int, tuple[int, int]] = {}  # partition index: (per key, partition)
 
     def add(self, m: Message) -> None:
         w = self.marks.setdefault((m.topic, m.partition), len(self.marks) + 1)
@@ -386,7 +386,7 @@ class _Batch:
         else:
             o = m.ordered
             f = self.fifos.setdefault(o.fifo, len(self.fifos) + 1)
-            self._limits[(w, 1)], self._limits[(w, 2)] = o.max_per_key, o.max_per_partition
+            self._limits[w] = (o.max_per_key, o.max_per_partition)
             self.argv += [w, m.offset, 2, f, o.max_per_key, o.max_per_partition, m.payload]
 
     def keys(self) -> list[str]:
@@ -405,7 +405,7 @@ class _Batch:
                 fifos[f - 1] if code == 1 else keys.ordered_waiting(self.group_id, topic, partition)
             )
             full = "key" if code == 1 else "partition"
-            found.append(Refusal(topic, partition, offset, full, watch, self._limits[(w, code)]))
+            found.append(Refusal(topic, partition, offset, full, watch, self._limits[w][code - 1]))
         return tuple(found)
 
 

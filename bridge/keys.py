@@ -63,6 +63,11 @@ def ordered_waiting(group_id: str, topic: str, partition: int) -> str:
     return f"{group_prefix(group_id)}ordered:waiting:{topic}:{partition}"
 
 
+def ordered_waiting_pattern(group_id: str) -> str:
+    """A ``SCAN`` pattern matching every :func:`ordered_waiting` counter of ``group_id``."""
+    return f"{group_prefix(group_id)}ordered:waiting:*"
+
+
 def ordered_heads(group_id: str) -> str:
     """Sorted set of the key FIFOs whose head is out (score: when it is presumed lost, ms)."""
     return f"{group_prefix(group_id)}ordered:heads"

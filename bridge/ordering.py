@@ -59,6 +59,10 @@ local function publish(el)
   local _, message, queue = parts(el)
   redis.call('LPUSH', queue, message)
 end
+local function is_head(fifo, task_id)
+  local head = redis.call('LINDEX', fifo, 0)
+  return head and parts(head) == task_id
+end
 """
 
 # Append one element unless a limit is reached: 0 appended, 1 key full, 2 partition full.
@@ -79,8 +83,7 @@ end
 
 # KEYS: fifo, heads, parked. ARGV: task id, deadline. 1: run it.
 _START = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if not head or parts(head) ~= ARGV[1] or redis.call('HEXISTS', KEYS[3], KEYS[1]) == 1 then
+if not is_head(KEYS[1], ARGV[1]) or redis.call('HEXISTS', KEYS[3], KEYS[1]) == 1 then
   return 0
 end
 redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
@@ -89,8 +92,7 @@ return 1
 
 # KEYS: fifo, waiting, heads, failing. ARGV: task id, deadline. 1: popped.
 _DONE = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if not head or parts(head) ~= ARGV[1] then return 0 end
+if not is_head(KEYS[1], ARGV[1]) then return 0 end
 redis.call('LPOP', KEYS[1])
 redis.call('DECR', KEYS[2])
 redis.call('HDEL', KEYS[4], KEYS[1])
@@ -106,8 +108,7 @@ return 1
 
 # KEYS: fifo, heads, failing. ARGV: task id, deadline, now.
 _RETRYING = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if not head or parts(head) ~= ARGV[1] then return 0 end
+if not is_head(KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
 redis.call('HSETNX', KEYS[3], KEYS[1], ARGV[3])
 return 1
@@ -115,8 +116,7 @@ return 1
 
 # KEYS: fifo, heads, failing, parked. ARGV: task id, why (JSON; empty: only stop watching).
 _PARK = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if not head or parts(head) ~= ARGV[1] then return 0 end
+if not is_head(KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZREM', KEYS[2], KEYS[1])
 redis.call('HDEL', KEYS[3], KEYS[1])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[4], KEYS[1], ARGV[2]) end
@@ -125,16 +125,15 @@ return 1
 
 # KEYS: fifo, heads, parked, waiting. ARGV: head task id, 'resume' | 'skip', deadline.
 _RELEASE = """
-local head = redis.call('LINDEX', KEYS[1], 0)
-if redis.call('HEXISTS', KEYS[3], KEYS[1]) == 0 or not head or parts(head) ~= ARGV[1] then
+if redis.call('HEXISTS', KEYS[3], KEYS[1]) == 0 or not is_head(KEYS[1], ARGV[1]) then
   return 0
 end
 redis.call('HDEL', KEYS[3], KEYS[1])
 if ARGV[2] == 'skip' then
   redis.call('LPOP', KEYS[1])
   redis.call('DECR', KEYS[4])
-  head = redis.call('LINDEX', KEYS[1], 0)
 end
+local head = redis.call('LINDEX', KEYS[1], 0)
 if head then
   publish(head)
   redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
@@ -359,7 +358,7 @@ class KeyQueues:
 
     def waiting_per_partition(self) -> dict[tuple[str, int], int]:
         """Records waiting in key FIFOs, per (topic, partition)."""
-        pattern = keys.ordered_waiting(self._group_id, "*", 0)[: -len("*:0")] + "*"
+        pattern = keys.ordered_waiting_pattern(self._group_id)
         names = sorted(_text(n) for n in self._client.scan_iter(match=pattern, count=1000))
         values = self._client.mget(names) if names else []
         counts = {}

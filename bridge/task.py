@@ -90,12 +90,12 @@ class RecordTask(Task):  # type: ignore[type-arg]
         self, envelope: Envelope, gate: KeyGate | None, exc: Exception, reason: Reason
     ) -> None:
         """The record will not succeed: dead-letter it, or park its key (``park`` routes)."""
+        attempts = self.request.retries + 1
         if gate is not None and envelope.on_exhausted == "park":
-            why = parked_why(gate.task_id, str(reason), ErrorInfo.of(exc).to_dict(),
-                             self.request.retries + 1)  # fmt: skip
+            why = parked_why(gate.task_id, str(reason), ErrorInfo.of(exc).to_dict(), attempts)
             _at_key(lambda: gate.park(why))
             log.error("%r: %s after %d attempts, key parked until released, task %s: %s",
-                      envelope.record, reason, why["attempts"], gate.task_id, exc)  # fmt: skip
+                      envelope.record, reason, attempts, gate.task_id, exc)  # fmt: skip
             return
         outcome = self._dead_letter(envelope, exc, reason)
         if gate is None:
@@ -105,9 +105,9 @@ class RecordTask(Task):  # type: ignore[type-arg]
         elif outcome == "pending":
             _at_key(lambda: gate.park(None))  # the bridge goes on once it is written
         else:
-            why = parked_why(gate.task_id, "dead-letter-refused", ErrorInfo.of(exc).to_dict(),
-                             self.request.retries + 1)  # fmt: skip
-            _at_key(lambda: gate.park(why))
+            error = ErrorInfo.of(exc).to_dict()
+            refused = parked_why(gate.task_id, "dead-letter-refused", error, attempts)
+            _at_key(lambda: gate.park(refused))
 
     def _run_retrying(self, record: Record, *args: Any, **kwargs: Any) -> Any:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,11 @@ def send(
         partition=partition, timestamp_ms=timestamp_ms,
     )  # fmt: skip
     return future.get(timeout=10)
+
+
+def executions(ledger: Ledger) -> list[dict[str, Any]]:
+    """Every execution the test handlers wrote (success or not), in the order they started."""
+    return [json.loads(e) for e in ledger.client.lrange(f"{ledger.prefix}:executions", 0, -1)]
 
 
 def headers_of(record: Any) -> dict[str, bytes]:

@@ -29,6 +29,7 @@ from tests.integration.helpers import (
     MakeTopic,
     StartBridge,
     committed_offsets,
+    executions,
     headers_of,
     original_offset,
     send,
@@ -42,11 +43,6 @@ ORDERED = {"task": "tests.ordered", "ordered": True, "retry_interval_s": 0.01}
 def succeeded(ledger: Ledger) -> list[dict[str, Any]]:
     """Every success, in the order they happened."""
     return [json.loads(e) for e in ledger.client.lrange(f"{ledger.prefix}:succeeded", 0, -1)]
-
-
-def executions(ledger: Ledger) -> list[dict[str, Any]]:
-    """Every execution (success or not), in the order they started."""
-    return [json.loads(e) for e in ledger.client.lrange(f"{ledger.prefix}:executions", 0, -1)]
 
 
 def by_key(events: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -94,14 +90,15 @@ def status_json(bridge: BridgeProcess) -> dict[str, Any]:
     return doc
 
 
-def release(bridge: BridgeProcess, topic: Topic, key: str, *extra: str) -> str:
-    out = subprocess.run(
+def release(
+    bridge: BridgeProcess, topic: Topic, key: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """``python -m bridge release`` for one key of ``topic``."""
+    return subprocess.run(
         [sys.executable, "-m", "bridge", "release", "--config", str(bridge.config_path),
          "--topic", topic.name, "--key", key, *extra],
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stdout
 
 
 def test_each_key_runs_in_offset_order_through_random_failures(
@@ -208,22 +205,21 @@ def test_park_then_release_resumes_or_skips_the_head(
     assert sum(end_offsets(topic.dlt(bridge.group_id)).values()) == 0, "parked, not dead"
 
     out = release(bridge, topic, "skip", "--skip")
-    assert "skipped (dead letter written)" in out
+    assert out.returncode == 0, out.stderr
+    assert "skipped (dead letter written)" in out.stdout
     [dead] = read_all(topic.dlt(bridge.group_id), expected=1)
     assert (dead.key, original_offset(dead)) == (b"skip", sent["skip"][0])
     assert headers_of(dead)["bridge-reason"] == b"non-retryable"
     wait_for(lambda: len(succeeded(ledger)) == 2, what="the skipped key to go on")
 
     wait_for(lambda: time.time() > float(down_until), interval_s=0.2, what="downstream back up")
-    assert "resumed" in release(bridge, topic, "resume")
+    out = release(bridge, topic, "resume")
+    assert out.returncode == 0, out.stderr
+    assert "resumed" in out.stdout
     wait_for(lambda: len(succeeded(ledger)) == 5, what="the resumed key to go on")
     assert by_key(succeeded(ledger)) == {"skip": sent["skip"][1:], "resume": sent["resume"]}
     assert parked() == set()
-    fails = subprocess.run(
-        [sys.executable, "-m", "bridge", "release", "--config", str(bridge.config_path),
-         "--topic", topic.name, "--key", "resume"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    fails = release(bridge, topic, "resume")
     assert fails.returncode == 1
     assert "not parked" in fails.stderr
 

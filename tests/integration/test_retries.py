@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import time
 import uuid
 from pathlib import Path
@@ -16,14 +15,11 @@ from tests.integration.conftest import Ledger, end_offsets, read_all, start_work
 from tests.integration.helpers import (
     MakeTopic,
     StartBridge,
+    executions,
     headers_of,
     send,
     services,
 )
-
-
-def executions(ledger: Ledger) -> list[dict[str, Any]]:
-    return [json.loads(e) for e in ledger.client.lrange(f"{ledger.prefix}:executions", 0, -1)]
 
 
 def test_delays_grow_exponentially_up_to_the_cap_and_wait_in_redis(
