@@ -116,6 +116,28 @@ def to_pause(
     held_partitions: Iterable[TP] = (),
 ) -> set[TP]:
     """The assigned partitions that must be paused now."""
-    held = set(held_topics)
-    partitions = set(held_partitions)
-    return {tp for tp in assigned if broker_down or tp[0] in held or tp in partitions}
+    held = {tp: "partition" for tp in held_partitions}
+    return set(pause_reasons(assigned, broker_down=broker_down, held_topics=held_topics,
+                             held_partitions=held))  # fmt: skip
+
+
+def pause_reasons(
+    assigned: Iterable[TP],
+    *,
+    broker_down: bool,
+    held_topics: Iterable[str],
+    held_partitions: Mapping[TP, str],
+) -> dict[TP, str]:
+    """The assigned partitions that must be paused now, each with why: ``broker-down``,
+    ``backpressure`` (its route's queue is too deep), or ``key-full`` / ``partition-full``
+    (``held_partitions`` maps a partition to what is full: ``key`` or ``partition``)."""
+    topics = set(held_topics)
+    reasons: dict[TP, str] = {}
+    for tp in assigned:
+        if broker_down:
+            reasons[tp] = "broker-down"
+        elif tp[0] in topics:
+            reasons[tp] = "backpressure"
+        elif tp in held_partitions:
+            reasons[tp] = f"{held_partitions[tp]}-full"
+    return reasons

@@ -24,6 +24,8 @@ them a second time.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,7 +37,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bridge.backoff import exponential_ms
-from bridge.backpressure import Backpressure, Limit, PartitionHolds, to_pause
+from bridge.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
 from bridge.deadletter import (
     DeadLetter,
     DeadLetterProducer,
@@ -51,6 +53,7 @@ from bridge.errors import (
     UndecodableRecordError,
 )
 from bridge.failures import Reason
+from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
 from bridge.offsets import OffsetTracker, Partition
 from bridge.ordering import KeyQueues, parked_why
 from bridge.record import Envelope, Record, decode_value, task_id
@@ -76,8 +79,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Bridge:
     """Consume the routed topics in one consumer group and hand every record to Celery."""
 
-    def __init__(self, settings: BridgeSettings) -> None:
+    def __init__(self, settings: BridgeSettings, hooks: Sequence[BridgeHooks] = ()) -> None:
         self.settings = settings
+        self.hooks = HookChain(hooks)
+        self.member = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
+        self._paused: dict[TopicPartition, str] = {}
+        self._state_due = 0.0
         self.router = Router.from_settings(settings)
         self.offsets = OffsetTracker()
         self.running = False
@@ -126,8 +133,10 @@ class Bridge:
                     timeout_ms=self.settings.kafka.poll_timeout_ms,
                     max_records=self.settings.kafka.max_poll_records,
                 )
+                self._observe_poll(batch)
                 self._handle_batch(batch)
                 self._commit()
+                self._report_state()
         finally:
             self._shutdown()
 
@@ -165,13 +174,17 @@ class Bridge:
             batch = {tp: records for tp, records in batch.items() if tp in self._assigned}
         if not batch:
             return
+        started = time.perf_counter()
         try:
             messages = [self._message(tp, msg) for tp, records in batch.items() for msg in records]
             outcome = self._dispatcher.publish(messages, self._head_deadline_ms())
         except PublishError as exc:
             self._rewind(batch)
             self._broker_failed(exc)
+            records = sum(len(r) for r in batch.values())
+            self.hooks.after_publish_failed(records, exc, time.perf_counter() - started)
             return
+        self.hooks.after_publish(outcome, time.perf_counter() - started)
         self._broker_recovered()
         if outcome.skipped:
             log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
@@ -237,6 +250,7 @@ class Bridge:
         except Exception as err:
             raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
         log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc)
+        self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
 
     def _rewind(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         assert self._consumer is not None
@@ -272,13 +286,14 @@ class Bridge:
         self._check_holds()
         with self._lock:
             assigned = set(self._assigned)
-            held = set(self._holds.held)
-        wanted = to_pause(
+            held = {tp: full.kind for tp, full in self._holds.held.items()}
+        self._paused = pause_reasons(
             assigned,
             broker_down=self._broker_retry_at is not None,
             held_topics=self._backpressure.held,
             held_partitions=held,
         )
+        wanted = set(self._paused)
         paused = set(self._consumer.paused())
         if wanted - paused:
             self._consumer.pause(*(wanted - paused))
@@ -354,6 +369,7 @@ class Bridge:
             self._dead_letter_store.written(data)
             log.warning("%r: pending dead letter written to %s, task %s",
                         dl.record, dl.dlt_topic, dl.task_id)  # fmt: skip
+            self.hooks.after_dead_letter(dl.record.topic, str(dl.reason), True)
             if dl.ordered:
                 self._key_done(dl)
 
@@ -369,6 +385,44 @@ class Bridge:
     def _fifo_of(self, record: Record) -> str:
         return self._key_queues.fifo(record.topic, record.key, record.partition)
 
+    # -- what hooks see ----------------------------------------------------------------------
+
+    def _observe_poll(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        if batch:
+            self.hooks.after_poll({Partition(*tp): len(records) for tp, records in batch.items()})
+
+    def _report_state(self) -> None:
+        now = time.monotonic()
+        if now < self._state_due:
+            return
+        self._state_due = now + _STATE_INTERVAL_S
+        self.hooks.after_state(self.state())
+
+    def state(self) -> LoopState:
+        """A snapshot of this bridge: its partitions, their offsets, lag and pauses (loop
+        thread only: it asks the consumer for each partition's end offset)."""
+        assert self._consumer is not None
+        with self._lock:
+            assigned = sorted(self._assigned)
+            offsets = {tp: self._offsets_of(tp) for tp in assigned}
+        highwater, paused = self._consumer.highwater, self._paused
+        partitions = tuple(
+            PartitionState(tp.topic, tp.partition, *offsets[tp], highwater(tp), paused.get(tp))
+            for tp in assigned
+        )
+        return LoopState(
+            member=self.member,
+            group_id=self.group_id,
+            at_ms=int(time.time() * 1000),
+            broker_down=self._broker_retry_at is not None,
+            partitions=partitions,
+        )
+
+    def _offsets_of(self, tp: TopicPartition) -> tuple[int | None, int | None, int | None]:
+        accepted = self.offsets.position(Partition(*tp))
+        committed = self.offsets.last_committed(Partition(*tp))
+        return (accepted if accepted is not None else committed), accepted, committed
+
     # -- commits ---------------------------------------------------------------------------
 
     def _commit(self, timeout_ms: int | None = None) -> None:
@@ -381,13 +435,16 @@ class Bridge:
             }
         if not pending:
             return
+        started = time.perf_counter()
         try:
             self._consumer.commit(_commit_request(pending), timeout_ms=timeout_ms)
         except KafkaError as exc:
             if not self._commit_failing:
                 log.error("commit to Kafka failed, retrying after each poll: %r", exc)
             self._commit_failing = True
+            self.hooks.after_commit_failed(exc)
             return
+        self.hooks.after_commit(pending, time.perf_counter() - started)
         if self._commit_failing:
             log.warning("commits to Kafka succeed again")
         self._commit_failing = False
@@ -442,10 +499,12 @@ class Bridge:
         if self._dead_letters is not None:
             self._dead_letters.close(timeout_s=timeout_ms / 1000)
         self._dispatcher.close()
+        self.hooks.on_stop()
         log.info("bridge stopped: group %s", self.group_id)
 
 
 _MOVE_BATCH = 1000
+_STATE_INTERVAL_S = 1.0
 
 
 def _limits(routes: Iterable[Route]) -> dict[str, Limit]:

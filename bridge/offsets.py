@@ -63,3 +63,7 @@ class OffsetTracker:
     def position(self, tp: Partition) -> int | None:
         """The next offset to accept on ``tp`` after what was accepted, if anything was."""
         return self._accepted.get(tp)
+
+    def last_committed(self, tp: Partition) -> int | None:
+        """The next offset committed on ``tp`` by this bridge, if it committed anything."""
+        return self._committed.get(tp)

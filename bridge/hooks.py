@@ -1,0 +1,138 @@
+"""Hooks into the bridge loop: how metrics, status reporting and other observers plug in.
+
+A hook subclasses :class:`BridgeHooks` and overrides the methods it needs; every method is a
+no-op here. The bridge calls its hooks through :class:`HookChain`, which logs a failing hook and
+goes on: an observer must never stop the loop. Hooks run on the loop thread (and
+:meth:`BridgeHooks.after_dead_letter` also on the dead-letter writer's thread), so they must be
+quick and must not block on I/O for long.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bridge.offsets import Partition
+
+if TYPE_CHECKING:
+    from bridge.dispatch import Outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """One assigned partition as the bridge sees it.
+
+    ``accepted`` and ``committed`` are next offsets (``None`` until the bridge accepted or
+    committed anything on it in this assignment); ``highwater`` is the partition's end offset as
+    of the last fetch (``None`` before the first); ``paused`` says why consumption is paused
+    (``broker-down``, ``backpressure``, ``key-full`` or ``partition-full``) or is ``None``.
+    """
+
+    topic: str
+    partition: int
+    position: int | None
+    accepted: int | None
+    committed: int | None
+    highwater: int | None
+    paused: str | None = None
+
+    @property
+    def lag(self) -> int | None:
+        """Records after the consumer's position, as of the last fetch."""
+        if self.highwater is None or self.position is None:
+            return None
+        return max(0, self.highwater - self.position)
+
+    @property
+    def uncommitted(self) -> int:
+        """Records accepted by Celery (or a key FIFO) whose offsets are not committed yet."""
+        if self.accepted is None:
+            return 0
+        return max(0, self.accepted - (self.committed or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class LoopState:
+    """A snapshot of one bridge process, taken about once a second."""
+
+    member: str
+    group_id: str
+    at_ms: int
+    broker_down: bool
+    partitions: tuple[PartitionState, ...] = field(default_factory=tuple)
+
+
+class BridgeHooks:
+    """Observer of the bridge loop. Every method is a no-op; override what you need.
+
+    Durations are in seconds (``time.perf_counter`` differences).
+    """
+
+    def after_poll(self, counts: Mapping[Partition, int]) -> None:
+        """Records fetched by one poll, per partition (only non-empty partitions)."""
+
+    def after_publish(self, outcome: Outcome, took_s: float) -> None:
+        """One batch enqueued in Redis: task messages published, records appended to key
+        FIFOs, re-consumed records skipped and ordered appends refused (see ``Outcome``)."""
+
+    def after_publish_failed(self, records: int, error: BaseException, took_s: float) -> None:
+        """A batch of ``records`` was not enqueued: the Celery broker failed."""
+
+    def after_commit(self, offsets: Mapping[Partition, int], took_s: float) -> None:
+        """Offsets (next offsets) committed to Kafka."""
+
+    def after_commit_failed(self, error: BaseException) -> None:
+        """A commit to Kafka failed; it is retried after the next poll."""
+
+    def after_dead_letter(self, topic: str, reason: str, deferred: bool) -> None:
+        """The bridge wrote a dead letter of a record of ``topic`` for ``reason``: an
+        undecodable record, or (``deferred``) one a worker could not write while Kafka was
+        down."""
+
+    def after_state(self, state: LoopState) -> None:
+        """The bridge's state, about once a second."""
+
+    def on_stop(self) -> None:
+        """The bridge has stopped; release resources."""
+
+
+class HookChain(BridgeHooks):
+    """Calls several hooks in order; a hook that raises is logged and the others still run."""
+
+    def __init__(self, hooks: Sequence[BridgeHooks] = ()) -> None:
+        self.hooks = list(hooks)
+
+    def _each(self, method: str, *args: Any) -> None:
+        for hook in self.hooks:
+            try:
+                getattr(hook, method)(*args)
+            except Exception:
+                log.exception("hook %s.%s failed", type(hook).__name__, method)
+
+    def after_poll(self, counts: Mapping[Partition, int]) -> None:
+        self._each("after_poll", counts)
+
+    def after_publish(self, outcome: Outcome, took_s: float) -> None:
+        self._each("after_publish", outcome, took_s)
+
+    def after_publish_failed(self, records: int, error: BaseException, took_s: float) -> None:
+        self._each("after_publish_failed", records, error, took_s)
+
+    def after_commit(self, offsets: Mapping[Partition, int], took_s: float) -> None:
+        self._each("after_commit", offsets, took_s)
+
+    def after_commit_failed(self, error: BaseException) -> None:
+        self._each("after_commit_failed", error)
+
+    def after_dead_letter(self, topic: str, reason: str, deferred: bool) -> None:
+        self._each("after_dead_letter", topic, reason, deferred)
+
+    def after_state(self, state: LoopState) -> None:
+        self._each("after_state", state)
+
+    def on_stop(self) -> None:
+        self._each("on_stop")
