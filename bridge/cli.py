@@ -18,6 +18,7 @@ from bridge.errors import ConfigError
 from bridge.settings import BridgeSettings, load_settings
 
 if TYPE_CHECKING:
+    from bridge.hooks import BridgeHooks
     from bridge.status import Waiting
 
 log = logging.getLogger("bridge.cli")
@@ -96,12 +97,18 @@ class Stopper:
 def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
     from bridge.consumer import Bridge
 
-    bridge = Bridge(settings)
+    bridge = Bridge(settings, hooks=_hooks(settings, args))
     stopper = Stopper(bridge.stop)
     signal.signal(signal.SIGTERM, stopper)
     signal.signal(signal.SIGINT, stopper)
     bridge.run()
     return 0
+
+
+def _hooks(settings: BridgeSettings, args: argparse.Namespace) -> list[BridgeHooks]:
+    """The observers of the bridge loop this run needs."""
+    hooks: list[BridgeHooks] = []
+    return hooks
 
 
 def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
