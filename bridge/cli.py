@@ -19,7 +19,6 @@ from bridge.settings import BridgeSettings, load_settings
 
 if TYPE_CHECKING:
     from bridge.hooks import BridgeHooks
-    from bridge.status import Waiting
 
 log = logging.getLogger("bridge.cli")
 
@@ -107,49 +106,45 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
 def _hooks(settings: BridgeSettings, args: argparse.Namespace) -> list[BridgeHooks]:
     """The observers of the bridge loop this run needs."""
-    hooks: list[BridgeHooks] = []
+    import redis
+
+    from bridge.members import MemberReporter
+
+    # Its own client with short timeouts: reporting must not hold the loop up.
+    client = redis.Redis.from_url(
+        settings.celery.broker_url, socket_connect_timeout=0.5, socket_timeout=0.5
+    )
+    hooks: list[BridgeHooks] = [MemberReporter(client, settings.kafka.group_id)]
     return hooks
 
 
 def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
-    from bridge.status import partition_status, waiting
+    import redis
+    from kafka.errors import KafkaError
+    from rich.console import Console
 
-    rows = partition_status(settings)
-    held = waiting(settings)
+    from bridge.routing import Router
+    from bridge.status import KafkaView, RedisView, kafka_view, redis_view, status_doc
+    from bridge.status_view import render
+
+    errors: list[str] = []
+    kafka: KafkaView | None = None
+    held: RedisView | None = None
+    try:
+        kafka = kafka_view(settings)
+    except KafkaError as exc:
+        errors.append(f"Kafka unreachable: {exc!r}")
+    try:
+        held = redis_view(settings)
+    except redis.RedisError as exc:
+        errors.append(f"Redis unreachable: {exc!r}")
+    routes = Router.from_settings(settings).routes
+    doc = status_doc(settings.kafka.group_id, routes, kafka, held, errors)
     if args.json:
-        doc = {
-            "group_id": settings.kafka.group_id,
-            "partitions": [r.to_dict() for r in rows],
-            **held.to_dict(),
-        }
         print(json.dumps(doc, indent=2))
-        return 0
-    print(f"consumer group {settings.kafka.group_id}")
-    print(f"{'topic':<32} {'partition':>9} {'committed':>10} {'end':>10} {'lag':>8}")
-    for r in rows:
-        committed = "-" if r.committed is None else str(r.committed)
-        print(f"{r.topic:<32} {r.partition:>9} {committed:>10} {r.end:>10} {r.lag:>8}")
-    print(f"delayed retries waiting in Redis: {held.delayed_retries}")
-    print(
-        f"dead letters not in Kafka yet: {held.dead_letters_pending} pending, "
-        f"{held.dead_letters_parked} parked"
-    )
-    _print_ordered(held)
-    return 0
-
-
-def _print_ordered(held: Waiting) -> None:
-    waiting = sum(held.ordered_records_waiting.values())
-    print(f"ordered records in key queues: {waiting}, keys with a head out: "
-          f"{held.ordered_keys_out}")  # fmt: skip
-    for title, states in (("retrying", held.ordered_keys_waiting),
-                          ("parked", held.ordered_keys_parked)):  # fmt: skip
-        for k in states:
-            d = k.to_dict()
-            name = d.get("key") or d.get("key_b64") or f"(no key, partition {d.get('partition')})"
-            since = d.get("failing_for_s") or (d.get("parked") or {}).get("reason", "")
-            print(f"  key {title}: {k.topic} {name}: {k.depth} waiting, oldest "
-                  f"{k.oldest_age_s:.1f} s, head {k.head_task_id} ({since})")  # fmt: skip
+    else:
+        render(doc, Console())
+    return 1 if errors else 0
 
 
 def _release(settings: BridgeSettings, args: argparse.Namespace) -> int:

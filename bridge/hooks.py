@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bridge.offsets import Partition
@@ -64,6 +64,17 @@ class LoopState:
     at_ms: int
     broker_down: bool
     partitions: tuple[PartitionState, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (what a bridge reports in Redis for ``status``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LoopState:
+        """Inverse of :meth:`to_dict`."""
+        parts = tuple(PartitionState(**p) for p in data.get("partitions", ()))
+        return cls(data["member"], data["group_id"], int(data["at_ms"]), bool(data["broker_down"]),
+                   parts)  # fmt: skip
 
 
 class BridgeHooks:

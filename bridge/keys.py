@@ -81,3 +81,13 @@ def ordered_failing(group_id: str) -> str:
 def ordered_parked(group_id: str) -> str:
     """Hash: key FIFO -> why and since when it is parked (JSON); released by an operator."""
     return f"{group_prefix(group_id)}ordered:parked"
+
+
+def member(group_id: str, member: str) -> str:
+    """A running bridge's latest state (JSON, expiring): its partitions, offsets and pauses."""
+    return f"{group_prefix(group_id)}members:{member}"
+
+
+def members_pattern(group_id: str) -> str:
+    """A ``SCAN`` pattern matching every :func:`member` key of ``group_id``."""
+    return f"{group_prefix(group_id)}members:*"

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
@@ -61,6 +62,35 @@ class Scheduler:
         """Retries waiting in Redis."""
         return int(self._client.zcard(self._key))
 
+    def summary(self, now_ms: int) -> RetrySummary:
+        """How many retries wait, when the next and the last are due, how many are overdue.
+
+        :raises redis.RedisError: Redis is unreachable.
+        """
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self._key)
+            pipe.zrange(self._key, 0, 0, withscores=True)
+            pipe.zrange(self._key, -1, -1, withscores=True)
+            pipe.zcount(self._key, "-inf", now_ms)
+            waiting, first, last, overdue = pipe.execute()
+        return RetrySummary(
+            waiting=int(waiting),
+            next_due_ms=int(first[0][1]) if first else None,
+            last_due_ms=int(last[0][1]) if last else None,
+            overdue=int(overdue),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySummary:
+    """Delayed retries waiting in Redis (due times in ms since the epoch). Overdue retries
+    pile up when no bridge of the group runs: the bridge moves them to their queues."""
+
+    waiting: int
+    next_due_ms: int | None
+    last_due_ms: int | None
+    overdue: int
+
 
 class DeadLetterStore:
     """Dead letters Kafka did not take yet (pending) or will never take (parked)."""
@@ -96,6 +126,20 @@ class DeadLetterStore:
             pipe.zrem(self._pending, json.dumps(dead_letter, sort_keys=True))
             pipe.hset(self._parked, dead_letter["task_id"], json.dumps(dead_letter))
             pipe.execute()
+
+    def next_attempt_ms(self) -> int | None:
+        """When the next pending dead letter is due for a write attempt (ms), if any."""
+        first = self._client.zrange(self._pending, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    def some_parked(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Up to ``limit`` parked dead letters (in no particular order)."""
+        found: list[dict[str, Any]] = []
+        for _, value in self._client.hscan_iter(self._parked, count=limit):
+            found.append(json.loads(value))
+            if len(found) >= limit:
+                break
+        return found
 
     def counts(self) -> tuple[int, int]:
         """(pending, parked) dead letters."""

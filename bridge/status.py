@@ -1,19 +1,32 @@
-"""What the bridge's consumer group has committed, how far behind it is, what waits (I/O)."""
+"""What the bridge's consumer group has committed, how far behind it is, and what waits.
+
+Two readers of I/O (:func:`kafka_view`: offsets and dead-letter topics; :func:`redis_view`:
+what running bridges report, queue depths, delayed retries, dead letters not in Kafka, ordered
+keys) and one pure function that joins them into the stable JSON document of
+``python -m bridge status --json`` (:func:`status_doc`, format 1). Works whether or not a bridge
+runs: without one, partitions have no owner and nothing is reported paused.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
+from bridge.hooks import LoopState, PartitionState
+from bridge.members import read_members
 from bridge.ordering import KeyQueues, KeyState
-from bridge.routing import Router
-from bridge.schedule import DeadLetterStore, Scheduler
+from bridge.routing import Route, Router
+from bridge.schedule import DeadLetterStore, RetrySummary, Scheduler
 from bridge.settings import BridgeSettings
 from bridge.topics import admin_client
+
+FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +48,20 @@ class PartitionStatus:
         return {**asdict(self), "lag": self.lag}
 
 
-def partition_status(settings: BridgeSettings) -> list[PartitionStatus]:
-    """Committed and end offsets of every partition of every routed topic that exists."""
+@dataclass(frozen=True, slots=True)
+class KafkaView:
+    """The group's committed offsets, end offsets, and how many records each DLT holds
+    (``None``: the DLT does not exist)."""
+
+    partitions: list[PartitionStatus]
+    dlt_records: dict[str, int | None]
+
+
+def kafka_view(settings: BridgeSettings) -> KafkaView:
+    """Read committed and end offsets of every routed partition and the size of every DLT.
+
+    :raises kafka.errors.KafkaError: Kafka is unreachable.
+    """
     router = Router.from_settings(settings)
     k = settings.kafka
     admin = admin_client(k)
@@ -44,22 +69,30 @@ def partition_status(settings: BridgeSettings) -> list[PartitionStatus]:
         bootstrap_servers=k.bootstrap_servers.split(","),
         client_id=f"{k.client_id}-status",
         enable_auto_commit=False,
+        request_timeout_ms=k.request_timeout_ms,
     )
     try:
         committed = admin.list_group_offsets(k.group_id).get(k.group_id, {})
-        tps = [
-            TopicPartition(topic, p)
-            for topic in router.topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        ends = consumer.end_offsets(tps) if tps else {}
+        tps = _partitions(consumer, router.topics)
+        dlts = _partitions(consumer, [r.dlt_topic for r in router.routes])
+        ends = consumer.end_offsets(tps + dlts) if tps or dlts else {}
+        starts = consumer.beginning_offsets(dlts) if dlts else {}
     finally:
         consumer.close()
         admin.close()
-    return [
+    records: dict[str, int | None] = {r.dlt_topic: None for r in router.routes}
+    for tp in dlts:
+        records[tp.topic] = (records[tp.topic] or 0) + int(ends[tp]) - int(starts[tp])
+    rows = [
         PartitionStatus(tp.topic, tp.partition, _offset(committed.get(tp)), int(ends[tp]))
         for tp in tps
     ]
+    return KafkaView(rows, records)
+
+
+def partition_status(settings: BridgeSettings) -> list[PartitionStatus]:
+    """Committed and end offsets of every partition of every routed topic that exists."""
+    return kafka_view(settings).partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +108,18 @@ class Waiting:
     ordered_keys_waiting: list[KeyState] = field(default_factory=list)
     ordered_keys_parked: list[KeyState] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "delayed_retries": self.delayed_retries,
-            "dead_letters_pending": self.dead_letters_pending,
-            "dead_letters_parked": self.dead_letters_parked,
-            "ordered": {
-                "records_waiting": self.ordered_records_waiting,
-                "keys_out": self.ordered_keys_out,
-                "keys_waiting": [k.to_dict() for k in self.ordered_keys_waiting],
-                "keys_parked": [k.to_dict() for k in self.ordered_keys_parked],
-            },
-        }
+
+@dataclass(frozen=True, slots=True)
+class RedisView:
+    """Everything ``status`` reads from Redis, as of ``now_ms``."""
+
+    now_ms: int
+    members: list[LoopState]
+    queue_depths: dict[str, int]
+    retries: RetrySummary
+    dead_letters_next_attempt_ms: int | None
+    dead_letters_parked_sample: list[dict[str, Any]]
+    waiting: Waiting
 
 
 def waiting(settings: BridgeSettings) -> Waiting:
@@ -95,25 +127,191 @@ def waiting(settings: BridgeSettings) -> Waiting:
 
     :raises redis.RedisError: Redis is unreachable.
     """
-    client = redis.Redis.from_url(settings.celery.broker_url, socket_timeout=5)
+    client = _redis(settings)
     try:
-        group_id = settings.kafka.group_id
-        pending, parked = DeadLetterStore(client, group_id).counts()
-        queues = KeyQueues(client, group_id)
-        now_ms = int(time.time() * 1000)
-        return Waiting(
-            delayed_retries=Scheduler(client, group_id).waiting(),
-            dead_letters_pending=pending,
-            dead_letters_parked=parked,
-            ordered_records_waiting={
-                f"{topic}[{p}]": n for (topic, p), n in queues.waiting_per_partition().items()
-            },
-            ordered_keys_out=queues.heads_out(),
-            ordered_keys_waiting=queues.waiting_keys(now_ms),
-            ordered_keys_parked=queues.parked_keys(now_ms),
+        return _waiting(client, settings.kafka.group_id, int(time.time() * 1000))
+    finally:
+        client.close()
+
+
+def redis_view(settings: BridgeSettings) -> RedisView:
+    """Read what the group keeps in Redis, and the depth of every route's Celery queue.
+
+    :raises redis.RedisError: Redis is unreachable.
+    """
+    client = _redis(settings)
+    group_id = settings.kafka.group_id
+    now_ms = int(time.time() * 1000)
+    queues = sorted({route.queue for route in settings.routes})
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+            depths = dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))
+        store = DeadLetterStore(client, group_id)
+        return RedisView(
+            now_ms=now_ms,
+            members=read_members(client, group_id),
+            queue_depths=depths,
+            retries=Scheduler(client, group_id).summary(now_ms),
+            dead_letters_next_attempt_ms=store.next_attempt_ms(),
+            dead_letters_parked_sample=store.some_parked(),
+            waiting=_waiting(client, group_id, now_ms),
         )
     finally:
         client.close()
+
+
+def _waiting(client: redis.Redis, group_id: str, now_ms: int) -> Waiting:
+    pending, parked = DeadLetterStore(client, group_id).counts()
+    queues = KeyQueues(client, group_id)
+    return Waiting(
+        delayed_retries=Scheduler(client, group_id).waiting(),
+        dead_letters_pending=pending,
+        dead_letters_parked=parked,
+        ordered_records_waiting={
+            f"{topic}[{p}]": n for (topic, p), n in queues.waiting_per_partition().items()
+        },
+        ordered_keys_out=queues.heads_out(),
+        ordered_keys_waiting=queues.waiting_keys(now_ms),
+        ordered_keys_parked=queues.parked_keys(now_ms),
+    )
+
+
+def status_doc(
+    group_id: str,
+    routes: Iterable[Route],
+    kafka: KafkaView | None,
+    held: RedisView | None,
+    errors: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The ``status --json`` document (format 1). ``kafka`` or ``held`` is ``None`` when
+    Kafka or Redis could not be read; ``errors`` then says why."""
+    now_ms = held.now_ms if held is not None else int(time.time() * 1000)
+    owners = _owners(held.members if held is not None else ())
+    doc: dict[str, Any] = {
+        "format": FORMAT,
+        "group_id": group_id,
+        "at": iso_ms(now_ms),
+        "bridges": [_bridge(m) for m in (held.members if held is not None else ())],
+        "routes": [_route(r, kafka, held, owners) for r in routes],
+        "retries": None if held is None else _retries(held.retries, now_ms),
+        "dead_letters": None if held is None else _dead_letters(held),
+        "ordered": None if held is None else _ordered(held.waiting, now_ms),
+        "errors": list(errors),
+    }
+    return doc
+
+
+def _route(
+    route: Route,
+    kafka: KafkaView | None,
+    held: RedisView | None,
+    owners: Mapping[tuple[str, int], tuple[str, PartitionState]],
+) -> dict[str, Any]:
+    rows = [p for p in (kafka.partitions if kafka else ()) if p.topic == route.topic]
+    partitions = [_partition(p, owners.get((p.topic, p.partition))) for p in rows]
+    return {
+        "topic": route.topic,
+        "task": route.task,
+        "queue": route.queue,
+        "ordered": route.ordered,
+        "dlt_topic": route.dlt_topic,
+        "queue_depth": None if held is None else held.queue_depths.get(route.queue),
+        "dlt_records": None if kafka is None else kafka.dlt_records.get(route.dlt_topic),
+        "lag": None if kafka is None else sum(p.lag for p in rows),
+        "partitions": partitions,
+    }
+
+
+def _partition(row: PartitionStatus, owned: tuple[str, PartitionState] | None) -> dict[str, Any]:
+    data = {k: v for k, v in row.to_dict().items() if k != "topic"}
+    member, state = owned if owned is not None else (None, None)
+    data["owner"] = member
+    data["paused"] = state.paused if state is not None else None
+    data["uncommitted"] = state.uncommitted if state is not None else None
+    return data
+
+
+def _owners(members: Iterable[LoopState]) -> dict[tuple[str, int], tuple[str, PartitionState]]:
+    return {(p.topic, p.partition): (m.member, p) for m in members for p in m.partitions}
+
+
+def _bridge(member: LoopState) -> dict[str, Any]:
+    return {
+        "member": member.member,
+        "reported_at": iso_ms(member.at_ms),
+        "broker_down": member.broker_down,
+        "partitions": [f"{p.topic}[{p.partition}]" for p in member.partitions],
+    }
+
+
+def _retries(summary: RetrySummary, now_ms: int) -> dict[str, Any]:
+    next_ms = summary.next_due_ms
+    return {
+        "waiting": summary.waiting,
+        "next_due_at": None if next_ms is None else iso_ms(next_ms),
+        "next_due_in_s": None if next_ms is None else round((next_ms - now_ms) / 1000, 3),
+        "last_due_at": None if summary.last_due_ms is None else iso_ms(summary.last_due_ms),
+        "overdue": summary.overdue,
+    }
+
+
+def _dead_letters(held: RedisView) -> dict[str, Any]:
+    next_ms = held.dead_letters_next_attempt_ms
+    return {
+        "pending": held.waiting.dead_letters_pending,
+        "pending_next_attempt_at": None if next_ms is None else iso_ms(next_ms),
+        "parked": held.waiting.dead_letters_parked,
+        "parked_sample": [_parked_dead_letter(d) for d in held.dead_letters_parked_sample],
+    }
+
+
+def _parked_dead_letter(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "task_id": data.get("task_id"),
+        "task": data.get("task"),
+        "reason": data.get("reason"),
+        "error": (data.get("error") or {}).get("fqcn"),
+        "dead_lettered_at": data.get("dead_lettered_at"),
+    }
+
+
+def _ordered(held: Waiting, now_ms: int) -> dict[str, Any]:
+    return {
+        "records_waiting": held.ordered_records_waiting,
+        "keys_out": held.ordered_keys_out,
+        "keys_waiting": [k.to_dict() for k in held.ordered_keys_waiting],
+        "keys_parked": [_parked_key(k, now_ms) for k in held.ordered_keys_parked],
+    }
+
+
+def _parked_key(state: KeyState, now_ms: int) -> dict[str, Any]:
+    data = state.to_dict()
+    parked_at = (state.parked or {}).get("parked_at_ms")
+    if parked_at is not None:
+        data["parked_for_s"] = round((now_ms - int(parked_at)) / 1000, 3)
+    return data
+
+
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC, e.g. ``2026-11-22T12:00:00.000Z``."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+
+
+def _redis(settings: BridgeSettings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.celery.broker_url, socket_connect_timeout=5, socket_timeout=5
+    )
 
 
 def _offset(meta: Any) -> int | None:

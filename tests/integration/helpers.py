@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.conftest import wait_for
 from tests.integration.conftest import (
+    REPO,
     BridgeProcess,
     Ledger,
     Topic,
@@ -105,3 +108,13 @@ def assert_each_handled_once(ledger: Ledger, expected: set[str]) -> None:
     twice = {tid: n for tid, n in attempts.items() if n != 1}
     assert not twice, f"executed more than once: {sorted(twice.items())[:10]}"
     assert set(attempts) == expected
+
+
+def status_json(bridge: BridgeProcess) -> dict[str, Any]:
+    """``python -m bridge status --json`` for the bridge's configuration, parsed."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "status", "--json", "--config", str(bridge.config_path)],
+        cwd=REPO, capture_output=True, check=True, timeout=60,
+    )  # fmt: skip
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc

@@ -34,6 +34,7 @@ from tests.integration.helpers import (
     original_offset,
     send,
     services,
+    status_json,
     wait_committed_to_end,
 )
 
@@ -79,15 +80,6 @@ def keys_idle(ledger: Ledger, group_id: str) -> bool:
     return not client.zcard(f"bridge:{group_id}:ordered:heads") and all(
         int(v or 0) == 0 for v in waiting
     )
-
-
-def status_json(bridge: BridgeProcess) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "bridge", "status", "--json", "--config", str(bridge.config_path)],
-        cwd=REPO, capture_output=True, check=True, timeout=60,
-    )  # fmt: skip
-    doc: dict[str, Any] = json.loads(out.stdout)
-    return doc
 
 
 def release(

@@ -1,0 +1,108 @@
+"""The status document and its tables (pure: no Kafka, no Redis)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from bridge.hooks import LoopState, PartitionState
+from bridge.ordering import KeyState
+from bridge.routing import Route
+from bridge.schedule import RetrySummary
+from bridge.status import KafkaView, PartitionStatus, RedisView, Waiting, status_doc
+from bridge.status_view import render
+
+NOW_MS = 1_790_000_000_000
+ROUTES = [
+    Route("orders", "shop.order", "celery", False, "json", "orders.g.dlt"),
+    Route("pay", "shop.pay", "pq", True, "json", "pay.g.dlt"),
+]
+
+
+def kafka() -> KafkaView:
+    rows = [
+        PartitionStatus("orders", 0, 10, 15),
+        PartitionStatus("orders", 1, None, 3),
+        PartitionStatus("pay", 0, 7, 7),
+    ]
+    return KafkaView(rows, {"orders.g.dlt": 2, "pay.g.dlt": None})
+
+
+def held() -> RedisView:
+    member = LoopState(
+        "bridge@host:1",
+        "g",
+        NOW_MS - 500,
+        False,
+        (
+            PartitionState("orders", 0, 12, 12, 10, 15, "backpressure"),
+            PartitionState("pay", 0, 7, 7, 7, 7),
+        ),
+    )
+    parked = KeyState("pay", b"k1", None, 3, "g:pay:0:4", 9.5, None, {"reason": "exhausted",
+                      "parked_at_ms": NOW_MS - 2000})  # fmt: skip
+    waiting = Waiting(
+        delayed_retries=4,
+        dead_letters_pending=1,
+        dead_letters_parked=1,
+        ordered_records_waiting={"pay[0]": 3},
+        ordered_keys_out=1,
+        ordered_keys_parked=[parked],
+    )
+    return RedisView(
+        now_ms=NOW_MS,
+        members=[member],
+        queue_depths={"celery": 5, "pq": 0},
+        retries=RetrySummary(4, NOW_MS + 1500, NOW_MS + 60_000, 0),
+        dead_letters_next_attempt_ms=NOW_MS + 1000,
+        dead_letters_parked_sample=[
+            {
+                "task_id": "g:orders:1:0",
+                "task": "shop.order",
+                "reason": "exhausted",
+                "error": {"fqcn": "builtins.TimeoutError"},
+                "dead_lettered_at": "2026-01-01T00:00:00Z",
+            }
+        ],
+        waiting=waiting,
+    )
+
+
+def test_the_document_joins_kafka_offsets_with_what_running_bridges_and_redis_say() -> None:
+    doc = status_doc("g", ROUTES, kafka(), held())
+    assert json.loads(json.dumps(doc)) == doc
+    orders, pay = doc["routes"]
+    assert (orders["lag"], orders["queue_depth"], orders["dlt_records"]) == (5 + 3, 5, 2)
+    assert pay["dlt_records"] is None
+    p0, p1 = orders["partitions"]
+    assert p0 == {"partition": 0, "committed": 10, "end": 15, "lag": 5,
+                  "owner": "bridge@host:1", "paused": "backpressure", "uncommitted": 2}  # fmt: skip
+    assert (p1["owner"], p1["paused"], p1["lag"]) == (None, None, 3)
+    assert doc["retries"]["next_due_in_s"] == 1.5
+    assert doc["dead_letters"]["pending"] == 1
+    assert doc["dead_letters"]["parked_sample"][0]["error"] == "builtins.TimeoutError"
+    [key] = doc["ordered"]["keys_parked"]
+    assert (key["key"], key["depth"], key["parked_for_s"]) == ("k1", 3, 2.0)
+    assert doc["bridges"][0]["partitions"] == ["orders[0]", "pay[0]"]
+
+
+def test_without_redis_or_kafka_the_document_says_why_and_keeps_the_rest() -> None:
+    doc = status_doc("g", ROUTES, kafka(), None, ["Redis unreachable: x"])
+    assert doc["errors"] == ["Redis unreachable: x"]
+    assert doc["retries"] is None
+    assert doc["routes"][0]["partitions"][0]["owner"] is None
+    no_kafka = status_doc("g", ROUTES, None, held(), ["Kafka unreachable"])
+    assert no_kafka["routes"][0]["lag"] is None
+    assert no_kafka["routes"][0]["partitions"] == []
+
+
+def test_the_tables_render_every_part() -> None:
+    out = io.StringIO()
+    render(status_doc("g", ROUTES, kafka(), held()), Console(file=out, width=220))
+    text = out.getvalue()
+    for expected in ("1 bridge(s) running", "paused: backpressure", "no bridge", "consuming",
+                     "delayed retries waiting in Redis: 4", "1 parked", "g:orders:1:0",
+                     "parked ordered keys", "k1", "exhausted"):  # fmt: skip
+        assert expected in text, expected
