@@ -37,3 +37,11 @@ class RetryNotScheduledError(BridgeError):
 
 class NotParkedError(BridgeError):
     """Raised when releasing an ordered key that is not parked (or whose head changed)."""
+
+
+class ReplayError(BridgeError):
+    """Raised when a replay cannot start: a bad flag, an unknown route, a missing DLT."""
+
+
+class ReplayStoppedError(ReplayError):
+    """Raised when a replay stops on a failed write or enqueue (that batch is not committed)."""
