@@ -45,3 +45,11 @@ class ReplayError(BridgeError):
 
 class ReplayStoppedError(ReplayError):
     """Raised when a replay stops on a failed write or enqueue (that batch is not committed)."""
+
+
+class ProduceError(BridgeError):
+    """Raised when ``bridge.produce`` gave up: retryable errors outlasted the retries."""
+
+
+class ProduceRefusedError(ProduceError):
+    """Raised when a record is refused for good (too large, unknown topic, denied, bad value)."""
