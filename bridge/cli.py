@@ -15,6 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from bridge.errors import ConfigError
+from bridge.logs import LOG_FORMATS, format_from_env, use_format
 from bridge.settings import BridgeSettings, load_settings
 
 if TYPE_CHECKING:
@@ -26,9 +27,13 @@ log = logging.getLogger("bridge.cli")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kafka-celery-bridge`` and ``python -m bridge``; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        log_format = args.log_format or format_from_env()
+    except ConfigError as exc:
+        print(f"kafka-celery-bridge: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level)
+    use_format(log_format)
     if args.log_level != "DEBUG":
         # kafka-python narrates every connection at INFO; keep its warnings and errors.
         logging.getLogger("kafka").setLevel(logging.WARNING)
@@ -48,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    common.add_argument(
+        "--log-format", choices=LOG_FORMATS,
+        help="text (default) or json: one JSON object per line (default: $BRIDGE_LOG_FORMAT)",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[common], help="consume and hand records to Celery")
     run.set_defaults(func=_run)

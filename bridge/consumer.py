@@ -36,6 +36,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from bridge import keys
 from bridge.backoff import exponential_ms
 from bridge.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
 from bridge.deadletter import (
@@ -54,6 +55,7 @@ from bridge.errors import (
 )
 from bridge.failures import Reason
 from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
+from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
 from bridge.ordering import KeyQueues, parked_why
 from bridge.record import Envelope, Record, decode_value, task_id
@@ -204,8 +206,9 @@ class Bridge:
         assert self._consumer is not None
         for r in outcome.refused:
             self._consumer.seek(TopicPartition(r.topic, r.partition), r.offset)
+            where = at(topic=r.topic, partition=r.partition, offset=r.offset)
             log.warning("%s[%d]@%d: its %s has %d records waiting: partition paused",
-                        r.topic, r.partition, r.offset, r.full, r.limit)  # fmt: skip
+                        r.topic, r.partition, r.offset, r.full, r.limit, extra=where)  # fmt: skip
 
     def _message(self, tp: TopicPartition, msg: Any) -> Message:
         route = self.router.route_for(tp.topic)
@@ -249,7 +252,8 @@ class Bridge:
             self._dead_letter_producer().write(dl)
         except Exception as err:
             raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
-        log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc)
+        log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc,
+                    extra=at(record, task_id=dl.task_id))  # fmt: skip
         self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
 
     def _rewind(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
@@ -329,7 +333,8 @@ class Bridge:
         with self._lock:
             released = self._holds.update(counts)
         for tp in released:
-            log.info("%s[%d]: waiting records drained, partition resumed", tp.topic, tp.partition)
+            log.info("%s[%d]: waiting records drained, partition resumed", tp.topic, tp.partition,
+                     extra=at(topic=tp.topic, partition=tp.partition))  # fmt: skip
 
     # -- background: delayed retries and dead letters Kafka did not take yet -----------------
 
@@ -344,7 +349,8 @@ class Bridge:
         )
         for fifo in stalled:
             log.warning("ordered key %s: no sign of its head for %d ms, published it again",
-                        fifo, self.settings.stall_timeout_ms)  # fmt: skip
+                        fifo, self.settings.stall_timeout_ms,
+                        extra=at(topic=keys.ordered_key_of(fifo)[0]))  # fmt: skip
 
     def _write_pending_dead_letters(self) -> None:
         now_ms = int(time.time() * 1000)
@@ -354,7 +360,8 @@ class Bridge:
                 self._dead_letter_producer().write(dl)
             except DeadLetterRefusedError as exc:
                 self._dead_letter_store.park(data)
-                log.critical("%r: Kafka refuses its dead letter, parked: %s", dl.record, exc)
+                log.critical("%r: Kafka refuses its dead letter, parked: %s", dl.record, exc,
+                             extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
                 if dl.ordered:
                     self._park_key(dl, exc)
                 continue
@@ -364,11 +371,13 @@ class Bridge:
                 updated = {**data, "write_attempts": attempts}
                 self._dead_letter_store.retry_later(data, updated, now_ms + delay_ms)
                 log.error("%r: dead letter still not written (attempt %d), next in %d ms: %s",
-                          dl.record, attempts, delay_ms, exc)  # fmt: skip
+                          dl.record, attempts, delay_ms, exc,
+                          extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
                 return  # Kafka is in trouble: the others wait too
             self._dead_letter_store.written(data)
             log.warning("%r: pending dead letter written to %s, task %s",
-                        dl.record, dl.dlt_topic, dl.task_id)  # fmt: skip
+                        dl.record, dl.dlt_topic, dl.task_id,
+                        extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
             self.hooks.after_dead_letter(dl.record.topic, str(dl.reason), True)
             if dl.ordered:
                 self._key_done(dl)

@@ -36,6 +36,7 @@ from bridge import worker
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import DeadLetterError, DeadLetterRefusedError, RetryNotScheduledError
 from bridge.failures import Reason, is_non_retryable, reason_for
+from bridge.logs import at
 from bridge.ordering import KeyGate, parked_why
 from bridge.record import Envelope, Record, decoded, from_task_arg
 from bridge.schedule import DeadLetterStore, schedule_retry
@@ -81,7 +82,8 @@ class RecordTask(Task):  # type: ignore[type-arg]
         gate = worker.key_gate(envelope)
         if not _at_key(gate.start):
             log.warning("task %s: not the head of its key (a stale copy) or the key is parked: "
-                        "dropped", gate.task_id)  # fmt: skip
+                        "dropped", gate.task_id,
+                        extra=at(envelope.record, task_id=gate.task_id))  # fmt: skip
             raise Ignore()
         self.request.bridge_gate = gate  # type: ignore[attr-defined]
         return gate
@@ -95,7 +97,8 @@ class RecordTask(Task):  # type: ignore[type-arg]
             why = parked_why(gate.task_id, str(reason), ErrorInfo.of(exc).to_dict(), attempts)
             _at_key(lambda: gate.park(why))
             log.error("%r: %s after %d attempts, key parked until released, task %s: %s",
-                      envelope.record, reason, attempts, gate.task_id, exc)  # fmt: skip
+                      envelope.record, reason, attempts, gate.task_id, exc,
+                      extra=at(envelope.record, task_id=gate.task_id))  # fmt: skip
             return
         outcome = self._dead_letter(envelope, exc, reason)
         if gate is None:
@@ -237,7 +240,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
         except Exception as err:
             raise RetryNotScheduledError(f"retry of {request.id} not scheduled: {err!r}") from exc
         log.info("task %s: retry %d due in %.3f s, waiting in Redis", request.id,
-                 request.retries + 1, delay_s)  # fmt: skip
+                 request.retries + 1, delay_s, extra=at(task_id=request.id))  # fmt: skip
         ret = Retry(exc=exc, when=delay_s, sig=signature)  # type: ignore[arg-type]
         if throw:
             raise ret
@@ -262,23 +265,24 @@ class RecordTask(Task):  # type: ignore[type-arg]
             dead_lettered_at=now,
             ordered=envelope.ordered,
         )
+        where = at(dl.record, task_id=dl.task_id)
         try:
             partition, offset = worker.write_dead_letter(dl)
         except DeadLetterRefusedError as err:
             DeadLetterStore(worker.redis_client(), dl.group_id).park(to_dict(dl))
             log.critical("%r: Kafka refuses its dead letter, parked in Redis, task %s: %s",
-                         dl.record, dl.task_id, err)  # fmt: skip
+                         dl.record, dl.task_id, err, extra=where)  # fmt: skip
             return "refused"
         except DeadLetterError as err:
             due_ms = int(time.time() * 1000) + 1000
             DeadLetterStore(worker.redis_client(), dl.group_id).defer(to_dict(dl), due_ms)
             log.error("%r: dead letter not written yet, kept in Redis for the bridge, task %s: %s",
-                      dl.record, dl.task_id, err)  # fmt: skip
+                      dl.record, dl.task_id, err, extra=where)  # fmt: skip
             return "pending"
         log.error(
             "%r dead-lettered (%s after %d attempts) to %s[%d]@%d, task %s: %s",
             dl.record, dl.reason, dl.attempts, dl.dlt_topic, partition, offset,
-            dl.task_id, dl.error.message,
+            dl.task_id, dl.error.message, extra=where,
         )  # fmt: skip
         return "written"
 

@@ -4,7 +4,9 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from bridge.logs import format_from_env, use_format
 
 app = Celery("tasks", include=["tasks.shop"])
 app.config_from_object("celeryconfig")
@@ -14,6 +16,14 @@ app.config_from_object("celeryconfig")
 def _quiet_kafka(**_: Any) -> None:
     # kafka-python narrates every connection at INFO; keep its warnings and errors.
     logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: Any) -> None:
+    # BRIDGE_LOG_FORMAT=json: one JSON object per line, as `python -m bridge --log-format json`.
+    if format_from_env() == "json":
+        use_format("json", logger)
 
 
 __all__ = ["app"]
