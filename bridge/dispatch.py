@@ -254,10 +254,17 @@ class Dispatcher:
         self._script = self._redis.register_script(_ENQUEUE)
 
     def message(
-        self, task: str, queue: str, envelope: Envelope, ordered: Ordered | None = None
+        self,
+        task: str,
+        queue: str,
+        envelope: Envelope,
+        ordered: Ordered | None = None,
+        task_id: str | None = None,
     ) -> Message:
         """Build the task message of one record, addressed to ``task`` by name (for an ordered
         record: its key FIFO element).
+
+        :param task_id: the Celery task id (default: the record's deterministic one).
 
         :raises PublishError: the broker could not be reached to build the first message of
             this task and queue.
@@ -269,7 +276,7 @@ class Dispatcher:
             except (OperationalError, redis.RedisError, OSError) as exc:
                 raise PublishError(f"no message template for {task} on {queue}: {exc!r}") from exc
         rec = envelope.record
-        task_id = envelope.task_id()
+        task_id = task_id or envelope.task_id()
         payload = template.fill(
             task_id=task_id,
             argsrepr=repr(rec),

@@ -34,6 +34,13 @@ end
 return #due
 """
 
+# KEYS[1]: the parked hash, KEYS[2]: a queue or "". ARGV: task id, task message.
+_UNPARK = """
+local removed = redis.call('HDEL', KEYS[1], ARGV[1])
+if removed == 1 and KEYS[2] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[2]) end
+return removed
+"""
+
 
 def schedule_retry(
     client: redis.Redis, group_id: str, queue: str, message: bytes, due_ms: int
@@ -99,6 +106,7 @@ class DeadLetterStore:
         self._client = client
         self._pending = keys.pending_dead_letters(group_id)
         self._parked = keys.parked_dead_letters(group_id)
+        self._unpark = client.register_script(_UNPARK)
 
     def defer(self, dead_letter: dict[str, Any], due_ms: int) -> None:
         """Keep a dead letter for another write attempt at ``due_ms``."""
@@ -126,6 +134,20 @@ class DeadLetterStore:
             pipe.zrem(self._pending, json.dumps(dead_letter, sort_keys=True))
             pipe.hset(self._parked, dead_letter["task_id"], json.dumps(dead_letter))
             pipe.execute()
+
+    def parked(self) -> list[dict[str, Any]]:
+        """Every parked dead letter (for ``replay --parked``), by task id."""
+        found = self._client.hgetall(self._parked)
+        return [json.loads(found[k]) for k in sorted(found)]
+
+    def unpark(self, task_id: str, enqueue: tuple[str, bytes] | None = None) -> bool:
+        """Forget the parked dead letter of ``task_id``, once it was redriven; with
+        ``enqueue`` (queue, task message), push that message in the same atomic step.
+
+        :returns: False when it was not parked (any more): nothing was pushed.
+        """
+        queue, message = enqueue if enqueue is not None else ("", b"")
+        return bool(self._unpark(keys=[self._parked, queue], args=[task_id, message]))
 
     def next_attempt_ms(self) -> int | None:
         """When the next pending dead letter is due for a write attempt (ms), if any."""

@@ -9,6 +9,7 @@ A record's headers tell the handler how to behave, so any key/value bytes can be
 ``mode: wrapped-permanent`` raises a ``RuntimeError`` caused by a ``PermanentError``;
 ``mode: bare-retry`` raises ``Retry(when=1)`` on the first attempt, as a handler may;
 ``fail-until``: raise ``TimeoutError`` until that time (seconds since the epoch);
+``fail-while``: raise ``PermanentError`` (dead-lettered at once) while that Redis key exists;
 ``sleep-ms``: simulated work, after the execution is written to the ledger.
 Every success is appended to ``{ledger}:succeeded`` (key and offset), in the order they happen.
 """
@@ -75,6 +76,9 @@ def fail_as_told(task: RecordTask, record: Record) -> None:
         raise ValueError(f"unexpected value in record {record.offset}")
     if mode == b"bare-retry" and task.request.retries == 0:
         raise Retry("try again in a second", when=1)  # type: ignore[arg-type]
+    blocker = record.header("fail-while")
+    if blocker and ledger().exists(blocker.decode()):
+        raise PermanentError(f"record {record.offset}: {blocker.decode()} is set")
     if mode == b"wrapped-permanent":
         try:
             raise PermanentError(f"record {record.offset} cannot be parsed")
