@@ -112,13 +112,16 @@ def _ordered(ordered: Mapping[str, Any]) -> list[RenderableType]:
 
 def _keys(title: str, states: Iterable[Mapping[str, Any]], kind: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for name in ("topic", "key", "waiting", "oldest record", f"{kind} for", "head", "why"):
+    columns = ["topic", "key", "waiting", "oldest record", f"{kind} for", "head"]
+    for name in [*columns, "why"] if kind == "parked" else columns:
         table.add_column(name, justify="right" if name in {"waiting"} else "left")
     for k in states:
         since = k.get("failing_for_s") if kind == "failing" else k.get("parked_for_s")
-        why = (k.get("parked") or {}).get("reason", "") if kind == "parked" else ""
-        table.add_row(k["topic"], _key(k), str(k["depth"]), f"{k['oldest_age_s']} s",
-                      _n(since, " s"), k["head_task_id"] or "-", why)  # fmt: skip
+        row = [k["topic"], _key(k), str(k["depth"]), f"{k['oldest_age_s']} s", _n(since, " s"),
+               k["head_task_id"] or "-"]  # fmt: skip
+        if kind == "parked":
+            row.append((k.get("parked") or {}).get("reason", ""))
+        table.add_row(*row)
     return table
 
 
