@@ -265,7 +265,7 @@ class Replayer:
             store, dl.task_id
         ):
             self.summary.parked_redriven += 1
-            log.warning("parked dead letter of %r redriven (task %s)", dl.record, dl.task_id)
+            log.info("parked dead letter of %r redriven (task %s)", dl.record, dl.task_id)
 
 
 def _partitions(settings: BridgeSettings, dlt: str) -> int:
@@ -365,8 +365,8 @@ class SourceTarget:
                 partition=origin.partition if origin.partition in known else None,
             )
         )
-        log.info("replaying %s to %s[%d]@%d's topic (replay %d)", letter, origin.topic,
-                 origin.partition, origin.offset, decision.replays)  # fmt: skip
+        log.debug("replaying %s (%s[%d]@%d) to %s, replay %d", letter, origin.topic,
+                  origin.partition, origin.offset, origin.topic, decision.replays)  # fmt: skip
 
     def flush(self) -> tuple[int, int]:
         futures, self._futures = self._futures, []
@@ -412,7 +412,7 @@ class TaskTarget:
         message = self._dispatcher.message(route.task, route.queue, envelope, task_id=task_id)
         dlt, partition, offset = letter.dlt_topic, letter.dlt_partition, letter.dlt_offset
         self._messages.append(replace(message, topic=dlt, partition=partition, offset=offset))
-        log.info("replaying %s (%r) into %s as task %s", letter, record, route.task, task_id)
+        log.debug("replaying %s (%r) into %s as task %s", letter, record, route.task, task_id)
 
     def flush(self) -> tuple[int, int]:
         messages, self._messages = self._messages, []
