@@ -194,15 +194,19 @@ class Bridge:
 
     def _accept(self, messages: Sequence[Message], outcome: Outcome) -> None:
         refused = {(r.topic, r.partition): r.offset for r in outcome.refused}
+        spans: dict[Partition, tuple[int, int]] = {}
         with self._lock:
             for m in messages:
                 tp = TopicPartition(m.topic, m.partition)
                 if tp in self._assigned and m.offset < refused.get(tp, m.offset + 1):
-                    self.offsets.accept(Partition(m.topic, m.partition), m.offset)
+                    p = Partition(m.topic, m.partition)
+                    self.offsets.accept(p, m.offset)
+                    spans[p] = (spans.get(p, (m.offset, 0))[0], m.offset + 1)
             for r in outcome.refused:
                 tp = TopicPartition(r.topic, r.partition)
                 if tp in self._assigned:
                     self._holds.hold(tp, watch=r.watch, kind=r.full, limit=r.limit)
+        self.hooks.after_accept(spans)
         assert self._consumer is not None
         for r in outcome.refused:
             self._consumer.seek(TopicPartition(r.topic, r.partition), r.offset)

@@ -93,6 +93,11 @@ class BridgeHooks:
     def after_publish_failed(self, records: int, error: BaseException, took_s: float) -> None:
         """A batch of ``records`` was not enqueued: the Celery broker failed."""
 
+    def after_accept(self, offsets: Mapping[Partition, tuple[int, int]]) -> None:
+        """Records of one batch accepted (enqueued, appended, skipped as already enqueued or
+        dead-lettered): per partition, the first accepted offset and the next offset after the
+        last. The first offset accepted on a partition is where its commits start from."""
+
     def after_commit(self, offsets: Mapping[Partition, int], took_s: float) -> None:
         """Offsets (next offsets) committed to Kafka."""
 
@@ -132,6 +137,9 @@ class HookChain(BridgeHooks):
 
     def after_publish_failed(self, records: int, error: BaseException, took_s: float) -> None:
         self._each("after_publish_failed", records, error, took_s)
+
+    def after_accept(self, offsets: Mapping[Partition, tuple[int, int]]) -> None:
+        self._each("after_accept", offsets)
 
     def after_commit(self, offsets: Mapping[Partition, int], took_s: float) -> None:
         self._each("after_commit", offsets, took_s)
