@@ -265,7 +265,8 @@ class Replayer:
             store, dl.task_id
         ):
             self.summary.parked_redriven += 1
-            log.info("parked dead letter of %r redriven (task %s)", dl.record, dl.task_id)
+            done = "would be redriven" if self._request.dry_run else "redriven"
+            log.info("parked dead letter of %r %s (task %s)", dl.record, done, dl.task_id)
 
 
 def _partitions(settings: BridgeSettings, dlt: str) -> int:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
-from bridge.deadletter import DeadLetter, ErrorInfo, to_dict
+from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers, to_dict
 from bridge.failures import Reason
-from bridge.record import Record
+from bridge.record import Headers, Record
 from bridge.schedule import DeadLetterStore
 from tests.conftest import wait_for
 from tests.integration.conftest import (
@@ -23,6 +25,7 @@ from tests.integration.conftest import (
     Ledger,
     Topic,
     committed_offsets,
+    config_toml,
     end_offsets,
     read_all,
     text,
@@ -226,23 +229,59 @@ def test_round_trip_to_task_with_fresh_task_ids_and_nothing_produced(
     assert ledger_redis.get(watermark) == b"3"
 
 
+def dead_letter(
+    group_id: str, topic: Topic, key: bytes, offset: int, headers: Headers
+) -> DeadLetter:
+    """A realistic dead letter of ``topic[0]@offset``, as a worker makes it."""
+    record = Record(topic.name, 0, offset, 1_700_000_000_000, key, b"{}", headers, "json")
+    return DeadLetter(
+        record=record, group_id=group_id, dlt_topic=topic.dlt(group_id),
+        reason=Reason.NON_RETRYABLE, error=ErrorInfo("builtins.ValueError", "bad", "Traceback"),
+        attempts=1, task=FLAKY, task_id=f"{group_id}:{topic.name}:0:{offset}",
+        first_failure_at="2026-11-22T10:00:00.000Z", dead_lettered_at="2026-11-22T10:00:00.000Z",
+    )  # fmt: skip
+
+
 def park(
     client: redis.Redis, bridge: BridgeProcess, topic: Topic, ledger: Ledger, key: bytes
 ) -> str:
-    """Park a realistic dead letter of ``topic`` in Redis, as a worker does when Kafka refuses
-    it for good; return its task id."""
-    offset = 1000 + len(key)
-    record = Record(topic.name, 0, offset, 1_700_000_000_000, key, b"{}",
-                    (("ledger", ledger.prefix.encode()),), "json")  # fmt: skip
-    task_id = f"{bridge.group_id}:{topic.name}:0:{offset}"
-    dl = DeadLetter(
-        record=record, group_id=bridge.group_id, dlt_topic=topic.dlt(bridge.group_id),
-        reason=Reason.NON_RETRYABLE, error=ErrorInfo("builtins.ValueError", "bad", "Traceback"),
-        attempts=1, task=FLAKY, task_id=task_id, first_failure_at="2026-11-22T10:00:00.000Z",
-        dead_lettered_at="2026-11-22T10:00:00.000Z",
-    )  # fmt: skip
+    """Park a dead letter of ``topic`` in Redis, as a worker does when Kafka refuses it for
+    good; return its task id."""
+    headers = (("ledger", ledger.prefix.encode()),)
+    dl = dead_letter(bridge.group_id, topic, key, 1000 + len(key), headers)
     DeadLetterStore(client, bridge.group_id).park(to_dict(dl))
-    return task_id
+    return dl.task_id
+
+
+def test_an_interrupted_run_commits_what_it_wrote_and_a_rerun_writes_the_rest_once(
+    make_topic: MakeTopic, producer: KafkaProducer, admin: KafkaAdminClient, tmp_path: Path
+) -> None:
+    topic = make_topic()
+    group_id = f"g-{uuid.uuid4().hex[:10]}"
+    dlt = topic.dlt(group_id)
+    admin.create_topics({dlt: {"num_partitions": 1, "replication_factor": 1}})
+    count = 5000
+    for n in range(count):
+        dl = dead_letter(group_id, topic, b"k", n, (("n", str(n).encode()),))
+        producer.send(dlt, key=b"k", value=b"{}", headers=dead_letter_headers(dl))
+    producer.flush()
+    config = tmp_path / "replay.toml"
+    config.write_text(config_toml(group_id=group_id, routes=[{"topic": topic.name, "task": FLAKY}]))
+    args = [sys.executable, "-m", "bridge", "replay", "--config", str(config), "--topic",
+            topic.name, "--json", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for(lambda: sum(end_offsets(topic.name).values()) > 0, what="the first replayed records")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    first = json.loads(out)["replayed"]
+    assert 0 < first < count, "the run was not interrupted"
+    assert committed_offsets(admin, f"{group_id}.replay", dlt) == {0: first}
+
+    rest = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(rest.stdout)["replayed"] == count - first
+    written = read_all(topic.name, expected=count)
+    assert sorted(int(dict(r.headers)["n"]) for r in written) == list(range(count))
 
 
 def test_parked_dead_letters_are_redriven_and_removed(
