@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import logging
 import struct
-import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from bridge.backoff import exponential_ms
 from bridge.errors import DeadLetterError, DeadLetterRefusedError
 from bridge.failures import Reason
+from bridge.kafka_send import Outgoing, RetryingSender
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.settings import DeadLetterSettings, KafkaSettings
 
@@ -151,34 +149,11 @@ def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
     return list(rec.headers) + added
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """True for Kafka errors worth another try (leader moves, timeouts, network trouble)."""
-    return isinstance(exc, KafkaError) and bool(exc.retriable)
-
-
 class DeadLetterProducer:
     """An idempotent ``acks=all`` producer that writes dead letters and waits for each write."""
 
     def __init__(self, kafka: KafkaSettings, policy: DeadLetterSettings) -> None:
-        self._kafka = kafka
-        self._policy = policy
-        self._producer: KafkaProducer | None = None
-
-    def _connected(self) -> KafkaProducer:
-        # Created on first write, inside its error handling: Kafka may be down right now.
-        if self._producer is None:
-            timeout_ms = self._policy.delivery_timeout_ms
-            self._producer = KafkaProducer(
-                bootstrap_servers=self._kafka.bootstrap_servers.split(","),
-                client_id=f"{self._kafka.client_id}-dlt",
-                acks="all",
-                enable_idempotence=True,
-                delivery_timeout_ms=timeout_ms,
-                max_block_ms=timeout_ms,  # send() waits for metadata at most this long
-                bootstrap_timeout_ms=timeout_ms,
-                request_timeout_ms=min(self._kafka.request_timeout_ms, timeout_ms),
-            )
-        return self._producer
+        self._sender = RetryingSender(kafka, policy, client_suffix="dlt")
 
     def write(self, dl: DeadLetter) -> tuple[int, int]:
         """Write one dead letter and wait until Kafka has it.
@@ -189,41 +164,16 @@ class DeadLetterProducer:
         :raises DeadLetterRefusedError: Kafka refused it for good (non-retryable error).
         :raises DeadLetterError: retryable errors outlasted the retries.
         """
-        attempt = 0
-        while True:
-            try:
-                return self._send(dl)
-            except KafkaError as exc:
-                attempt += 1
-                message = f"dead letter for {dl.record!r} not written to {dl.dlt_topic}: {exc!r}"
-                if not is_retryable(exc):
-                    raise DeadLetterRefusedError(message) from exc
-                if attempt > self._policy.retries:
-                    raise DeadLetterError(message) from exc
-                delay_ms = exponential_ms(
-                    attempt,
-                    initial_ms=self._policy.retry_backoff_ms,
-                    max_ms=self._policy.retry_backoff_max_ms,
-                )
-                log.warning(
-                    "dead letter write to %s failed (%r), retry %d in %d ms: %r",
-                    dl.dlt_topic,
-                    exc,
-                    attempt,
-                    delay_ms,
-                    dl.record,
-                )
-                time.sleep(delay_ms / 1000)
-
-    def _send(self, dl: DeadLetter) -> tuple[int, int]:
         rec = dl.record
-        future = self._connected().send(
-            dl.dlt_topic, value=rec.raw_value, key=rec.key, headers=dead_letter_headers(dl)
-        )
-        meta: Any = future.get(timeout=self._policy.delivery_timeout_ms / 1000 + 5)
-        return int(meta.partition), int(meta.offset)
+        out = Outgoing(dl.dlt_topic, rec.raw_value, rec.key, dead_letter_headers(dl))
+        try:
+            return self._sender.send(out, what=f"dead letter for {rec!r}")
+        except KafkaError as exc:
+            message = f"dead letter for {rec!r} not written to {dl.dlt_topic}: {exc!r}"
+            if self._sender.is_final(exc):
+                raise DeadLetterRefusedError(message) from exc
+            raise DeadLetterError(message) from exc
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush and close the producer."""
-        if self._producer is not None:
-            self._producer.close(timeout=timeout_s)
+        self._sender.close(timeout_s)
