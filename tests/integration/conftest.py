@@ -288,7 +288,9 @@ def start_bridge(
         kafka: dict[str, Any] | None = None,
         wait_assigned: bool = True,
         sections: dict[str, dict[str, Any]] | None = None,
+        args: list[str] | None = None,
     ) -> BridgeProcess:
+        """``args``: more options of ``run`` (e.g. ``--metrics-port``)."""
         group_id = group_id or f"g-{uuid.uuid4().hex[:10]}"
         config = tmp_path / f"{group_id}.toml"
         routes = [{"queue": worker_queue, **route} for route in routes]
@@ -296,7 +298,7 @@ def start_bridge(
             config_toml(group_id=group_id, routes=routes, kafka=kafka, sections=sections)
         )
         log = tmp_path / f"{group_id}-{len(started)}.log"
-        cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config)]
+        cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config), *(args or [])]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         bridge = BridgeProcess(proc, log, config, group_id)
