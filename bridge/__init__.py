@@ -3,6 +3,7 @@
 Public API::
 
     from bridge import Record, RecordTask, PermanentError
+    from bridge import produce, produce_async, Produced  # write records to Kafka
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from bridge.errors import (
     ConfigError,
     DeadLetterError,
     PermanentError,
+    ProduceError,
+    ProduceRefusedError,
     PublishError,
     UndecodableRecordError,
 )
+from bridge.producer import Produced, produce, produce_async
 from bridge.record import Record
 from bridge.settings import BridgeSettings, load_settings
 from bridge.task import RecordTask
@@ -27,10 +31,15 @@ __all__ = [
     "ConfigError",
     "DeadLetterError",
     "PermanentError",
+    "ProduceError",
+    "ProduceRefusedError",
+    "Produced",
     "PublishError",
     "Record",
     "RecordTask",
     "UndecodableRecordError",
     "__version__",
     "load_settings",
+    "produce",
+    "produce_async",
 ]

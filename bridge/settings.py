@@ -100,13 +100,41 @@ class OrderingSettings(_Section):
     watchdog_interval_ms: int = Field(default=1_000, ge=1)
 
 
-class DeadLetterSettings(_Section):
-    """The dead-letter producer's own retries (defaults after the producer seed)."""
+class SendRetrySettings(_Section):
+    """A producer's own retries on retryable Kafka errors (defaults after the producer seed).
+
+    ``delivery_timeout_ms`` bounds one attempt, connecting and waiting for metadata included.
+    """
 
     retries: int = Field(default=3, ge=0)
     retry_backoff_ms: int = Field(default=100, ge=1)
     retry_backoff_max_ms: int = Field(default=1_000, ge=1)
     delivery_timeout_ms: int = Field(default=10_000, ge=1_000)
+
+
+class DeadLetterSettings(SendRetrySettings):
+    """The dead-letter producer's own retries."""
+
+
+class ProduceSettings(SendRetrySettings):
+    """The retries of ``bridge.produce`` (records that applications write to Kafka)."""
+
+
+class MetricsSettings(_Section):
+    """Prometheus ``/metrics`` endpoints: the bridge's (``port``) and one per Celery worker
+    (``worker_port``, served by the worker's main process for all its pool processes).
+
+    A port of 0 turns the endpoint off (the default). ``addr`` is the address to listen on:
+    every interface by default, so that a Prometheus server elsewhere can scrape it.
+    ``redis_interval_s`` is how often at most a scrape of the bridge reads the group's counts
+    in Redis (delayed retries, dead letters, ordered keys); scrapes in between get the last.
+    """
+
+    port: int = Field(default=0, ge=0, le=65_535)
+    addr: str = Field(default="0.0.0.0", min_length=1)
+    worker_port: int = Field(default=0, ge=0, le=65_535)
+    worker_addr: str = Field(default="0.0.0.0", min_length=1)
+    redis_interval_s: float = Field(default=5.0, gt=0)
 
 
 class RouteSettings(_Section):
@@ -188,8 +216,10 @@ class BridgeSettings(BaseSettings):
     kafka: KafkaSettings
     celery: CelerySettings
     dead_letter: DeadLetterSettings = DeadLetterSettings()
+    produce: ProduceSettings = ProduceSettings()
     retry: RetrySettings = RetrySettings()
     ordering: OrderingSettings = OrderingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     routes: list[RouteSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -8,7 +8,8 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 
 from bridge.logs import format_from_env, use_format
 
-app = Celery("tasks", include=["tasks.shop"])
+# bridge.produce_task: the "bridge.produce" task, so any app can write to Kafka by name.
+app = Celery("tasks", include=["tasks.shop", "bridge.produce_task"])
 app.config_from_object("celeryconfig")
 
 
