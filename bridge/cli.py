@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", parents=[common], help="consume and hand records to Celery")
+    run.add_argument(
+        "--metrics-port", type=_port, metavar="PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics (0: off; default: metrics.port)",
+    )  # fmt: skip
+    run.add_argument(
+        "--metrics-addr", metavar="ADDR",
+        help="the address /metrics listens on (default: metrics.addr, 0.0.0.0: every interface)",
+    )  # fmt: skip
     run.set_defaults(func=_run)
     status = commands.add_parser("status", parents=[common], help="committed offsets and lag")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -162,7 +170,12 @@ class Stopper:
 def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
     from bridge.consumer import Bridge
 
-    bridge = Bridge(settings, hooks=_hooks(settings, args))
+    try:
+        hooks = _hooks(settings, args)
+    except ConfigError as exc:
+        print(f"kafka-celery-bridge: {exc}", file=sys.stderr)
+        return 2
+    bridge = Bridge(settings, hooks=hooks)
     stopper = Stopper(bridge.stop)
     signal.signal(signal.SIGTERM, stopper)
     signal.signal(signal.SIGINT, stopper)
@@ -181,7 +194,21 @@ def _hooks(settings: BridgeSettings, args: argparse.Namespace) -> list[BridgeHoo
         settings.celery.broker_url, socket_connect_timeout=0.5, socket_timeout=0.5
     )
     hooks: list[BridgeHooks] = [MemberReporter(client, settings.kafka.group_id)]
+    port = settings.metrics.port if args.metrics_port is None else args.metrics_port
+    if port:
+        from bridge.metrics import start_bridge_metrics
+
+        addr = args.metrics_addr or settings.metrics.addr
+        hooks.append(start_bridge_metrics(settings, port, addr))
     return hooks
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number (0 to 65535)."""
+    port = int(text) if text.isdigit() else -1
+    if not 0 <= port <= 65_535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)")
+    return port
 
 
 def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
