@@ -32,7 +32,7 @@ from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from bridge import worker
+from bridge import worker, worker_metrics
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import DeadLetterError, DeadLetterRefusedError, RetryNotScheduledError
 from bridge.failures import Reason, is_non_retryable, reason_for
@@ -59,18 +59,20 @@ class RecordTask(Task):  # type: ignore[type-arg]
             return self.run(*args, **kwargs)
         envelope = from_task_arg(args[0])
         gate = self._open_gate(envelope) if envelope.ordered else None
-        try:
-            result = self._run_retrying(decoded(envelope.record), *args[1:], **kwargs)
-        except _CONTROL_FLOW:
-            raise
-        except RetryNotScheduledError as exc:
-            raise Reject(exc, requeue=True) from exc
-        except Exception as exc:
-            exhausted = bool(getattr(self.request, "bridge_exhausted", False)) or isinstance(
-                exc, MaxRetriesExceededError
-            )
-            self._give_up(envelope, gate, exc, reason_for(exc, exhausted=exhausted))
-            raise
+        with worker_metrics.handler_run(self.name) as run:
+            try:
+                result = self._run_retrying(decoded(envelope.record), *args[1:], **kwargs)
+            except _CONTROL_FLOW:
+                raise
+            except RetryNotScheduledError as exc:
+                raise Reject(exc, requeue=True) from exc
+            except Exception as exc:
+                exhausted = bool(getattr(self.request, "bridge_exhausted", False)) or isinstance(
+                    exc, MaxRetriesExceededError
+                )
+                reason = reason_for(exc, exhausted=exhausted)
+                run.gave_up(self._give_up(envelope, gate, exc, reason), str(reason))
+                raise
         if gate is not None:
             _at_key(gate.done)
         return result
@@ -84,14 +86,18 @@ class RecordTask(Task):  # type: ignore[type-arg]
             log.warning("task %s: not the head of its key (a stale copy) or the key is parked: "
                         "dropped", gate.task_id,
                         extra=at(envelope.record, task_id=gate.task_id))  # fmt: skip
+            worker_metrics.stale_copy(self.name)
             raise Ignore()
         self.request.bridge_gate = gate  # type: ignore[attr-defined]
         return gate
 
     def _give_up(
         self, envelope: Envelope, gate: KeyGate | None, exc: Exception, reason: Reason
-    ) -> None:
-        """The record will not succeed: dead-letter it, or park its key (``park`` routes)."""
+    ) -> str:
+        """The record will not succeed: dead-letter it, or park its key (``park`` routes).
+
+        :returns: ``dead-lettered`` or ``parked``.
+        """
         attempts = self.request.retries + 1
         if gate is not None and envelope.on_exhausted == "park":
             why = parked_why(gate.task_id, str(reason), ErrorInfo.of(exc).to_dict(), attempts)
@@ -99,10 +105,10 @@ class RecordTask(Task):  # type: ignore[type-arg]
             log.error("%r: %s after %d attempts, key parked until released, task %s: %s",
                       envelope.record, reason, attempts, gate.task_id, exc,
                       extra=at(envelope.record, task_id=gate.task_id))  # fmt: skip
-            return
-        outcome = self._dead_letter(envelope, exc, reason)
+            return "parked"
+        outcome = self._counted_dead_letter(envelope, exc, reason)
         if gate is None:
-            return
+            return "dead-lettered"
         if outcome == "written":
             _at_key(gate.done)
         elif outcome == "pending":
@@ -111,6 +117,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
             error = ErrorInfo.of(exc).to_dict()
             refused = parked_why(gate.task_id, "dead-letter-refused", error, attempts)
             _at_key(lambda: gate.park(refused))
+        return "dead-lettered"
 
     def _run_retrying(self, record: Record, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -206,16 +213,22 @@ class RecordTask(Task):  # type: ignore[type-arg]
         options: dict[str, Any],
     ) -> Retry:
         try:
-            return super().retry(
+            scheduled = super().retry(
                 args=args, kwargs=kwargs, exc=exc, throw=throw, eta=eta,
                 countdown=countdown, max_retries=max_retries, **options,
             )  # fmt: skip
+        except Retry:
+            if not self.request.called_directly:  # else Celery raised it and sent nothing
+                worker_metrics.retry_scheduled(self.name, "countdown")
+            raise
         except Reject as rejected:
             # Celery drops the record when its retry cannot be published: keep it instead.
             raise Reject(getattr(rejected, "reason", rejected), requeue=True) from exc
         finally:
             # Celery remembers a per-call max_retries on the task object; forget it.
             vars(self).pop("override_max_retries", None)
+        worker_metrics.retry_scheduled(self.name, "countdown")
+        return scheduled
 
     def _retry_from_redis(
         self,
@@ -239,6 +252,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
             schedule_retry(worker.redis_client(), group_id, queue, message, due_ms)
         except Exception as err:
             raise RetryNotScheduledError(f"retry of {request.id} not scheduled: {err!r}") from exc
+        worker_metrics.retry_scheduled(self.name, "redis")
         log.info("task %s: retry %d due in %.3f s, waiting in Redis", request.id,
                  request.retries + 1, delay_s, extra=at(task_id=request.id))  # fmt: skip
         ret = Retry(exc=exc, when=delay_s, sig=signature)  # type: ignore[arg-type]
@@ -247,6 +261,16 @@ class RecordTask(Task):  # type: ignore[type-arg]
         return ret
 
     # -- dead letters --------------------------------------------------------------------
+
+    def _counted_dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> str:
+        try:
+            outcome = self._dead_letter(envelope, exc, reason)
+        except Exception:
+            worker_metrics.dead_letter_written(self.name, str(reason), "failed")
+            raise
+        result = "deferred" if outcome == "pending" else outcome
+        worker_metrics.dead_letter_written(self.name, str(reason), result)
+        return outcome
 
     def _dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> str:
         """Write the record to its DLT: ``written``, ``pending`` (kept in Redis for the bridge)

@@ -7,10 +7,13 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from bridge.logs import format_from_env, use_format
+from bridge.worker_metrics import install as install_worker_metrics
 
 # bridge.produce_task: the "bridge.produce" task, so any app can write to Kafka by name.
 app = Celery("tasks", include=["tasks.shop", "bridge.produce_task"])
 app.config_from_object("celeryconfig")
+# /metrics of the workers, when the configuration sets metrics.worker_port.
+install_worker_metrics(app)
 
 
 @after_setup_logger.connect
