@@ -16,6 +16,7 @@ The module-level functions use one producer per process, configured from ``BRIDG
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -39,13 +40,25 @@ log = logging.getLogger(__name__)
 PER_CALL_OPTIONS = frozenset({"retries", "retry_backoff_ms", "retry_backoff_max_ms"})
 SERIALIZATION_ERROR = "SerializationError"  # the error label of values that cannot be encoded
 
-RECORDS = prometheus_client.Counter("bridge_produce_records", "Records bridge.produce wrote.")
-RETRIES = prometheus_client.Counter(
-    "bridge_produce_retries", "Retries of bridge.produce, by the Kafka error.", ["error"]
-)
-ERRORS = prometheus_client.Counter(
-    "bridge_produce_errors", "Records bridge.produce gave up on, by the final error.", ["error"]
-)
+
+@functools.cache
+def _counters() -> tuple[prometheus_client.Counter, ...]:
+    """The Prometheus counters (records, retries, errors), created on first use rather than at
+    import: in a prefork worker that is in the pool process, after the worker's metrics switched
+    prometheus_client to multiprocess mode, so the worker's /metrics serves them
+    (:mod:`bridge.worker_metrics`)."""
+    return (
+        prometheus_client.Counter("bridge_produce_records", "Records bridge.produce wrote."),
+        prometheus_client.Counter(
+            "bridge_produce_retries", "Retries of bridge.produce, by the Kafka error.", ["error"]
+        ),
+        prometheus_client.Counter(
+            "bridge_produce_errors",
+            "Records bridge.produce gave up on, by the final error.",
+            ["error"],
+        ),
+    )
+
 
 OnSuccess = Callable[["Produced"], object]
 OnError = Callable[[BaseException], object]
@@ -85,17 +98,17 @@ class _Tally:
     def record(self) -> None:
         with self._lock:
             self._records += 1
-        RECORDS.inc()
+        _counters()[0].inc()
 
     def retry(self, error: str) -> None:
         with self._lock:
             self._retries[error] += 1
-        RETRIES.labels(error=error).inc()
+        _counters()[1].labels(error=error).inc()
 
     def error(self, error: str) -> None:
         with self._lock:
             self._errors[error] += 1
-        ERRORS.labels(error=error).inc()
+        _counters()[2].labels(error=error).inc()
 
     def snapshot(self) -> ProduceStats:
         with self._lock:

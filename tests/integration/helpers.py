@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import struct
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_for
 from tests.integration.conftest import (
@@ -25,6 +28,7 @@ from tests.integration.conftest import (
 __all__ = ["committed_offsets", "services"]
 
 StartBridge = Callable[..., BridgeProcess]
+Samples = list[tuple[str, dict[str, str], float]]
 MakeTopic = Callable[..., Topic]
 
 
@@ -118,3 +122,22 @@ def status_json(bridge: BridgeProcess) -> dict[str, Any]:
     )  # fmt: skip
     doc: dict[str, Any] = json.loads(out.stdout)
     return doc
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a /metrics or Flower server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def scrape(port: int) -> Samples:
+    """Every sample of ``http://127.0.0.1:{port}/metrics``: (name, labels, value)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]

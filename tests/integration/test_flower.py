@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -18,14 +17,7 @@ from kafka import KafkaProducer
 
 from tests.conftest import wait_for
 from tests.integration.conftest import REPO, Ledger, config_toml
-from tests.integration.helpers import MakeTopic, StartBridge, send
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.integration.helpers import MakeTopic, StartBridge, free_port, send
 
 AUTH = "tester:secret"
 

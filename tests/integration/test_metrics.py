@@ -9,8 +9,6 @@ dead-letter topic.
 from __future__ import annotations
 
 import contextlib
-import socket
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -20,14 +18,20 @@ from typing import Any, TypeVar
 import pytest
 from kafka import KafkaProducer
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import wait_for
 from tests.integration.conftest import Ledger, Topic, WorkerProcess, read_all, start_worker
-from tests.integration.helpers import MakeTopic, StartBridge, headers_of, send
+from tests.integration.helpers import (
+    MakeTopic,
+    Samples,
+    StartBridge,
+    free_port,
+    headers_of,
+    scrape,
+    send,
+)
 
 T = TypeVar("T")
-Samples = list[tuple[str, dict[str, str], float]]
 FLAKY, LONG = "tests.flaky", "tests.long_retry"
 
 
@@ -256,16 +260,6 @@ def find(samples: Samples, name: str) -> list[tuple[dict[str, str], float]]:
     return [(labels, value) for n, labels, value in samples if n == name]
 
 
-def scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return [
-        (s.name, dict(s.labels), s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    ]
-
-
 def settled(read: Callable[[], T], expected: T, timeout_s: float = 30) -> T:
     """Read until ``expected`` is seen (counters lag the ledger by a moment); return the last
     reading, so that a mismatch shows in the caller's assertion."""
@@ -278,10 +272,3 @@ def settled(read: Callable[[], T], expected: T, timeout_s: float = 30) -> T:
     with contextlib.suppress(AssertionError):
         wait_for(seen, timeout_s=timeout_s, interval_s=0.2, what="metrics to settle")
     return last[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port

@@ -28,8 +28,8 @@ from bridge.payload import headers_to_task_arg, to_task_arg
 from bridge.producer import Produced, Producer
 from bridge.settings import KafkaSettings, ProduceSettings
 from tests.conftest import BOOTSTRAP, wait_for
-from tests.integration.conftest import BROKER_URL, end_offsets, read_all
-from tests.integration.helpers import MakeTopic, headers_of, services
+from tests.integration.conftest import BROKER_URL, end_offsets, read_all, start_worker
+from tests.integration.helpers import MakeTopic, free_port, headers_of, scrape, services
 
 KAFKA = KafkaSettings(bootstrap_servers=BOOTSTRAP, group_id="tests-produce")
 FAST = ProduceSettings(retry_backoff_ms=10, retry_backoff_max_ms=50)
@@ -291,3 +291,33 @@ def task_failure(worker_log: Path, task_id: str) -> list[str]:
         what=f"task {task_id} to fail",
     )
     return [x for x in worker_log.read_text().splitlines() if task_id in x]
+
+
+def test_a_workers_metrics_count_what_its_bridge_produce_tasks_wrote_and_refused(
+    make_topic: MakeTopic, client_app: Celery, tmp_path: Path
+) -> None:
+    port, queue = free_port(), f"produce-metrics-{uuid.uuid4().hex[:8]}"
+    metrics = {"worker_port": port, "worker_addr": "127.0.0.1"}
+    worker = start_worker(tmp_path, queue, concurrency=2, sections={"metrics": metrics})
+    try:
+        topic, missing = make_topic(), f"missing-{uuid.uuid4().hex[:10]}"
+        for value in ("a", "b", "c"):
+            client_app.send_task("bridge.produce", args=[topic.name, value], queue=queue)
+        refused = client_app.send_task("bridge.produce", args=[missing, "v"], queue=queue)
+        read_all(topic.name, expected=3)
+        task_failure(worker.log_path, refused.id)
+
+        def counts() -> tuple[float, float]:
+            samples = scrape(port)
+            written = sum(v for n, _, v in samples if n == "bridge_produce_records_total")
+            errors = sum(
+                v
+                for n, labels, v in samples
+                if n == "bridge_produce_errors_total"
+                and labels.get("error") == "UnknownTopicOrPartitionError"
+            )
+            return written, errors
+
+        wait_for(lambda: counts() == (3, 1), what=f"3 written and 1 refused, got {counts()}")
+    finally:
+        worker.stop()
