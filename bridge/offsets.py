@@ -29,6 +29,7 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._accepted: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
+        self._started: dict[Partition, int] = {}  # first offset accepted in this assignment
 
     def accept(self, tp: Partition, offset: int) -> None:
         """Record ``offset`` of ``tp`` as accepted; its successor becomes committable.
@@ -39,6 +40,7 @@ class OffsetTracker:
         if next_offset <= self._accepted.get(tp, -1):
             raise ValueError(f"{tp.topic}[{tp.partition}]@{offset} accepted out of order")
         self._accepted[tp] = next_offset
+        self._started.setdefault(tp, offset)
 
     def to_commit(self) -> dict[Partition, int]:
         """Next offsets to commit: each partition whose accepted watermark moved past committed."""
@@ -59,11 +61,13 @@ class OffsetTracker:
             tp = Partition(topic, partition)
             self._accepted.pop(tp, None)
             self._committed.pop(tp, None)
+            self._started.pop(tp, None)
 
     def position(self, tp: Partition) -> int | None:
         """The next offset to accept on ``tp`` after what was accepted, if anything was."""
         return self._accepted.get(tp)
 
     def last_committed(self, tp: Partition) -> int | None:
-        """The next offset committed on ``tp`` by this bridge, if it committed anything."""
-        return self._committed.get(tp)
+        """The next offset committed on ``tp``: by this bridge, or else where its consumption
+        started in this assignment (what the group had committed); ``None`` before either."""
+        return self._committed.get(tp, self._started.get(tp))

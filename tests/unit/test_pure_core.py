@@ -134,3 +134,16 @@ def test_reason() -> None:
     assert reason_for(TimeoutError(), exhausted=True) is Reason.EXHAUSTED
     assert reason_for(ValueError(), exhausted=False) is Reason.NON_RETRYABLE
     assert reason_for(wrapped(UndecodableRecordError("x")), exhausted=False) is Reason.UNDECODABLE
+
+
+def test_before_its_first_commit_a_partition_counts_as_committed_where_it_started() -> None:
+    tracker = OffsetTracker()
+    tp = Partition("orders", 0)
+    assert tracker.last_committed(tp) is None
+    tracker.accept(tp, 100)
+    tracker.accept(tp, 101)
+    assert tracker.last_committed(tp) == 100, "what the group had committed"
+    tracker.committed({tp: 102})
+    assert tracker.last_committed(tp) == 102
+    tracker.forget([tp])
+    assert tracker.last_committed(tp) is None
