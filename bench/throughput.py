@@ -35,7 +35,10 @@ from kafka.structs import OffsetAndMetadata
 from bench.harness import KAFKA, REDIS, machine, save
 from bridge.consumer import Bridge
 from bridge.dispatch import publisher_app
+from bridge.hooks import BridgeHooks
 from bridge.settings import BridgeSettings, CelerySettings
+
+HooksFor = Callable[[BridgeSettings], list[BridgeHooks]]
 
 PARTITIONS = 8
 RECORDS = int(os.environ.get("BENCH_RECORDS", "100000"))
@@ -98,7 +101,9 @@ def naive_loop(topic: str, count: int) -> float:
     return done / elapsed
 
 
-def bridge_run(topic: str, count: int, *, ordered: bool = False) -> float:
+def bridge_run(
+    topic: str, count: int, *, ordered: bool = False, hooks: HooksFor = lambda settings: []
+) -> float:
     group = f"bench-bridge-{'ordered-' if ordered else ''}{uuid.uuid4().hex[:6]}"
     queue = group
     route: dict[str, Any] = {"topic": topic, "task": "bench.handle", "queue": queue}
@@ -112,7 +117,7 @@ def bridge_run(topic: str, count: int, *, ordered: bool = False) -> float:
             "routes": [route],
         }
     )
-    bridge = Bridge(settings)
+    bridge = Bridge(settings, hooks=hooks(settings))
     thread = threading.Thread(target=bridge.run, daemon=True)
     admin = KafkaAdminClient(bootstrap_servers=KAFKA)
     start = time.perf_counter()
