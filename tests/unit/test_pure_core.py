@@ -6,6 +6,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from bridge.backoff import exponential_ms
+from bridge.dispatch import DeliveryTags
 from bridge.errors import PermanentError, UndecodableRecordError
 from bridge.failures import Reason, chain, is_non_retryable, reason_for
 from bridge.offsets import OffsetTracker, Partition
@@ -147,3 +148,10 @@ def test_before_its_first_commit_a_partition_counts_as_committed_where_it_starte
     assert tracker.last_committed(tp) == 102
     tracker.forget([tp])
     assert tracker.last_committed(tp) is None
+
+
+def test_delivery_tags_are_unique_within_and_across_dispatchers() -> None:
+    first, second = DeliveryTags(), DeliveryTags()
+    tags = [first.next() for _ in range(10_000)] + [second.next() for _ in range(10_000)]
+    assert len(set(tags)) == len(tags)
+    assert all(isinstance(tag, str) and tag for tag in tags)
