@@ -9,14 +9,13 @@ import logging
 import statistics
 import uuid
 
-import redis
 from kafka import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from bench import throughput
 from bench.harness import KAFKA
 from bridge.hooks import BridgeHooks
-from bridge.members import MemberReporter
+from bridge.members import member_reporter
 from bridge.metrics import BridgeMetrics
 from bridge.settings import BridgeSettings
 
@@ -27,10 +26,7 @@ def no_hooks(settings: BridgeSettings) -> list[BridgeHooks]:
 
 def run_hooks(settings: BridgeSettings) -> list[BridgeHooks]:
     """As ``run`` builds them, metrics in a registry of their own (one per run)."""
-    client = redis.Redis.from_url(
-        settings.celery.broker_url, socket_connect_timeout=0.5, socket_timeout=0.5
-    )
-    return [MemberReporter(client, settings.kafka.group_id), BridgeMetrics(CollectorRegistry())]
+    return [member_reporter(settings), BridgeMetrics(CollectorRegistry())]
 
 
 def main() -> int:

@@ -185,15 +185,9 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
 def _hooks(settings: BridgeSettings, args: argparse.Namespace) -> list[BridgeHooks]:
     """The observers of the bridge loop this run needs."""
-    import redis
+    from bridge.members import member_reporter
 
-    from bridge.members import MemberReporter
-
-    # Its own client with short timeouts: reporting must not hold the loop up.
-    client = redis.Redis.from_url(
-        settings.celery.broker_url, socket_connect_timeout=0.5, socket_timeout=0.5
-    )
-    hooks: list[BridgeHooks] = [MemberReporter(client, settings.kafka.group_id)]
+    hooks: list[BridgeHooks] = [member_reporter(settings)]
     port = settings.metrics.port if args.metrics_port is None else args.metrics_port
     if port:
         from bridge.metrics import start_bridge_metrics

@@ -431,10 +431,9 @@ class Bridge:
             partitions=partitions,
         )
 
-    def _offsets_of(self, tp: TopicPartition) -> tuple[int | None, int | None, int | None]:
-        accepted = self.offsets.position(Partition(*tp))
-        committed = self.offsets.last_committed(Partition(*tp))
-        return (accepted if accepted is not None else committed), accepted, committed
+    def _offsets_of(self, tp: TopicPartition) -> tuple[int | None, int | None]:
+        partition = Partition(*tp)
+        return self.offsets.position(partition), self.offsets.last_committed(partition)
 
     # -- commits ---------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from bridge.offsets import Partition
@@ -34,11 +34,15 @@ class PartitionState:
 
     topic: str
     partition: int
-    position: int | None
     accepted: int | None
     committed: int | None
     highwater: int | None
     paused: str | None = None
+
+    @property
+    def position(self) -> int | None:
+        """The next offset to hand on: after what was accepted, else the committed offset."""
+        return self.committed if self.accepted is None else self.accepted
 
     @property
     def lag(self) -> int | None:
@@ -71,8 +75,13 @@ class LoopState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LoopState:
-        """Inverse of :meth:`to_dict`."""
-        parts = tuple(PartitionState(**p) for p in data.get("partitions", ()))
+        """Inverse of :meth:`to_dict`; fields it does not know (a report from another version
+        of the bridge) are left out."""
+        known = {f.name for f in fields(PartitionState)}
+        parts = tuple(
+            PartitionState(**{k: v for k, v in p.items() if k in known})
+            for p in data.get("partitions", ())
+        )
         return cls(data["member"], data["group_id"], int(data["at_ms"]), bool(data["broker_down"]),
                    parts)  # fmt: skip
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import (
@@ -28,7 +28,7 @@ from kafka.errors import (
 )
 
 from bridge.backoff import exponential_ms
-from bridge.settings import KafkaSettings
+from bridge.settings import KafkaSettings, SendRetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +39,6 @@ RetryHook = Callable[[KafkaError, int, int], None]
 # kafka-python flags BROKER_NOT_AVAILABLE as final, but a broker that comes back cures it.
 _RETRYABLE_UNFLAGGED: tuple[type[KafkaError], ...] = (BrokerNotAvailableError,)
 _RECONNECT_BACKOFF_MAX_MS = 1_000  # kafka-python's 30 s would outlast our retries
-
-
-class RetryPolicy(Protocol):
-    """A sender's retries: ``[dead_letter]`` and ``[produce]`` in the settings."""
-
-    @property
-    def retries(self) -> int: ...
-    @property
-    def retry_backoff_ms(self) -> int: ...
-    @property
-    def retry_backoff_max_ms(self) -> int: ...
-    @property
-    def delivery_timeout_ms(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +65,7 @@ def is_retryable(exc: BaseException, *, missing_topic_is_final: bool = False) ->
     return isinstance(exc, KafkaError) and bool(exc.retriable)
 
 
-def retry_delays_ms(policy: RetryPolicy) -> list[int]:
+def retry_delays_ms(policy: SendRetrySettings) -> list[int]:
     """The delay before each retry the policy allows (ms), in order."""
     return [
         exponential_ms(n, initial_ms=policy.retry_backoff_ms, max_ms=policy.retry_backoff_max_ms)
@@ -98,7 +85,7 @@ class RetryingSender:
     def __init__(
         self,
         kafka: KafkaSettings,
-        policy: RetryPolicy,
+        policy: SendRetrySettings,
         *,
         client_suffix: str,
         check_topics: bool = False,
@@ -115,7 +102,7 @@ class RetryingSender:
         self._known_topics: set[str] = set()
 
     def send(
-        self, out: Outgoing, *, policy: RetryPolicy | None = None, what: str = ""
+        self, out: Outgoing, *, policy: SendRetrySettings | None = None, what: str = ""
     ) -> tuple[int, int]:
         """Write ``out`` and wait until Kafka has it.
 

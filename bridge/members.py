@@ -15,6 +15,7 @@ import redis
 
 from bridge import keys
 from bridge.hooks import BridgeHooks, LoopState
+from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,15 @@ class MemberReporter(BridgeHooks):
             log.debug("state of a stopped bridge not removed: %r", exc)
         finally:
             self._client.close()
+
+
+def member_reporter(settings: BridgeSettings) -> MemberReporter:
+    """The reporter of a bridge run with ``settings``, on a Redis client of its own with short
+    timeouts: reporting must not hold the loop up."""
+    client = redis.Redis.from_url(
+        settings.celery.broker_url, socket_connect_timeout=0.5, socket_timeout=0.5
+    )
+    return MemberReporter(client, settings.kafka.group_id)
 
 
 def read_members(client: redis.Redis, group_id: str) -> list[LoopState]:

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis
@@ -33,8 +32,7 @@ from redis.retry import Retry
 from bridge.errors import ConfigError
 from bridge.hooks import BridgeHooks, LoopState
 from bridge.offsets import Partition
-from bridge.ordering import KeyQueues
-from bridge.schedule import DeadLetterStore, Scheduler
+from bridge.waiting import RedisCounts, read_counts
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -238,19 +236,6 @@ class BridgeMetrics(BridgeHooks):
             self._on_stop()
 
 
-@dataclass(frozen=True, slots=True)
-class RedisCounts:
-    """What waits in Redis for one consumer group (one reading)."""
-
-    delayed_retries: int
-    dead_letters_pending: int
-    dead_letters_parked: int
-    keys_out: int = 0
-    keys_retrying: int = 0
-    keys_parked: int = 0
-    records_waiting: dict[tuple[str, int], int] = field(default_factory=dict)
-
-
 def redis_families(group_id: str, counts: RedisCounts | None) -> list[Metric]:
     """The gauges of one reading (pure); without a reading, the families have no samples."""
     g = [group_id]
@@ -299,9 +284,7 @@ class RedisGauges(Collector):
         self._ordered = ordered
         self._interval_s = interval_s
         self._clock = clock
-        self._scheduler = Scheduler(client, group_id)
-        self._dead_letters = DeadLetterStore(client, group_id)
-        self._keys = KeyQueues(client, group_id)
+        self._client = client
         self._lock = threading.Lock()
         self._read_at: float | None = None
         self._counts: RedisCounts | None = None
@@ -321,16 +304,7 @@ class RedisGauges(Collector):
 
     def _read(self) -> RedisCounts | None:
         try:
-            pending, parked = self._dead_letters.counts()
-            counts = RedisCounts(self._scheduler.waiting(), pending, parked)
-            if not self._ordered:
-                return counts
-            retrying, keys_parked = self._keys.counts()
-            return RedisCounts(
-                counts.delayed_retries, pending, parked,
-                keys_out=self._keys.heads_out(), keys_retrying=retrying, keys_parked=keys_parked,
-                records_waiting=self._keys.waiting_per_partition(),
-            )  # fmt: skip
+            return read_counts(self._client, self._group_id, ordered=self._ordered)
         except redis.RedisError as exc:
             log.warning("metrics: Redis counts of group %s not read: %r", self._group_id, exc)
             return None

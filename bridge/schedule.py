@@ -70,18 +70,16 @@ class Scheduler:
         return int(self._client.zcard(self._key))
 
     def summary(self, now_ms: int) -> RetrySummary:
-        """How many retries wait, when the next and the last are due, how many are overdue.
+        """When the next and the last waiting retry are due, and how many are overdue.
 
         :raises redis.RedisError: Redis is unreachable.
         """
         with self._client.pipeline(transaction=False) as pipe:
-            pipe.zcard(self._key)
             pipe.zrange(self._key, 0, 0, withscores=True)
             pipe.zrange(self._key, -1, -1, withscores=True)
             pipe.zcount(self._key, "-inf", now_ms)
-            waiting, first, last, overdue = pipe.execute()
+            first, last, overdue = pipe.execute()
         return RetrySummary(
-            waiting=int(waiting),
             next_due_ms=int(first[0][1]) if first else None,
             last_due_ms=int(last[0][1]) if last else None,
             overdue=int(overdue),
@@ -90,10 +88,9 @@ class Scheduler:
 
 @dataclass(frozen=True, slots=True)
 class RetrySummary:
-    """Delayed retries waiting in Redis (due times in ms since the epoch). Overdue retries
+    """When delayed retries waiting in Redis are due (ms since the epoch). Overdue retries
     pile up when no bridge of the group runs: the bridge moves them to their queues."""
 
-    waiting: int
     next_due_ms: int | None
     last_due_ms: int | None
     overdue: int

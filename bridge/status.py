@@ -25,6 +25,7 @@ from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, RetrySummary, Scheduler
 from bridge.settings import BridgeSettings
 from bridge.topics import admin_client
+from bridge.waiting import RedisCounts, read_counts
 
 FORMAT = 1
 
@@ -96,42 +97,18 @@ def partition_status(settings: BridgeSettings) -> list[PartitionStatus]:
 
 
 @dataclass(frozen=True, slots=True)
-class Waiting:
-    """What waits in Redis for the group: delayed retries, dead letters not in Kafka, and the
-    records of ordered routes waiting behind their keys' heads."""
-
-    delayed_retries: int
-    dead_letters_pending: int
-    dead_letters_parked: int
-    ordered_records_waiting: dict[str, int] = field(default_factory=dict)
-    ordered_keys_out: int = 0
-    ordered_keys_waiting: list[KeyState] = field(default_factory=list)
-    ordered_keys_parked: list[KeyState] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
 class RedisView:
     """Everything ``status`` reads from Redis, as of ``now_ms``."""
 
     now_ms: int
     members: list[LoopState]
     queue_depths: dict[str, int]
+    counts: RedisCounts
     retries: RetrySummary
     dead_letters_next_attempt_ms: int | None
     dead_letters_parked_sample: list[dict[str, Any]]
-    waiting: Waiting
-
-
-def waiting(settings: BridgeSettings) -> Waiting:
-    """Count what waits in Redis.
-
-    :raises redis.RedisError: Redis is unreachable.
-    """
-    client = _redis(settings)
-    try:
-        return _waiting(client, settings.kafka.group_id, int(time.time() * 1000))
-    finally:
-        client.close()
+    keys_waiting: list[KeyState] = field(default_factory=list)
+    keys_parked: list[KeyState] = field(default_factory=list)
 
 
 def redis_view(settings: BridgeSettings) -> RedisView:
@@ -139,7 +116,9 @@ def redis_view(settings: BridgeSettings) -> RedisView:
 
     :raises redis.RedisError: Redis is unreachable.
     """
-    client = _redis(settings)
+    client = redis.Redis.from_url(
+        settings.celery.broker_url, socket_connect_timeout=5, socket_timeout=5
+    )
     group_id = settings.kafka.group_id
     now_ms = int(time.time() * 1000)
     queues = sorted({route.queue for route in settings.routes})
@@ -148,34 +127,20 @@ def redis_view(settings: BridgeSettings) -> RedisView:
             for queue in queues:
                 pipe.llen(queue)
             depths = dict(zip(queues, (int(n) for n in pipe.execute()), strict=True))
-        store = DeadLetterStore(client, group_id)
+        store, keys = DeadLetterStore(client, group_id), KeyQueues(client, group_id)
         return RedisView(
             now_ms=now_ms,
             members=read_members(client, group_id),
             queue_depths=depths,
+            counts=read_counts(client, group_id),
             retries=Scheduler(client, group_id).summary(now_ms),
             dead_letters_next_attempt_ms=store.next_attempt_ms(),
             dead_letters_parked_sample=store.some_parked(),
-            waiting=_waiting(client, group_id, now_ms),
+            keys_waiting=keys.waiting_keys(now_ms),
+            keys_parked=keys.parked_keys(now_ms),
         )
     finally:
         client.close()
-
-
-def _waiting(client: redis.Redis, group_id: str, now_ms: int) -> Waiting:
-    pending, parked = DeadLetterStore(client, group_id).counts()
-    queues = KeyQueues(client, group_id)
-    return Waiting(
-        delayed_retries=Scheduler(client, group_id).waiting(),
-        dead_letters_pending=pending,
-        dead_letters_parked=parked,
-        ordered_records_waiting={
-            f"{topic}[{p}]": n for (topic, p), n in queues.waiting_per_partition().items()
-        },
-        ordered_keys_out=queues.heads_out(),
-        ordered_keys_waiting=queues.waiting_keys(now_ms),
-        ordered_keys_parked=queues.parked_keys(now_ms),
-    )
 
 
 def status_doc(
@@ -195,9 +160,9 @@ def status_doc(
         "at": iso_ms(now_ms),
         "bridges": [_bridge(m) for m in (held.members if held is not None else ())],
         "routes": [_route(r, kafka, held, owners) for r in routes],
-        "retries": None if held is None else _retries(held.retries, now_ms),
+        "retries": None if held is None else _retries(held, now_ms),
         "dead_letters": None if held is None else _dead_letters(held),
-        "ordered": None if held is None else _ordered(held.waiting, now_ms),
+        "ordered": None if held is None else _ordered(held, now_ms),
         "errors": list(errors),
     }
     return doc
@@ -246,10 +211,11 @@ def _bridge(member: LoopState) -> dict[str, Any]:
     }
 
 
-def _retries(summary: RetrySummary, now_ms: int) -> dict[str, Any]:
+def _retries(held: RedisView, now_ms: int) -> dict[str, Any]:
+    summary = held.retries
     next_ms = summary.next_due_ms
     return {
-        "waiting": summary.waiting,
+        "waiting": held.counts.delayed_retries,
         "next_due_at": None if next_ms is None else iso_ms(next_ms),
         "next_due_in_s": None if next_ms is None else round((next_ms - now_ms) / 1000, 3),
         "last_due_at": None if summary.last_due_ms is None else iso_ms(summary.last_due_ms),
@@ -260,9 +226,9 @@ def _retries(summary: RetrySummary, now_ms: int) -> dict[str, Any]:
 def _dead_letters(held: RedisView) -> dict[str, Any]:
     next_ms = held.dead_letters_next_attempt_ms
     return {
-        "pending": held.waiting.dead_letters_pending,
+        "pending": held.counts.dead_letters_pending,
         "pending_next_attempt_at": None if next_ms is None else iso_ms(next_ms),
-        "parked": held.waiting.dead_letters_parked,
+        "parked": held.counts.dead_letters_parked,
         "parked_sample": [_parked_dead_letter(d) for d in held.dead_letters_parked_sample],
     }
 
@@ -277,12 +243,13 @@ def _parked_dead_letter(data: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _ordered(held: Waiting, now_ms: int) -> dict[str, Any]:
+def _ordered(held: RedisView, now_ms: int) -> dict[str, Any]:
+    waiting = held.counts.records_waiting
     return {
-        "records_waiting": held.ordered_records_waiting,
-        "keys_out": held.ordered_keys_out,
-        "keys_waiting": [k.to_dict() for k in held.ordered_keys_waiting],
-        "keys_parked": [_parked_key(k, now_ms) for k in held.ordered_keys_parked],
+        "records_waiting": {f"{topic}[{p}]": n for (topic, p), n in sorted(waiting.items())},
+        "keys_out": held.counts.keys_out,
+        "keys_waiting": [k.to_dict() for k in held.keys_waiting],
+        "keys_parked": [_parked_key(k, now_ms) for k in held.keys_parked],
     }
 
 
@@ -306,12 +273,6 @@ def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPar
         for topic in topics
         for p in sorted(consumer.partitions_for_topic(topic) or ())
     ]
-
-
-def _redis(settings: BridgeSettings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.celery.broker_url, socket_connect_timeout=5, socket_timeout=5
-    )
 
 
 def _offset(meta: Any) -> int | None:

@@ -48,7 +48,7 @@ def test_pause_reasons_name_the_cause_of_each_paused_partition() -> None:
 
 
 def test_partition_state_lag_and_uncommitted() -> None:
-    state = PartitionState("t", 0, position=40, accepted=40, committed=30, highwater=100)
+    state = PartitionState("t", 0, accepted=40, committed=30, highwater=100)
     assert (state.lag, state.uncommitted) == (60, 10)
-    unknown = PartitionState("t", 0, position=None, accepted=None, committed=None, highwater=None)
+    unknown = PartitionState("t", 0, accepted=None, committed=None, highwater=None)
     assert (unknown.lag, unknown.uncommitted) == (None, 0)

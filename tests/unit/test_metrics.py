@@ -24,12 +24,12 @@ from bridge.metrics import (
     BridgeMetrics,
     CommittedRecords,
     MetricsServer,
-    RedisCounts,
     RedisGauges,
     redis_families,
 )
 from bridge.offsets import Partition
 from bridge.settings import load_settings
+from bridge.waiting import RedisCounts
 from bridge.worker_metrics import WorkerMetrics, fresh_multiproc_dir, outcome_of
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "kafka-celery-bridge.json"
@@ -67,8 +67,8 @@ def test_per_partition_gauges_drop_partitions_no_longer_assigned() -> None:
     metrics = BridgeMetrics(registry)
     metrics.after_state(
         state(
-            PartitionState("a", 0, 5, 5, 3, 9, paused="backpressure"),
-            PartitionState("a", 1, 2, 2, 2, 2),
+            PartitionState("a", 0, 5, 3, 9, paused="backpressure"),
+            PartitionState("a", 1, 2, 2, 2),
         )
     )
     assert sample(registry, "bridge_consumer_lag_records", topic="a", partition="0") == 4
@@ -77,7 +77,7 @@ def test_per_partition_gauges_drop_partitions_no_longer_assigned() -> None:
     assert sample(registry, "bridge_partition_paused", **paused) == 1
     assert sample(registry, "bridge_assigned_partitions") == 2
 
-    metrics.after_state(state(PartitionState("a", 1, 2, 2, 2, 4, paused="key-full")))
+    metrics.after_state(state(PartitionState("a", 1, 2, 2, 4, paused="key-full")))
     assert sample(registry, "bridge_consumer_lag_records", topic="a", partition="0") is None
     assert sample(registry, "bridge_uncommitted_records", topic="a", partition="0") is None
     assert sample(registry, "bridge_partition_paused", **paused) is None

@@ -11,8 +11,9 @@ from bridge.hooks import LoopState, PartitionState
 from bridge.ordering import KeyState
 from bridge.routing import Route
 from bridge.schedule import RetrySummary
-from bridge.status import KafkaView, PartitionStatus, RedisView, Waiting, status_doc
+from bridge.status import KafkaView, PartitionStatus, RedisView, status_doc
 from bridge.status_view import render
+from bridge.waiting import RedisCounts
 
 NOW_MS = 1_790_000_000_000
 ROUTES = [
@@ -37,25 +38,18 @@ def held() -> RedisView:
         NOW_MS - 500,
         False,
         (
-            PartitionState("orders", 0, 12, 12, 10, 15, "backpressure"),
-            PartitionState("pay", 0, 7, 7, 7, 7),
+            PartitionState("orders", 0, 12, 10, 15, "backpressure"),
+            PartitionState("pay", 0, 7, 7, 7),
         ),
     )
     parked = KeyState("pay", b"k1", None, 3, "g:pay:0:4", 9.5, None, {"reason": "exhausted",
                       "parked_at_ms": NOW_MS - 2000})  # fmt: skip
-    waiting = Waiting(
-        delayed_retries=4,
-        dead_letters_pending=1,
-        dead_letters_parked=1,
-        ordered_records_waiting={"pay[0]": 3},
-        ordered_keys_out=1,
-        ordered_keys_parked=[parked],
-    )
     return RedisView(
         now_ms=NOW_MS,
         members=[member],
         queue_depths={"celery": 5, "pq": 0},
-        retries=RetrySummary(4, NOW_MS + 1500, NOW_MS + 60_000, 0),
+        counts=RedisCounts(4, 1, 1, keys_out=1, keys_parked=1, records_waiting={("pay", 0): 3}),
+        retries=RetrySummary(NOW_MS + 1500, NOW_MS + 60_000, 0),
         dead_letters_next_attempt_ms=NOW_MS + 1000,
         dead_letters_parked_sample=[
             {
@@ -66,7 +60,7 @@ def held() -> RedisView:
                 "dead_lettered_at": "2026-01-01T00:00:00Z",
             }
         ],
-        waiting=waiting,
+        keys_parked=[parked],
     )
 
 
