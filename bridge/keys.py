@@ -91,3 +91,10 @@ def member(group_id: str, member: str) -> str:
 def members_pattern(group_id: str) -> str:
     """A ``SCAN`` pattern matching every :func:`member` key of ``group_id``."""
     return f"{group_prefix(group_id)}members:*"
+
+
+def replay_namespace(group_id: str, replay_group: str) -> str:
+    """The group id under which ``replay --to task`` of ``replay_group`` keeps its enqueue
+    watermarks: ``bridge:{group_id}:replay:{replay_group}:published:{dlt}:{partition}``, inside
+    the group's own namespace."""
+    return f"{group_id}:replay:{replay_group}"

@@ -9,7 +9,8 @@ A stopped run (SIGINT/SIGTERM) finishes and commits the batch in hand; a rerun g
 there.
 
 ``--to task`` enqueues each DLT record through the dispatcher's exactly-once script, with the
-DLT partition's offset as its watermark (``bridge:{replay group}:published:{dlt}:{partition}``),
+DLT partition's offset as its watermark
+(``bridge:{group_id}:replay:{replay group}:published:{dlt}:{partition}``),
 so a record enqueued just before a crash, and not yet committed, is not enqueued again.
 ``--to source`` is at-least-once across such a crash (the record is written twice; each copy
 is a new record with its own task id).
@@ -392,9 +393,9 @@ class TaskTarget:
 
     def __init__(self, settings: BridgeSettings, replay_group: str) -> None:
         self._group_id = settings.kafka.group_id
-        self._replay_group = replay_group
         # Its watermarks are the replay group's, per DLT partition (never a source topic's).
-        self._dispatcher = Dispatcher(settings.celery, replay_group)
+        self._namespace = keys.replay_namespace(self._group_id, replay_group)
+        self._dispatcher = Dispatcher(settings.celery, self._namespace)
         self._messages: list[Message] = []
 
     def add(self, letter: Letter, decision: Decision, route: Route | None) -> None:
@@ -427,7 +428,7 @@ class TaskTarget:
         return store.unpark(task_id, (message.queue, message.payload))
 
     def forget(self, tps: list[TopicPartition]) -> None:
-        names = [keys.published_watermark(self._replay_group, tp.topic, tp.partition) for tp in tps]
+        names = [keys.published_watermark(self._namespace, tp.topic, tp.partition) for tp in tps]
         if names:
             self._dispatcher.client.delete(*names)
 

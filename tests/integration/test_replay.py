@@ -225,7 +225,10 @@ def test_round_trip_to_task_with_fresh_task_ids_and_nothing_produced(
     assert sum(end_offsets(topic.name).values()) == 3  # nothing produced to the source
     assert sorted(original_offset(d) for d in dead) == [m.offset for m in sent]
     assert replay(bridge, "--topic", topic.name, "--to", "task")["replayed"] == 0
-    watermark = f"bridge:{bridge.group_id}.replay:published:{topic.dlt(bridge.group_id)}:0"
+    replay_group = f"{bridge.group_id}.replay"
+    watermark = (
+        f"bridge:{bridge.group_id}:replay:{replay_group}:published:{topic.dlt(bridge.group_id)}:0"
+    )
     assert ledger_redis.get(watermark) == b"3"
 
 
