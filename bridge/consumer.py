@@ -58,7 +58,7 @@ from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
 from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
 from bridge.ordering import KeyQueues, parked_why
-from bridge.record import Envelope, Record, decode_value, task_id
+from bridge.record import Record, decode_value, task_id
 from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, Every, Scheduler
 from bridge.settings import BridgeSettings
@@ -216,24 +216,20 @@ class Bridge:
 
     def _message(self, tp: TopicPartition, msg: Any) -> Message:
         route = self.router.route_for(tp.topic)
-        record = _to_record(msg, route)
         try:
-            decode_value(record.raw_value, route.value_format)
+            decode_value(msg.value, route.value_format)
         except UndecodableRecordError as exc:
+            record = _to_record(msg, route)
             self._dead_letter_undecodable(route, record, exc)
             return Message(record.topic, record.partition, record.offset, None, None)
         if not route.ordered:
-            envelope = Envelope(record, self.group_id, route.dlt_topic, None, route.retry_policy)
-            return self._dispatcher.message(route.task, route.queue, envelope)
-        envelope = Envelope(
-            record, self.group_id, route.dlt_topic, None, route.retry_policy, route.on_exhausted
-        )
+            return self._dispatcher.consumed(route, msg)
         ordered = Ordered(
-            self._fifo_of(record),
+            self._key_queues.fifo(msg.topic, msg.key, msg.partition),
             route.max_waiting_per_key,
             route.max_waiting_per_partition,
         )
-        return self._dispatcher.message(route.task, route.queue, envelope, ordered)
+        return self._dispatcher.consumed(route, msg, ordered)
 
     def _head_deadline_ms(self) -> int:
         return int(time.time() * 1000) + self.settings.stall_timeout_ms

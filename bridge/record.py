@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -56,7 +57,12 @@ class Record:
         return found[-1] if found else None
 
     def __repr__(self) -> str:
-        return f"Record({self.topic}[{self.partition}]@{self.offset} key={self.key!r})"
+        return record_repr(self.topic, self.partition, self.offset, self.key)
+
+
+def record_repr(topic: str, partition: int, offset: int, key: bytes | None) -> str:
+    """How a record shows in logs and as its task's ``argsrepr``."""
+    return f"Record({topic}[{partition}]@{offset} key={key!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +142,65 @@ def to_task_arg(envelope: Envelope) -> dict[str, Any]:
     if envelope.on_exhausted:
         arg["ordered"] = envelope.on_exhausted
     return arg
+
+
+class ArgWriter:
+    """The task argument of one route's records as JSON text, written by string formatting.
+
+    The bridge's hot path: it gives the object :func:`to_task_arg` gives (for an envelope with
+    no ``first_failure_at``), without building a :class:`Record`, an :class:`Envelope` and a
+    dict per record and encoding them (a third of the loop's time in a profile).
+    """
+
+    def __init__(
+        self,
+        *,
+        group_id: str,
+        dlt_topic: str,
+        value_format: ValueFormat,
+        retry_policy: dict[str, float | bool] | None = None,
+        on_exhausted: str | None = None,
+    ) -> None:
+        fixed: dict[str, Any] = {
+            "v": ENVELOPE_VERSION,
+            "group_id": group_id,
+            "dlt_topic": dlt_topic,
+            "value_format": value_format,
+        }
+        if retry_policy:
+            fixed["retry"] = retry_policy
+        if on_exhausted:
+            fixed["ordered"] = on_exhausted
+        self._head = json.dumps(fixed, separators=(",", ":"))[:-1]  # open for the record's part
+        self._topics: dict[str, str] = {}
+
+    def json(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None,
+    ) -> str:
+        """One record's task argument (a ``None`` header value is sent as empty bytes)."""
+        topic_json = self._topics.get(topic)
+        if topic_json is None:
+            topic_json = self._topics[topic] = json.dumps(topic)
+        return (
+            f'{self._head},"topic":{topic_json},"partition":{partition:d},"offset":{offset:d},'
+            f'"timestamp_ms":{timestamp_ms:d},"key":{_b64_json(key)},"value":{_b64_json(value)},'
+            f'"headers":{_headers_json(headers) if headers else "[]"}}}'
+        )
+
+
+def _b64_json(data: bytes | None) -> str:
+    return "null" if data is None else f'"{binascii.b2a_base64(data, newline=False).decode()}"'
+
+
+def _headers_json(headers: Sequence[tuple[str, bytes | None]]) -> str:
+    return json.dumps([[name, _b64(value or b"")] for name, value in headers])
 
 
 def from_task_arg(arg: dict[str, Any]) -> Envelope:

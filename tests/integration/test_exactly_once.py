@@ -10,12 +10,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
 from bridge.dispatch import Dispatcher, publisher_app
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
+from bridge.routing import Route
 from bridge.settings import CelerySettings
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, BridgeProcess, Ledger, Topic, end_offsets
@@ -37,12 +40,20 @@ def envelope(offset: int, group_id: str) -> Envelope:
     return Envelope(record, group_id, "orders.g.dlt")
 
 
-def test_messages_are_the_ones_celery_send_task_builds(ledger_redis: redis.Redis) -> None:
+@pytest.mark.parametrize("built_by", ["envelope", "consumed record"])
+def test_messages_are_the_ones_celery_send_task_builds(
+    ledger_redis: redis.Redis, built_by: str
+) -> None:
     queue, group_id = f"q-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     settings = CelerySettings(broker_url=BROKER_URL)
     env = envelope(5, group_id)
     dispatcher = Dispatcher(settings, group_id)
-    dispatcher.publish([dispatcher.message("shop.x", queue, env)])
+    if built_by == "envelope":
+        message = dispatcher.message("shop.x", queue, env)
+    else:  # the poll loop's way, from what kafka-python hands it
+        route = Route("orders", "shop.x", queue, False, "json", env.dlt_topic)
+        message = dispatcher.consumed(route, consumed(env.record))
+    dispatcher.publish([message])
     ours = json.loads(ledger_redis.rpop(queue))  # type: ignore[arg-type]
     publisher_app(settings).send_task(
         "shop.x", args=[to_task_arg(env)], kwargs={}, task_id=env.task_id(), queue=queue,
@@ -51,7 +62,9 @@ def test_messages_are_the_ones_celery_send_task_builds(ledger_redis: redis.Redis
     theirs = json.loads(ledger_redis.rpop(queue))  # type: ignore[arg-type]
     dispatcher.close()
 
-    assert base64.b64decode(ours["body"]) == base64.b64decode(theirs["body"])
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(
+        base64.b64decode(theirs["body"])
+    )
     for field in ("content-type", "content-encoding"):
         assert ours[field] == theirs[field]
     # origin names the bridge; ignore_result is False for us and None for send_task, which
@@ -62,6 +75,14 @@ def test_messages_are_the_ones_celery_send_task_builds(ledger_redis: redis.Redis
     assert ours["headers"]["origin"] == f"kafka-celery-bridge@{group_id}"
     for prop in ("correlation_id", "delivery_mode", "priority", "body_encoding", "delivery_info"):
         assert ours["properties"][prop] == theirs["properties"][prop]
+
+
+def consumed(record: Record) -> ConsumerRecord:
+    """``record`` as kafka-python's consumer hands it over."""
+    return ConsumerRecord(
+        record.topic, record.partition, -1, record.offset, record.timestamp_ms, 0, record.key,
+        record.raw_value, list(record.headers), None, -1, -1, -1,
+    )  # fmt: skip
 
 
 def test_a_record_at_or_below_the_watermark_is_not_enqueued_again(

@@ -4,7 +4,15 @@ from datetime import UTC, datetime
 import pytest
 
 from bridge.errors import UndecodableRecordError
-from bridge.record import Envelope, Record, decode_value, decoded, from_task_arg, to_task_arg
+from bridge.record import (
+    ArgWriter,
+    Envelope,
+    Record,
+    decode_value,
+    decoded,
+    from_task_arg,
+    to_task_arg,
+)
 
 BINARY = bytes(range(256))
 
@@ -92,3 +100,37 @@ def test_record_accessors() -> None:
     assert record.header("trace") == b""
     assert record.header("missing") is None
     assert repr(record) == "Record(orders[3]@41 key=b'user-1')"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        sample(),
+        sample(key=None, raw_value=None, headers=()),
+        sample(topic='odd "topic" \\ é', raw_value=BINARY, value_format="bytes"),
+        sample(headers=(('naïve "name"', b"\xff"), ("empty", b""))),
+    ],
+    ids=["plain", "tombstone", "odd-topic", "odd-headers"],
+)
+@pytest.mark.parametrize(
+    ("retry_policy", "on_exhausted"),
+    [(None, None), ({"max_retries": 3, "retry_jitter": False}, "park")],
+    ids=["defaults", "policy"],
+)
+def test_arg_writer_gives_what_to_task_arg_gives(
+    record: Record, retry_policy: dict[str, float | bool] | None, on_exhausted: str | None
+) -> None:
+    envelope = Envelope(record, 'g "1"', "orders.g.dlt", None, retry_policy, on_exhausted)
+    writer = ArgWriter(group_id='g "1"', dlt_topic="orders.g.dlt",
+                       value_format=record.value_format, retry_policy=retry_policy,
+                       on_exhausted=on_exhausted)  # fmt: skip
+    text = writer.json(record.topic, record.partition, record.offset, record.timestamp_ms,
+                       record.key, record.raw_value, record.headers)  # fmt: skip
+    assert json.loads(text) == to_task_arg(envelope)
+    assert from_task_arg(json.loads(text)) == envelope
+
+
+def test_arg_writer_sends_a_null_header_value_as_empty_bytes() -> None:
+    writer = ArgWriter(group_id="g", dlt_topic="d", value_format="json")
+    text = writer.json("t", 0, 1, 2, b"k", b"{}", [("h", None)])
+    assert from_task_arg(json.loads(text)).record.headers == (("h", b""),)
