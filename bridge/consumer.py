@@ -23,6 +23,7 @@ them a second time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -58,7 +59,15 @@ from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
 from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
 from bridge.ordering import KeyQueues, parked_why
-from bridge.record import Record, decode_value, task_id
+from bridge.pipeline import (
+    Batch,
+    InFlight,
+    Publisher,
+    Undecodable,
+    partitions_of,
+    rewind_points,
+)
+from bridge.record import Record, check_value, task_id
 from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, Every, Scheduler
 from bridge.settings import BridgeSettings
@@ -93,6 +102,9 @@ class Bridge:
         self._lock = threading.Lock()  # offsets and _assigned: loop thread vs. IO thread
         self._assigned: set[TopicPartition] = set()
         self._dispatcher = Dispatcher(settings.celery, settings.kafka.group_id)
+        self._publisher = Publisher(self._dispatcher.publish)
+        self._in_flight: InFlight | None = None
+        self._commit_future: Any = None  # kafka-python's future of the commit in flight
         self._backpressure = Backpressure(_limits(self.router.routes))
         self._holds = PartitionHolds()
         self._key_queues = KeyQueues(self._dispatcher.client, self.group_id)
@@ -137,7 +149,7 @@ class Bridge:
                 )
                 self._observe_poll(batch)
                 self._handle_batch(batch)
-                self._commit()
+                self._commit_async()
                 self._report_state()
         finally:
             self._shutdown()
@@ -171,26 +183,60 @@ class Bridge:
 
     # -- the batch -------------------------------------------------------------------------
 
-    def _handle_batch(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+    def _handle_batch(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        """Build this poll's messages, settle the batch in flight, then enqueue this one."""
         with self._lock:
-            batch = {tp: records for tp, records in batch.items() if tp in self._assigned}
-        if not batch:
-            return
-        started = time.perf_counter()
+            batch = Batch({tp: r for tp, r in polled.items() if r and tp in self._assigned})
         try:
-            messages = [self._message(tp, msg) for tp, records in batch.items() for msg in records]
-            outcome = self._dispatcher.publish(messages, self._head_deadline_ms())
-        except PublishError as exc:
-            self._rewind(batch)
-            self._broker_failed(exc)
-            records = sum(len(r) for r in batch.values())
-            self.hooks.after_publish_failed(records, exc, time.perf_counter() - started)
+            for tp, records in batch.records.items():
+                batch.messages += [self._message(tp, msg, batch) for msg in records]
+        except PublishError as exc:  # no message template: Redis is down
+            self._settle(batch)
+            if batch.records:
+                self._publish_failed(batch, None, exc, 0.0)
             return
-        self.hooks.after_publish(outcome, time.perf_counter() - started)
+        self._settle(batch)
+        if batch.records:
+            self._submit(batch)
+
+    def _settle(self, following: Batch | None) -> None:
+        """Wait for the batch in flight and accept it; if it failed, rewind both it and
+        ``following`` (polled after it), and drop ``following``."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        done = flight.result()
+        if done.outcome is None:
+            assert done.error is not None
+            self._publish_failed(flight.batch, following, done.error, done.seconds)
+            return
+        outcome = done.outcome
+        self.hooks.after_publish(outcome, done.seconds)
         self._broker_recovered()
         if outcome.skipped:
             log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
-        self._accept(messages, outcome)
+        self._accept(flight.batch.messages, outcome)
+        if following is not None:
+            following.drop(partitions_of(outcome.refused))
+
+    def _submit(self, batch: Batch) -> None:
+        try:
+            for u in batch.undecodable:
+                route = self.router.route_for(u.tp.topic)
+                self._dead_letter_undecodable(route, u.record, u.error)
+        except PublishError as exc:
+            self._publish_failed(batch, None, exc, 0.0)
+            return
+        self._in_flight = self._publisher.submit(batch, self._head_deadline_ms())
+
+    def _publish_failed(
+        self, failed: Batch, following: Batch | None, exc: PublishError, seconds: float
+    ) -> None:
+        self._rewind(rewind_points(failed, following))
+        if following is not None:
+            following.clear()
+        self._broker_failed(exc)
+        self.hooks.after_publish_failed(failed.size, exc, seconds)
 
     def _accept(self, messages: Sequence[Message], outcome: Outcome) -> None:
         refused = {(r.topic, r.partition): r.offset for r in outcome.refused}
@@ -214,14 +260,13 @@ class Bridge:
             log.warning("%s[%d]@%d: its %s has %d records waiting: partition paused",
                         r.topic, r.partition, r.offset, r.full, r.limit, extra=where)  # fmt: skip
 
-    def _message(self, tp: TopicPartition, msg: Any) -> Message:
+    def _message(self, tp: TopicPartition, msg: Any, batch: Batch) -> Message:
         route = self.router.route_for(tp.topic)
         try:
-            decode_value(msg.value, route.value_format)
-        except UndecodableRecordError as exc:
-            record = _to_record(msg, route)
-            self._dead_letter_undecodable(route, record, exc)
-            return Message(record.topic, record.partition, record.offset, None, None)
+            check_value(msg.value, route.value_format)
+        except UndecodableRecordError as exc:  # dead-lettered when its batch is enqueued
+            batch.undecodable.append(Undecodable(tp, _to_record(msg, route), exc))
+            return Message(msg.topic, msg.partition, msg.offset, None, None)
         if not route.ordered:
             return self._dispatcher.consumed(route, msg)
         ordered = Ordered(
@@ -256,10 +301,13 @@ class Bridge:
                     extra=at(record, task_id=dl.task_id))  # fmt: skip
         self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
 
-    def _rewind(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+    def _rewind(self, points: Mapping[TopicPartition, int]) -> None:
         assert self._consumer is not None
-        for tp, records in batch.items():
-            self._consumer.seek(tp, records[0].offset)
+        with self._lock:
+            assigned = set(self._assigned)
+        for tp, offset in points.items():
+            if tp in assigned:  # a revoked partition's new owner starts from its commit
+                self._consumer.seek(tp, offset)
 
     # -- pauses: broker outages and backpressure --------------------------------------------
 
@@ -313,6 +361,9 @@ class Bridge:
         except PublishError as exc:
             self._broker_failed(exc)
             return
+        if self._in_flight is not None:  # may not be in Redis yet: count it as if it were
+            for queue, count in self._in_flight.batch.queued().items():
+                depths[queue] = depths.get(queue, 0) + count
         held, released = self._backpressure.update(depths)
         for topic in held:
             log.warning("backpressure: %s paused, its queue holds %s", topic, depths)
@@ -433,26 +484,57 @@ class Bridge:
 
     # -- commits ---------------------------------------------------------------------------
 
-    def _commit(self, timeout_ms: int | None = None) -> None:
+    def _commit_async(self) -> None:
+        """Commit what was accepted without waiting for Kafka; one commit at a time (the next
+        takes whatever was accepted meanwhile). Its callback runs on this thread, in poll."""
         assert self._consumer is not None
-        with self._lock:
-            pending = {
-                tp: offset
-                for tp, offset in self.offsets.to_commit().items()
-                if TopicPartition(*tp) in self._assigned
-            }
+        if self._commit_future is not None and not self._commit_future.is_done:
+            return
+        pending = self._pending_commits()
+        if pending:
+            done = functools.partial(self._committed, pending, time.perf_counter())
+            self._commit_future = self._consumer.commit_async(
+                _commit_request(pending), callback=done
+            )
+
+    def _committed(
+        self, pending: Mapping[Partition, int], started: float, _offsets: Any, response: Any
+    ) -> None:
+        if isinstance(response, Exception):
+            self._commit_failed(response)
+        else:
+            self._commit_succeeded(pending, time.perf_counter() - started)
+
+    def _commit(self, timeout_ms: int | None = None) -> None:
+        """Commit what was accepted and wait for Kafka's answer (on stopping)."""
+        assert self._consumer is not None
+        pending = self._pending_commits()
         if not pending:
             return
         started = time.perf_counter()
         try:
             self._consumer.commit(_commit_request(pending), timeout_ms=timeout_ms)
         except KafkaError as exc:
-            if not self._commit_failing:
-                log.error("commit to Kafka failed, retrying after each poll: %r", exc)
-            self._commit_failing = True
-            self.hooks.after_commit_failed(exc)
+            self._commit_failed(exc)
             return
-        self.hooks.after_commit(pending, time.perf_counter() - started)
+        self._commit_succeeded(pending, time.perf_counter() - started)
+
+    def _pending_commits(self) -> dict[Partition, int]:
+        with self._lock:
+            return {
+                tp: offset
+                for tp, offset in self.offsets.to_commit().items()
+                if TopicPartition(*tp) in self._assigned
+            }
+
+    def _commit_failed(self, exc: Exception) -> None:
+        if not self._commit_failing:
+            log.error("commit to Kafka failed, retrying after each poll: %r", exc)
+        self._commit_failing = True
+        self.hooks.after_commit_failed(exc)
+
+    def _commit_succeeded(self, pending: Mapping[Partition, int], seconds: float) -> None:
+        self.hooks.after_commit(pending, seconds)
         if self._commit_failing:
             log.warning("commits to Kafka succeed again")
         self._commit_failing = False
@@ -501,9 +583,11 @@ class Bridge:
         for thread in self._threads:
             thread.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
+            self._settle(None)  # the batch in flight: accept it, so that it is committed
             self._commit(timeout_ms=timeout_ms)
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._consumer = None
+        self._publisher.close()
         if self._dead_letters is not None:
             self._dead_letters.close(timeout_s=timeout_ms / 1000)
         self._dispatcher.close()

@@ -22,7 +22,7 @@ Parked dead letters (in Redis) are redriven one by one and removed once redriven
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
@@ -413,7 +413,7 @@ class TaskTarget:
         task_id = replay_task_id(self._group_id, origin, decision.replays)
         message = self._dispatcher.message(route.task, route.queue, envelope, task_id=task_id)
         dlt, partition, offset = letter.dlt_topic, letter.dlt_partition, letter.dlt_offset
-        self._messages.append(replace(message, topic=dlt, partition=partition, offset=offset))
+        self._messages.append(message._replace(topic=dlt, partition=partition, offset=offset))
         log.debug("replaying %s (%r) into %s as task %s", letter, record, route.task, task_id)
 
     def flush(self) -> tuple[int, int]:

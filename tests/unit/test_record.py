@@ -8,6 +8,7 @@ from bridge.record import (
     ArgWriter,
     Envelope,
     Record,
+    check_value,
     decode_value,
     decoded,
     from_task_arg,
@@ -134,3 +135,25 @@ def test_arg_writer_sends_a_null_header_value_as_empty_bytes() -> None:
     writer = ArgWriter(group_id="g", dlt_topic="d", value_format="json")
     text = writer.json("t", 0, 1, 2, b"k", b"{}", [("h", None)])
     assert from_task_arg(json.loads(text)).record.headers == (("h", b""),)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"a": 1}', b"NaN", b'"\\ud800"', b"123456789012345678901234567890", b" [] "],
+    ids=["object", "nan", "lone-surrogate", "big-int", "spaces"],
+)
+def test_check_value_accepts_what_json_loads_accepts(raw: bytes) -> None:
+    check_value(raw, "json")
+    decode_value(raw, "json")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"{", b"\xff", b"[" * 100_000 + b"]" * 100_000, b"\xef\xbb\xbf{}"],
+    ids=["truncated", "not-utf8", "nested-too-deep", "bom"],
+)
+def test_check_value_refuses_what_json_loads_refuses(raw: bytes) -> None:
+    with pytest.raises(UndecodableRecordError):
+        check_value(raw, "json")
+    with pytest.raises(UndecodableRecordError):
+        decode_value(raw, "json")
