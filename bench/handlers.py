@@ -1,6 +1,7 @@
 """The benchmarks' Celery tasks.
 
 - ``bench.delayed`` (bench/retries.py): retry once after the countdown in the record's header;
+- ``bench.pending`` (bench/memory.py): ask for a retry in an hour, nothing else;
 - ``bench.isolated`` (bench/isolation.py): simulated work, then a success noted in Redis, or a
   failure that is retried (the route's fixed interval and retry limit decide).
 """
@@ -32,6 +33,12 @@ def delayed(self: RecordTask, record: Record) -> None:
         raise self.retry(countdown=countdown)
     due = float(_redis().hget(f"{prefix}:due", str(self.request.id)) or 0)
     _redis().rpush(f"{prefix}:late", time.time() - due)
+
+
+@app.task(base=RecordTask, bind=True, name="bench.pending", max_retries=1)
+def pending(self: RecordTask, record: Record) -> None:
+    """Ask for a retry due in an hour: the cheapest first attempt that leaves a pending retry."""
+    raise self.retry(countdown=3600)
 
 
 @app.task(base=RecordTask, name="bench.isolated", autoretry_for=(TimeoutError,))
