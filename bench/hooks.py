@@ -13,7 +13,7 @@ from kafka import KafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from bench import throughput
-from bench.harness import KAFKA
+from bench.harness import KAFKA, create_topic, produce_orders
 from bridge.hooks import BridgeHooks
 from bridge.members import member_reporter
 from bridge.metrics import BridgeMetrics
@@ -33,7 +33,8 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("kafka").setLevel(logging.ERROR)
     topic = f"bench-hooks-{uuid.uuid4().hex[:8]}"
-    throughput.produce(topic, throughput.RECORDS)
+    create_topic(topic, throughput.PARTITIONS)
+    produce_orders(topic, throughput.RECORDS)
     runs: dict[str, list[float]] = {"A": [], "B": []}
     for kind in "ABBAAB":
         hooks = run_hooks if kind == "B" else no_hooks
