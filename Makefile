@@ -43,13 +43,10 @@ test: install services lint
 demo: install services
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
 
-# Throughput (raw consume, naive loop, bridge unordered and ordered), then isolation (one
-# failing key on an ordered route against none), then delayed retries: lateness and the
-# worker memory of pending retries, against plain Celery countdowns (bench/).
+# The performance suite (bench/): throughput, scaling, isolation, retry lateness, memory; one
+# report in bench/results/latest.json and latest.md (BENCH_PARTS=throughput,memory: only those).
 bench: install services
-	$(BIN)/python -m bench.throughput
-	$(BIN)/python -m bench.isolation
-	$(BIN)/python -m bench.retries
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

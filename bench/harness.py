@@ -153,14 +153,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(stem: str, report: dict[str, Any], table: str) -> None:
-    """Write ``bench/results/{stem}.json`` and the table to ``{stem}.md``; print the table."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(table)
-    print(table)
-
-
 def produce_orders(topic: str, count: int, keys: int = 997) -> float:
     """Produce ``count`` ~200-byte JSON orders (keys ``c-0`` … ``c-{keys-1}``) to ``topic``, as
     fast as kafka-python goes (~45 000 records/s here); return the seconds it took."""

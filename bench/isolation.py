@@ -11,10 +11,8 @@ through a bridge and a real worker (2 processes) on an ordered route; every reco
 
 For both, the rate of the *other* keys: their successes per second from their first success to
 their last (and, as a check, from when the records were produced, after a warm-up). Target:
-B / A >= 0.9. The runs alternate (A B B A… over ``BENCH_ISOLATION_ROUNDS``, default 3
-rounds), each with a topic, group, queue, worker and bridge of its own. Results go to
-``bench/results/isolation.json`` and ``isolation.md``. With ``BENCH_PARTS`` set, this runs
-only if it names ``isolation``.
+B / A >= 0.9. The runs alternate (A B B A… over ``BENCH_ISOLATION_ROUNDS``, default 2
+rounds), each with a topic, group, queue, worker and bridge of its own.
 """
 
 from __future__ import annotations
@@ -28,17 +26,18 @@ from typing import Any
 from kafka import KafkaProducer
 
 from bench import harness
-from bench.harness import KAFKA, machine, save, wait
+from bench.harness import KAFKA, wait
+from bench.report import Row, Target, ratio
 
 KEYS = int(os.environ.get("BENCH_ISOLATION_KEYS", "100"))
 PER_KEY = int(os.environ.get("BENCH_ISOLATION_PER_KEY", "30"))
 WORK_MS = float(os.environ.get("BENCH_ISOLATION_WORK_MS", "5"))
-ROUNDS = int(os.environ.get("BENCH_ISOLATION_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ISOLATION_ROUNDS", "2"))
 RETRY_INTERVAL_S = 0.05
 TARGET = 0.9  # B / A, the other keys' records/s
 FAILING = "k-000"
 WARM_UP = 20  # records, on keys of their own, before the measured ones
-PARTS = os.environ.get("BENCH_PARTS", "isolation").split(",")
+PART = "isolation"
 
 
 def produce(run: harness.Run, keys: list[str], per_key: int, failing: str | None) -> None:
@@ -93,55 +92,30 @@ def _text(data: bytes | str) -> str:
     return data.decode() if isinstance(data, bytes) else data
 
 
-def main() -> int:
-    if "isolation" not in PARTS:
-        return 0
-    print(f"isolation: {KEYS} keys x {PER_KEY} records, {ROUNDS} rounds of A and B…", flush=True)
+def run() -> tuple[list[Row], dict[str, Any]]:
+    """Runs A and B alternated (A B B A…), and the rows: each side's rate and B / A."""
     runs: list[dict[str, Any]] = []
     for i in range(ROUNDS):
         for failing in (False, True) if i % 2 == 0 else (True, False):
             runs.append({"name": f"{'B' if failing else 'A'}{i + 1}", **isolation_run(failing)})
-            print(f"  {runs[-1]}", flush=True)
     a = statistics.mean(r["others_per_s"] for r in runs if not r["failing_key"])
     b = statistics.mean(r["others_per_s"] for r in runs if r["failing_key"])
-    report = {
-        "keys": KEYS, "records_per_key": PER_KEY, "work_ms": WORK_MS, "worker_processes": 2,
-        "retry_interval_s": RETRY_INTERVAL_S, "failing_key": FAILING, "runs": runs,
-        "a_others_per_s": round(a, 1), "b_others_per_s": round(b, 1),
-        "b_vs_a": round(b / a, 3), "target": TARGET, "target_met": b / a >= TARGET,
-        "machine": machine(), "command": "make bench",
-    }  # fmt: skip
-    save("isolation", report, markdown(report))
-    return 0
-
-
-def markdown(report: dict[str, Any]) -> str:
-    others = report["keys"] - 1
-    lines = [
-        f"Ordered route, {report['keys']} keys x {report['records_per_key']} records, "
-        f"{report['work_ms']} ms of work each, a worker with {report['worker_processes']} "
-        f"processes. B: every attempt of key {report['failing_key']} fails, retried every "
-        f"{report['retry_interval_s']} s. Rate of the other {others} keys, first to last success:",
-        "",
-        f"| run | other keys' records | records/s | from produce | {report['failing_key']} "
-        "failed attempts |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for r in report["runs"]:
-        what = "one key failing" if r["failing_key"] else "clean"
-        lines.append(
-            f"| {r['name']} {what} | {r['others_handled']} | {r['others_per_s']} "
-            f"| {r['others_per_s_from_produce']} | {r['failed_attempts']} |"
-        )
-    met = "met" if report["target_met"] else "NOT met"
-    lines += [
-        "",
-        f"B / A = {report['b_others_per_s']} / {report['a_others_per_s']} = "
-        f"**{report['b_vs_a']}** (target >= {report['target']}: {met})",
-        "",
-    ]
-    return "\n".join(lines)
+    detail = {"keys": KEYS, "records_per_key": PER_KEY, "work_ms": WORK_MS,
+              "worker_processes": 2, "retry_interval_s": RETRY_INTERVAL_S,
+              "failing_key": FAILING, "runs": runs}  # fmt: skip
+    others, rate = f"the other {KEYS - 1} keys", "records/s"
+    rows = [
+        Row(PART, f"clean run (A): {others}", round(a, 1), rate,
+            note=f"{KEYS} keys x {PER_KEY} records, mean of {ROUNDS}"),
+        Row(PART, f"one key always failing (B): {others}", round(b, 1), rate,
+            note=f"mean of {ROUNDS}"),
+        Row(PART, "B / A", ratio(b, a), "", Target(">=", TARGET)),
+    ]  # fmt: skip
+    return rows, detail
 
 
 if __name__ == "__main__":
+    from bench.__main__ import main
+
+    os.environ.setdefault("BENCH_PARTS", PART)
     raise SystemExit(main())
