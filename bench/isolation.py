@@ -11,7 +11,7 @@ through a bridge and a real worker (2 processes) on an ordered route; every reco
 
 For both, the rate of the *other* keys: their successes per second from their first success to
 their last (and, as a check, from when the records were produced, after a warm-up). Target:
-B / A >= 0.9. The runs alternate (A B B A… over ``BENCH_ISOLATION_ROUNDS``, default 2
+B / A >= 0.9. The runs alternate (A B B A A B… over ``BENCH_ISOLATION_ROUNDS``, default 3
 rounds), each with a topic, group, queue, worker and bridge of its own.
 """
 
@@ -32,7 +32,7 @@ from bench.report import Row, Target, ratio
 KEYS = int(os.environ.get("BENCH_ISOLATION_KEYS", "100"))
 PER_KEY = int(os.environ.get("BENCH_ISOLATION_PER_KEY", "30"))
 WORK_MS = float(os.environ.get("BENCH_ISOLATION_WORK_MS", "5"))
-ROUNDS = int(os.environ.get("BENCH_ISOLATION_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("BENCH_ISOLATION_ROUNDS", "3"))
 RETRY_INTERVAL_S = 0.05
 TARGET = 0.9  # B / A, the other keys' records/s
 FAILING = "k-000"
