@@ -99,7 +99,7 @@ class Clock(BridgeHooks):
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.first_poll = 0.0
+        self.first_poll = self.end = 0.0
         self.done = threading.Event()
         self._committed: dict[Partition, int] = {}
 

@@ -206,11 +206,11 @@ class Bridge:
         if flight is None:
             return
         done = flight.result()
-        if done.outcome is None:
-            assert done.error is not None
+        if done.error is not None:
             self._publish_failed(flight.batch, following, done.error, done.seconds)
             return
         outcome = done.outcome
+        assert outcome is not None
         self.hooks.after_publish(outcome, done.seconds)
         self._broker_recovered()
         if outcome.skipped:

@@ -31,6 +31,7 @@ from kombu.serialization import dumps
 from bridge import keys, ordering
 from bridge.errors import ConfigError, PublishError
 from bridge.record import ArgWriter, Envelope, record_repr, to_task_arg
+from bridge.record import task_id as record_task_id
 from bridge.routing import Route
 from bridge.settings import CelerySettings
 
@@ -308,16 +309,10 @@ class Dispatcher:
         """
         template = self._template_for(task, queue)
         rec = envelope.record
-        task_id = task_id or envelope.task_id()
-        payload = template.fill(
-            task_id=task_id,
-            argsrepr=repr(rec),
-            arg_json=json.dumps(to_task_arg(envelope)),
-            delivery_tag=self._tags.next(),
-        )
-        if ordered is not None:
-            payload = ordering.element(task_id, int(time.time() * 1000), template.key, payload)
-        return Message(rec.topic, rec.partition, rec.offset, template.key, payload, ordered)
+        return self._filled(
+            template, (rec.topic, rec.partition, rec.offset), task_id or envelope.task_id(),
+            repr(rec), json.dumps(to_task_arg(envelope)), ordered,
+        )  # fmt: skip
 
     def consumed(self, route: Route, record: Any, ordered: Ordered | None = None) -> Message:
         """The task message of a record as kafka-python consumed it (``topic``, ``partition``,
@@ -327,6 +322,33 @@ class Dispatcher:
         :raises PublishError: see :meth:`message`.
         """
         template = self._template_for(route.task, route.queue)
+        topic, partition, offset = record.topic, record.partition, record.offset
+        arg_json = self._writer_for(route).json(
+            topic, partition, offset, record.timestamp, record.key, record.value, record.headers
+        )
+        return self._filled(
+            template, (topic, partition, offset),
+            record_task_id(self._group_id, topic, partition, offset),
+            record_repr(topic, partition, offset, record.key), arg_json, ordered,
+        )  # fmt: skip
+
+    def _filled(
+        self,
+        template: _Template,
+        where: tuple[str, int, int],
+        task_id: str,
+        argsrepr: str,
+        arg_json: str,
+        ordered: Ordered | None,
+    ) -> Message:
+        payload = template.fill(
+            task_id=task_id, argsrepr=argsrepr, arg_json=arg_json, delivery_tag=self._tags.next()
+        )
+        if ordered is not None:
+            payload = ordering.element(task_id, int(time.time() * 1000), template.key, payload)
+        return Message(*where, template.key, payload, ordered)
+
+    def _writer_for(self, route: Route) -> ArgWriter:
         writer = self._writers.get(route.topic)
         if writer is None:
             writer = self._writers[route.topic] = ArgWriter(
@@ -336,18 +358,7 @@ class Dispatcher:
                 retry_policy=route.retry_policy,
                 on_exhausted=route.on_exhausted if route.ordered else None,
             )
-        topic, partition, offset = record.topic, record.partition, record.offset
-        task_id = f"{self._group_id}:{topic}:{partition}:{offset}"
-        payload = template.fill(
-            task_id=task_id,
-            argsrepr=record_repr(topic, partition, offset, record.key),
-            arg_json=writer.json(topic, partition, offset, record.timestamp, record.key,
-                                 record.value, record.headers),
-            delivery_tag=self._tags.next(),
-        )  # fmt: skip
-        if ordered is not None:
-            payload = ordering.element(task_id, int(time.time() * 1000), template.key, payload)
-        return Message(topic, partition, offset, template.key, payload, ordered)
+        return writer
 
     def _template_for(self, task: str, queue: str) -> _Template:
         template = self._templates.get((task, queue))
