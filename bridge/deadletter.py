@@ -137,8 +137,8 @@ def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
     if dl.error.cause_fqcn is not None:
         added.append(("kafka_dlt-exception-cause-fqcn", dl.error.cause_fqcn.encode()))
     added += [
-        ("kafka_dlt-exception-message", dl.error.message.encode()),
-        ("kafka_dlt-exception-stacktrace", dl.error.stacktrace.encode()),
+        ("kafka_dlt-exception-message", _utf8(dl.error.message)),
+        ("kafka_dlt-exception-stacktrace", _utf8(dl.error.stacktrace)),
         ("bridge-reason", str(dl.reason).encode()),
         ("bridge-attempts", str(dl.attempts).encode()),
         ("bridge-task", dl.task.encode()),
@@ -147,6 +147,12 @@ def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
         ("bridge-dead-lettered-at", dl.dead_lettered_at.encode()),
     ]
     return list(rec.headers) + added
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a lone surrogate (an exception message may hold one, e.g. from bytes
+    decoded with ``surrogateescape``) is written as its ``\\udcxx`` escape, not an error."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 class DeadLetterProducer:

@@ -54,8 +54,9 @@ class WorkerMetrics:
         r = registry
         self.outcomes = Counter("bridge_worker_task_outcomes", "Handler tasks by how they ended: "
                                 "success, retry, dead-lettered or parked (reason: exhausted, "
-                                "non-retryable, undecodable), requeued, ignored, failed, or stale "
-                                "(an ordered copy dropped without running).",
+                                "non-retryable, undecodable), requeued, ignored, failed, stale "
+                                "(an ordered copy dropped without running), or rejected "
+                                "(reason: not-an-envelope, a foreign task message).",
                                 ["task", "outcome", "reason"], registry=r)  # fmt: skip
         self.duration = Histogram("bridge_worker_handler_duration_seconds", "Time from a "
                                   "handler's start to its outcome, dead-lettering included "
@@ -126,6 +127,12 @@ def stale_copy(task: str) -> None:
     """An ordered record's task was dropped without running (not its key's head)."""
     if _metrics is not None:
         _metrics.outcomes.labels(task, "stale", "").inc()
+
+
+def foreign_message(task: str) -> None:
+    """A task message whose argument is not a bridge record envelope was rejected."""
+    if _metrics is not None:
+        _metrics.outcomes.labels(task, "rejected", "not-an-envelope").inc()
 
 
 def retry_scheduled(task: str, via: str) -> None:

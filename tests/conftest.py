@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from hypothesis import HealthCheck, settings
+
 T = TypeVar("T")
 
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
@@ -26,3 +28,19 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(interval_s)  # polling interval of a deadline wait, not a wait for a result
+
+
+# Property-based tests: reproducible by default (derandomized, no example database in the
+# repo, a bounded number of examples, no per-example deadline on 2 shared cores);
+# HYPOTHESIS_PROFILE=explore searches randomly and longer.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    database=None,
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("explore", max_examples=2000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
