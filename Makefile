@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services down status lint unit integration test demo bench clean
+.PHONY: install services down status lint unit integration test demo bench chaos clean
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ demo: install services
 # report in bench/results/latest.json and latest.md (BENCH_PARTS=throughput,memory: only those).
 bench: install services
 	$(BIN)/python -m bench
+
+# The chaos suite, full profile (every fault 3 times; `make test` runs the reduced profile).
+# It starts a Kafka and a Redis of its own (ports 19092, 19093, 16379) and stops them after;
+# results in bench/results/chaos.json and chaos.md. CHAOS_SEED=n repeats a run.
+chaos: install
+	CHAOS_PROFILE=full $(BIN)/pytest -m chaos tests/chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,392 @@
+"""The system under chaos: topics, bridges, a worker and the ledger on the suite's own services,
+and the faults injected into it.
+
+A :class:`System` runs one bridge (``python -m bridge run``) in the group ``chaos`` and one
+Celery worker (``tests.chaos.handlers``, 2 prefork processes); each worker started gets the
+next generation number, so the ledger tells which executions a killed worker ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from bench.harness import to_toml
+from tests.chaos.handlers import EXECUTIONS, GEN_ENV, LEDGER_URL_ENV, inflight_key
+from tests.chaos.services import REPO, Services
+from tests.chaos.verdict import Execution, Source
+from tests.chaos.workload import ORDERED_TOPIC, UNORDERED_TOPIC
+from tests.conftest import wait_for
+
+GROUP = "chaos"
+QUEUE = "chaos"
+PARTITIONS = 4
+
+
+@dataclass
+class Process:
+    """A process of the system under test, in a session of its own, its output in ``log``."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    # Set once the suite stops or kills it, or has seen it exit by itself.
+    done: bool = False
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL the process and its children at once, as a crashed machine would."""
+        self.done = True
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM, then SIGKILL after ``timeout_s``; the exit status."""
+        self.done = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.wait()
+
+
+def spawn(cmd: list[str], log: Path, env: dict[str, str]) -> Process:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Process(proc, log)
+
+
+def wait_logged(process: Process, line: str, what: str, timeout_s: float = 120) -> None:
+    """Wait until ``process`` logs ``line`` after now (it must keep running).
+
+    :raises AssertionError: it exits first, or the deadline passes.
+    """
+    start = len(process.text())
+    try:
+        wait_for(
+            lambda: process.proc.poll() is not None or line in process.text()[start:],
+            timeout_s=timeout_s,
+            interval_s=0.2,
+            what=what,
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; log {process.log}:\n{process.text()[-3000:]}") from None
+    assert process.proc.poll() is None, f"{what}: exited; log {process.log}"
+
+
+@dataclass
+class System:
+    """The bridge(s), the worker and the ledger of one chaos run, under ``folder``."""
+
+    services: Services
+    folder: Path
+    bridges: list[Process] = field(default_factory=list)
+    workers: list[Process] = field(default_factory=list)
+    killed_gens: list[int] = field(default_factory=list)
+    crashes: list[dict[str, Any]] = field(default_factory=list)
+    # Held by each fault that kills or starts processes, and by the supervisor.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "bridge.toml"
+
+    def ledger(self) -> redis.Redis:
+        return redis.Redis.from_url(self.services.redis_url(1))
+
+    def write_config(self) -> None:
+        self.config.write_text(to_toml(self._sections(), self._routes()))
+
+    def _sections(self) -> dict[str, dict[str, Any]]:
+        return {
+            "kafka": {
+                "bootstrap_servers": self.services.bootstrap,
+                "group_id": GROUP,
+                "poll_timeout_ms": 50,
+                "max_poll_records": 50,
+                # A killed bridge's partitions move after 6 s, not the default 45 s.
+                "session_timeout_ms": 6000,
+                "max_poll_interval_ms": 60000,
+            },
+            "celery": {
+                "broker_url": self.services.redis_url(0),
+                "publish_retry_backoff_ms": 10,
+                "publish_retry_backoff_max_ms": 500,
+                # A killed worker's unacknowledged messages come back after 45 s. A task may
+                # not run longer: its message would be delivered again (a dead-letter write
+                # against a frozen broker takes up to ~2 x (5 + 5) s with the settings below).
+                "visibility_timeout_s": 45,
+            },
+            # kombu sweeps unacknowledged messages every second, not every ~100 s.
+            "celery.transport_options": {
+                "unacked_restore_interval": 1,
+                "unacked_restore_throttle": 1,
+            },
+            "dead_letter": {
+                "retry_backoff_ms": 10,
+                "retry_backoff_max_ms": 500,
+                "retries": 1,
+                "delivery_timeout_ms": 5000,
+            },
+            "retry": {"scheduler_interval_ms": 20, "redis_schedule_min_delay_ms": 500},
+            "ordering": {"stall_timeout_s": 100, "watchdog_interval_ms": 500},
+        }
+
+    @staticmethod
+    def _routes() -> list[dict[str, Any]]:
+        unordered = {"topic": UNORDERED_TOPIC, "task": "chaos.unordered", "queue": QUEUE}
+        ordered = {"topic": ORDERED_TOPIC, "task": "chaos.ordered", "queue": QUEUE,
+                   "ordered": True, "retry_interval_s": 0.01, "max_retries": 3}  # fmt: skip
+        return [unordered, ordered]
+
+    def create_topics(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.services.bootstrap)
+        try:
+            topics = {t: {"num_partitions": PARTITIONS, "replication_factor": 1}
+                      for t in (UNORDERED_TOPIC, ORDERED_TOPIC)}  # fmt: skip
+            admin.create_topics(topics, wait_for_metadata=True)
+        finally:
+            admin.close()
+
+    def start_bridge(self) -> Process:
+        """A bridge in the group, once it is assigned its partitions."""
+        log = self.folder / f"bridge-{len(self.bridges)}.log"
+        cmd = [sys.executable, "-m", "bridge", "run", "--config", str(self.config)]
+        bridge = spawn(cmd, log, dict(os.environ))
+        self.bridges.append(bridge)
+        wait_logged(bridge, "partitions assigned", f"bridge {log.name} to be assigned partitions")
+        return bridge
+
+    def start_worker(self) -> Process:
+        """The next worker generation, once it is ready."""
+        gen = len(self.workers)
+        env = {**os.environ, "BRIDGE_CONFIG": str(self.config), GEN_ENV: str(gen),
+               LEDGER_URL_ENV: self.services.redis_url(1)}  # fmt: skip
+        cmd = [sys.executable, "-m", "celery", "-A", "tests.chaos.handlers", "worker",
+               "-Q", QUEUE, "-c", "2", "-P", "prefork", "-l", "INFO", "-n", f"chaos{gen}@%h",
+               "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+        worker = spawn(cmd, self.folder / f"worker-{gen}.log", env)
+        self.workers.append(worker)
+        wait_logged(worker, "ready.", f"worker generation {gen} to be ready")
+        return worker
+
+    @property
+    def bridge(self) -> Process:
+        return next(b for b in self.bridges if b.proc.poll() is None)
+
+    def supervise(self) -> None:
+        """Restart what exited by itself, as systemd's ``Restart=always`` would, and record it
+        in ``crashes``. A worker that exited leaves its messages unacknowledged, as a killed one
+        does: its generation counts as killed."""
+        with self.lock:
+            for process in (*self.bridges, *self.workers):
+                if process.done or process.proc.poll() is None:
+                    continue
+                process.done = True
+                self.crashes.append(crash_report(process))
+                if process in self.workers:
+                    self.killed_gens.append(self.workers.index(process))
+                    self.start_worker()
+                elif not any(b.proc.poll() is None for b in self.bridges):
+                    self.start_bridge()
+
+    def stop_all(self) -> None:
+        for process in (*self.bridges, *self.workers):
+            process.done = True
+            if process.proc.poll() is None:
+                process.stop()
+
+    def executions(self) -> list[Execution]:
+        """The handlers' ledger, in the order it was written."""
+        return [parse_execution(line) for line in self.ledger().lrange(EXECUTIONS, 0, -1)]
+
+    def lost_acks(self) -> int:
+        """How often a worker logged that it could not acknowledge a message."""
+        return sum(w.text().count("Couldn't ack") for w in self.workers)
+
+    def pending(self) -> dict[str, int]:
+        """What still waits in the broker's Redis: the queue, unacknowledged messages, heads
+        of ordered keys out, delayed retries."""
+        client = redis.Redis.from_url(self.services.redis_url(0))
+        return {
+            "queue": int(client.llen(QUEUE)),
+            "unacked": int(client.hlen("unacked")),
+            "ordered_heads_out": int(client.zcard(f"bridge:{GROUP}:ordered:heads")),
+        }
+
+    # ------------------------------------------------------------------ faults
+
+    def kill_bridge(self) -> dict[str, Any]:
+        with self.lock:
+            self.supervise()
+            victim = self.bridge
+            victim.kill()
+            self.start_bridge()
+        return {"pid": victim.proc.pid}
+
+    def kill_worker(self) -> dict[str, Any]:
+        """SIGKILL the worker while a task runs (within 30 s), start the next generation."""
+        with self.lock:
+            self.supervise()
+            gen = len(self.workers) - 1
+            ledger = self.ledger()
+            running = wait_for(
+                lambda: ledger.scard(inflight_key(gen)),
+                timeout_s=30,
+                interval_s=0.005,
+                what=f"a task running in worker generation {gen}",
+            )
+            self.workers[gen].kill()
+            self.killed_gens.append(gen)
+            self.start_worker()
+        return {"gen": gen, "tasks_running": int(running)}
+
+    def rebalance(self, stay_s: float) -> dict[str, Any]:
+        """A second bridge joins the group, stays ``stay_s`` seconds, leaves it."""
+        with self.lock:
+            second = self.start_bridge()
+        subprocess.run(["sleep", str(stay_s)], check=True)  # how long it shares the partitions
+        with self.lock:
+            status = second.stop()
+        assert status == 0, f"the second bridge exited {status}; log {second.log}"
+        return {"stayed_s": stay_s}
+
+
+def crash_report(process: Process) -> dict[str, Any]:
+    """A process that exited by itself: which, its status, its last error line."""
+    errors = [line for line in process.text().splitlines() if "Error" in line]
+    return {
+        "process": process.log.stem,
+        "exit_status": process.proc.returncode,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "last_error": errors[-1][:300] if errors else "",
+    }
+
+
+class Supervisor(threading.Thread):
+    """Calls :meth:`System.supervise` twice a second until :meth:`stop`."""
+
+    def __init__(self, system: System) -> None:
+        super().__init__(name="chaos-supervisor", daemon=True)
+        self.system = system
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(0.5):
+            self.system.supervise()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=180)
+
+
+def parse_execution(line: bytes | str) -> Execution:
+    entry = json.loads(line)
+    return Execution(
+        entry["coords"], entry["event"], int(entry["attempt"]), int(entry["gen"]), entry["at"]
+    )
+
+
+# ---------------------------------------------------------------------- reading Kafka
+
+
+def read_topics(bootstrap: str, topics: Iterable[str], timeout_s: float = 120) -> list[Any]:
+    """Every record of ``topics`` (those that exist), from the beginning to their end now."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        existing = consumer.topics()
+        parts = [TopicPartition(t, p) for t in topics if t in existing
+                 for p in consumer.partitions_for_topic(t) or ()]  # fmt: skip
+        if not parts:
+            return []
+        consumer.assign(parts)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(parts)
+        records: list[Any] = []
+
+        def at_end() -> bool:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend(batch)
+            return all(consumer.position(tp) >= ends[tp] for tp in parts)
+
+        wait_for(at_end, timeout_s=timeout_s, interval_s=0, what=f"reading {sorted(topics)}")
+        return records
+    finally:
+        consumer.close()
+
+
+def sources(records: Iterable[Any]) -> list[Source]:
+    return [
+        Source(
+            coords=f"{r.topic}:{r.partition}:{r.offset}",
+            id=dict(r.headers)["id"].decode(),
+            key=r.key.decode(),
+            ordered=r.topic == ORDERED_TOPIC,
+        )
+        for r in records
+    ]
+
+
+def dead_letter_coords(records: Iterable[Any]) -> list[str]:
+    """The original coordinates of each dead letter, from its Spring Kafka headers."""
+    coords = []
+    for record in records:
+        headers = dict(record.headers)
+        topic = headers["kafka_dlt-original-topic"].decode()
+        (partition,) = struct.unpack(">i", headers["kafka_dlt-original-partition"])
+        (offset,) = struct.unpack(">q", headers["kafka_dlt-original-offset"])
+        coords.append(f"{topic}:{partition}:{offset}")
+    return coords
+
+
+def dlt_topics() -> list[str]:
+    return [f"{t}.{GROUP}.dlt" for t in (UNORDERED_TOPIC, ORDERED_TOPIC)]
+
+
+# ---------------------------------------------------------------------- the fault log
+
+
+@dataclass
+class FaultLog:
+    """When each fault was injected, how long it took, and what it found."""
+
+    started: float = field(default_factory=time.monotonic)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def inject(self, fault: str, action: Callable[[], dict[str, Any] | None]) -> None:
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        began, epoch = time.monotonic(), time.time()
+        detail = action() or {}
+        self.entries.append({"fault": fault, "at": at, "t_s": round(began - self.started, 1),
+                             "took_s": round(time.monotonic() - began, 1),
+                             "epoch": [epoch, time.time()], **detail})  # fmt: skip
+
+    def windows(self, fault: str, slack_s: float) -> list[tuple[float, float]]:
+        """When each ``fault`` was in progress (epoch seconds), ``slack_s`` longer."""
+        return [(e["epoch"][0], e["epoch"][1] + slack_s) for e in self.entries
+                if e["fault"] == fault]  # fmt: skip
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for entry in self.entries:
+            counts[entry["fault"]] = counts.get(entry["fault"], 0) + 1
+        return counts

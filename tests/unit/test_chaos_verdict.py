@@ -1,0 +1,163 @@
+"""The chaos suite's pure parts: its verdict, its fault plan, its workload and its table."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+
+from tests.chaos.plan import FAULTS, PROFILES, plan, profile_named
+from tests.chaos.report import markdown
+from tests.chaos.verdict import (
+    REDIS_RESTART,
+    UNEXPLAINED,
+    WORKER_KILL,
+    Execution,
+    Source,
+    judge,
+)
+from tests.chaos.workload import ORDERED_TOPIC, UNORDERED_TOPIC, nth
+
+
+def src(offset: int, key: str = "k", ordered: bool = True) -> Source:
+    return Source(f"t:0:{offset}", f"r{offset}", key, ordered)
+
+
+def run(
+    offset: int, event: str = "ok", attempt: int = 0, gen: int = 0, at: float = 0.0
+) -> list[Execution]:
+    """A start, then ``event`` unless it is ``start`` (a task killed in the middle)."""
+    start = Execution(f"t:0:{offset}", "start", attempt, gen, at)
+    if event == "start":
+        return [start]
+    return [start, Execution(f"t:0:{offset}", event, attempt, gen, at + 0.02)]
+
+
+def test_a_record_neither_handled_nor_dead_lettered_is_lost() -> None:
+    verdict = judge([src(0), src(1), src(2)], [*run(0), *run(1, "retry")], ["t:0:2"], [])
+    assert verdict.lost == ["t:0:1"]
+    assert (verdict.produced, verdict.handled, verdict.dead_lettered) == (3, 1, 1)
+    assert not verdict.passed
+
+
+def test_a_record_kafka_acknowledged_but_missing_from_its_topic_is_lost() -> None:
+    verdict = judge([src(0)], run(0), [], [], acked_ids=["r0", "r9"])
+    assert verdict.lost_in_kafka == ["r9"]
+    assert verdict.to_dict()["lost"] == 1
+    assert not verdict.passed
+
+
+def test_every_record_handled_or_dead_lettered_passes() -> None:
+    verdict = judge([src(0), src(1)], [*run(0), *run(1, "dead")], ["t:0:1"], [], ["r0", "r1"])
+    assert verdict.passed
+    assert verdict.to_dict()["lost"] == 0
+
+
+def test_an_ordered_key_succeeding_out_of_offset_order_is_a_violation() -> None:
+    sources = [src(0, "a"), src(1, "b"), src(2, "a")]
+    verdict = judge(sources, [*run(2), *run(1), *run(0)], [], [])
+    assert verdict.order_violations == ["t:0 key a: 0 after 2"]
+    assert not verdict.passed
+
+
+def test_order_counts_first_successes_and_ignores_unordered_routes() -> None:
+    ordered = [src(0), src(1)]
+    unordered = [src(2, ordered=False), src(3, ordered=False)]
+    runs = [*run(0), *run(1), *run(0), *run(3), *run(2)]  # 0 again: a repeat in place
+    assert judge(ordered + unordered, runs, [], [0]).order_violations == []
+
+
+def test_a_rerun_after_a_killed_worker_is_an_explained_duplicate() -> None:
+    runs = [*run(0, "start", gen=0), *run(0, gen=1)]
+    verdict = judge([src(0)], runs, [], killed_gens=[0])
+    assert verdict.duplicates == {WORKER_KILL: 1, REDIS_RESTART: 0, UNEXPLAINED: 0}
+    assert verdict.passed
+
+
+@pytest.mark.parametrize("killed", [[], [0]])
+def test_a_rerun_without_a_crash_before_it_is_unexplained(killed: list[int]) -> None:
+    # Both runs in generation 0: killing it later does not explain the second.
+    verdict = judge([src(0)], [*run(0, gen=0), *run(0, gen=0)], [], killed_gens=killed)
+    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 0, UNEXPLAINED: 1}
+    assert verdict.examples["duplicates-unexplained"] == ["t:0:0#0"]
+    assert not verdict.passed
+
+
+def test_retries_are_not_duplicates_but_a_repeated_later_attempt_after_a_kill_is() -> None:
+    # Killed after attempt 0 had scheduled its retry: attempt 0 runs again, and its retry
+    # makes attempt 1 run twice, both caused by the kill.
+    runs = [*run(0, "retry", 0, gen=0), *run(0, "retry", 0, gen=1), *run(0, "ok", 1, gen=1),
+            *run(0, "ok", 1, gen=1)]  # fmt: skip
+    verdict = judge([src(0)], runs, [], killed_gens=[0])
+    assert verdict.duplicates == {WORKER_KILL: 2, REDIS_RESTART: 0, UNEXPLAINED: 0}
+
+
+def test_a_rerun_of_an_execution_whose_ack_a_redis_restart_lost_is_explained() -> None:
+    restarts = [(100.0, 106.0)]
+    runs = [*run(0, at=103.0), *run(1, at=90.0), *run(0, at=150.0), *run(1, at=160.0)]
+    verdict = judge([src(0), src(1)], runs, [], [], ack_loss=restarts)
+    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 1, UNEXPLAINED: 1}
+    assert verdict.examples["duplicates-redis-restart"] == ["t:0:0#0"]
+
+
+def test_dead_letters_written_twice_are_counted_and_classified() -> None:
+    runs = [*run(0, "dead", gen=0), *run(0, "dead", gen=1), *run(1, "dead", gen=0),
+            *run(1, "dead", gen=0)]  # fmt: skip
+    verdict = judge([src(0), src(1)], runs, ["t:0:0", "t:0:0", "t:0:1", "t:0:1"], [0])
+    assert verdict.dlt_duplicates == {WORKER_KILL: 1, REDIS_RESTART: 0, UNEXPLAINED: 1}
+    assert not verdict.passed
+
+
+def test_a_record_both_handled_and_dead_lettered_fails() -> None:
+    verdict = judge([src(0)], run(0), ["t:0:0"], [])
+    assert verdict.handled_and_dead == ["t:0:0"]
+    assert not verdict.passed
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_the_plan_injects_every_fault_as_often_as_the_profile_says(name: str) -> None:
+    profile = profile_named(name)
+    steps = plan(profile, seed=42)
+    assert Counter(s.fault for s in steps) == {f: profile.repeats for f in FAULTS}
+    assert all(a.fault != b.fault for a, b in itertools.pairwise(steps))
+    assert all(profile.pause_s[0] <= s.pause_s <= profile.pause_s[1] for s in steps)
+
+
+def test_the_plan_is_repeated_by_its_seed_and_varies_with_it() -> None:
+    full = profile_named("full")
+    assert plan(full, 7) == plan(full, 7)
+    assert plan(full, 7) != plan(full, 8)
+
+
+def test_an_unknown_profile_is_named_in_the_error() -> None:
+    with pytest.raises(ValueError, match=r"CHAOS_PROFILE must be one of .* not 'huge'"):
+        profile_named("huge")
+
+
+def test_the_workload_mixes_routes_and_failures_deterministically() -> None:
+    records = [nth(n) for n in range(1000)]
+    assert Counter(r.topic for r in records) == {ORDERED_TOPIC: 500, UNORDERED_TOPIC: 500}
+    for topic in (ORDERED_TOPIC, UNORDERED_TOPIC):
+        modes = Counter(
+            dict(r.headers).get("mode", dict(r.headers).get("fail"))
+            for r in records
+            if r.topic == topic
+        )
+        assert modes == {None: 405, b"permanent": 20, b"1": 50, b"2": 25}
+    assert len({dict(r.headers)["id"] for r in records}) == 1000
+    assert len({r.key for r in records if r.topic == ORDERED_TOPIC}) == 300
+    assert nth(17) == nth(17)
+
+
+def test_the_table_lists_every_fault_and_the_totals() -> None:
+    verdict = judge([src(0)], run(0), [], []).to_dict()
+    doc = {"profile": "full", "seed": 3, "seconds": {"total": 600}, "at": "2026-11-22T21:00:00",
+           "fault_counts": {"bridge-kill": 3}, "verdict": verdict,
+           "exited_by_themselves": [{"process": "worker-3"}]}  # fmt: skip
+    table = markdown(doc)
+    assert "| bridge-kill | 3 |" in table
+    assert "| kafka-freeze | 0 |" in table
+    assert "| **lost** | **0** |" in table
+    assert "| bridges / workers that exited by themselves (restarted) | 0 / 1 |" in table
+    assert "Profile `full`, seed 3, 600 s" in table
