@@ -210,6 +210,7 @@ def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
     from rich.console import Console
 
+    from bridge.credentials import mask_url
     from bridge.routing import Router
     from bridge.status import KafkaView, RedisView, kafka_view, redis_view, status_doc
     from bridge.status_view import render
@@ -224,7 +225,7 @@ def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
     try:
         held = redis_view(settings)
     except redis.RedisError as exc:
-        errors.append(f"Redis unreachable: {exc!r}")
+        errors.append(f"Redis unreachable at {mask_url(settings.celery.broker_url)}: {exc!r}")
     routes = Router.from_settings(settings).routes
     doc = status_doc(settings.kafka.group_id, routes, kafka, held, errors)
     if args.json:

@@ -56,6 +56,7 @@ from bridge.errors import (
 )
 from bridge.failures import Reason
 from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
+from bridge.kafka_auth import security_configs
 from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
 from bridge.ordering import KeyQueues, parked_why
@@ -556,6 +557,7 @@ class Bridge:
             session_timeout_ms=k.session_timeout_ms,
             max_poll_interval_ms=k.max_poll_interval_ms,
             request_timeout_ms=k.request_timeout_ms,
+            **security_configs(k),
         )
 
     def _await_topic_metadata(self, consumer: KafkaConsumer) -> None:

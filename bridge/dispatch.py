@@ -29,6 +29,7 @@ from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 
 from bridge import keys, ordering
+from bridge.credentials import mask_url
 from bridge.errors import ConfigError, PublishError
 from bridge.record import ArgWriter, Envelope, record_repr, to_task_arg
 from bridge.record import task_id as record_task_id
@@ -275,7 +276,7 @@ class Dispatcher:
         if not celery.broker_url.startswith(_REDIS_SCHEMES):
             raise ConfigError(
                 f"celery.broker_url: the bridge publishes to a Redis broker "
-                f"({', '.join(_REDIS_SCHEMES)}), got {celery.broker_url!r}"
+                f"({', '.join(_REDIS_SCHEMES)}), got {mask_url(celery.broker_url)!r}"
             )
         self._group_id = group_id
         self._ttl_s = celery.enqueue_dedup_ttl_s

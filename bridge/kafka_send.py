@@ -28,6 +28,7 @@ from kafka.errors import (
 )
 
 from bridge.backoff import exponential_ms
+from bridge.kafka_auth import security_configs
 from bridge.settings import KafkaSettings, SendRetrySettings
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class RetryingSender:
             "bootstrap_timeout_ms": timeout_ms,
             "request_timeout_ms": min(self._kafka.request_timeout_ms, timeout_ms),
             "reconnect_backoff_max_ms": _RECONNECT_BACKOFF_MAX_MS,
+            **security_configs(self._kafka),
         }
 
     def _ensure_topic(self, topic: str) -> None:

@@ -34,6 +34,7 @@ from bridge import keys
 from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.dispatch import Dispatcher, Message
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
+from bridge.kafka_auth import security_configs
 from bridge.record import Envelope, Record
 from bridge.replay import (
     DeadView,
@@ -176,6 +177,7 @@ class Replayer:
             auto_offset_reset="earliest",
             max_poll_records=_MAX_POLL_RECORDS,
             request_timeout_ms=self._settings.kafka.request_timeout_ms,
+            **security_configs(self._settings.kafka),
         )
         target = self._target()
         try:
@@ -351,6 +353,7 @@ class SourceTarget:
             delivery_timeout_ms=timeout_ms,
             max_block_ms=timeout_ms,
             request_timeout_ms=min(settings.kafka.request_timeout_ms, timeout_ms),
+            **security_configs(settings.kafka),
         )
         self._futures: list[Any] = []
 

@@ -17,17 +17,21 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.credentials import secrets_from_files, with_credentials
 from bridge.errors import ConfigError
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 ValueFormat = Literal["json", "text", "bytes"]
 OnExhausted = Literal["dead-letter", "park"]
+SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -37,7 +41,14 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    """How the bridge (and the workers' dead-letter producer) reach Kafka."""
+    """How the bridge (and the workers' dead-letter producer) reach Kafka.
+
+    ``security_protocol`` SASL_* needs ``sasl_mechanism``, ``sasl_username`` and a password
+    (``sasl_password``, or ``sasl_password_file``: a file holding it, read at load). SSL and
+    SASL_SSL verify the broker against ``ssl_cafile`` (default: the system's CAs);
+    ``ssl_certfile``/``ssl_keyfile`` (with ``ssl_password`` or ``ssl_password_file``) present a
+    client certificate. Passwords are ``SecretStr``: masked in every repr.
+    """
 
     bootstrap_servers: str = Field(min_length=1)
     group_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
@@ -50,12 +61,64 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
     shutdown_timeout_ms: int = Field(default=10_000, ge=100)
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = Field(default=None, min_length=1)
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_password_file: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _passwords_from_files(cls, data: Any) -> Any:
+        return secrets_from_files(data, ("sasl_password", "ssl_password"))
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        sasl = {"sasl_mechanism": self.sasl_mechanism, "sasl_username": self.sasl_username,
+                "sasl_password": self.sasl_password}  # fmt: skip
+        if not self.security_protocol.startswith("SASL_"):
+            given = [key for key, value in sasl.items() if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} need security_protocol SASL_PLAINTEXT "
+                                 f"or SASL_SSL (got {self.security_protocol})")  # fmt: skip
+            return self
+        missing = [key for key, value in sasl.items() if value is None]
+        if missing:
+            raise ValueError(f"security_protocol {self.security_protocol} needs "
+                             f"{' and '.join(missing)}")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> KafkaSettings:
+        tls = {"ssl_cafile": self.ssl_cafile, "ssl_certfile": self.ssl_certfile,
+               "ssl_keyfile": self.ssl_keyfile, "ssl_password": self.ssl_password}  # fmt: skip
+        given = [key for key, value in tls.items() if value is not None]
+        if given and self.security_protocol not in ("SSL", "SASL_SSL"):
+            raise ValueError(f"{', '.join(given)} need security_protocol SSL or SASL_SSL "
+                             f"(got {self.security_protocol})")  # fmt: skip
+        if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (a client certificate)")
+        return self
 
 
 class CelerySettings(_Section):
-    """The Celery broker the bridge publishes to and the workers consume from."""
+    """The Celery broker the bridge publishes to and the workers consume from.
 
-    broker_url: str = Field(min_length=1)
+    ``broker_username`` and ``broker_password`` (or ``broker_password_file``, read at load) are
+    put into ``broker_url``, which every Redis client of the bridge, the workers and Celery
+    itself is built from. Show the URL only through ``bridge.credentials.mask_url``.
+    """
+
+    broker_url: str = Field(min_length=1, repr=False)
+    broker_username: str | None = Field(default=None, min_length=1)
+    broker_password: SecretStr | None = None
+    broker_password_file: Path | None = None
     publish_retry_backoff_ms: int = Field(default=100, ge=1)
     publish_retry_backoff_max_ms: int = Field(default=10_000, ge=1)
     enqueue_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
@@ -71,6 +134,19 @@ class CelerySettings(_Section):
         if "visibility_timeout" in options:
             raise ValueError("set celery.visibility_timeout_s instead of visibility_timeout here")
         return options
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_into_url(cls, data: Any) -> Any:
+        data = secrets_from_files(data, ("broker_password",))
+        if not isinstance(data, dict) or not isinstance(data.get("broker_url"), str):
+            return data  # pydantic reports the missing or mistyped key itself
+        username, password = data.get("broker_username"), data.get("broker_password")
+        if isinstance(password, SecretStr):
+            password = password.get_secret_value()
+        if not isinstance(username, str | None) or not isinstance(password, str | None):
+            return data  # pydantic reports the mistyped key itself
+        return {**data, "broker_url": with_credentials(data["broker_url"], username, password)}
 
 
 class RetrySettings(_Section):

@@ -19,6 +19,7 @@ import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from bridge.hooks import LoopState, PartitionState
+from bridge.kafka_auth import security_configs
 from bridge.members import read_members
 from bridge.ordering import KeyQueues, KeyState
 from bridge.routing import Route, Router
@@ -71,6 +72,7 @@ def kafka_view(settings: BridgeSettings) -> KafkaView:
         client_id=f"{k.client_id}-status",
         enable_auto_commit=False,
         request_timeout_ms=k.request_timeout_ms,
+        **security_configs(k),
     )
     try:
         committed = admin.list_group_offsets(k.group_id).get(k.group_id, {})

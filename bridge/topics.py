@@ -7,8 +7,9 @@ import logging
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
+from bridge.kafka_auth import describe_connection, security_configs
 from bridge.routing import Route
 from bridge.settings import KafkaSettings
 
@@ -16,12 +17,26 @@ log = logging.getLogger(__name__)
 
 
 def admin_client(kafka: KafkaSettings) -> KafkaAdminClient:
-    """An admin client for the configured cluster."""
-    return KafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers.split(","),
-        client_id=f"{kafka.client_id}-admin",
-        request_timeout_ms=kafka.request_timeout_ms,
-    )
+    """An admin client for the configured cluster.
+
+    :raises KafkaTimeoutError: no broker answered within ``request_timeout_ms`` (the message
+        says where and how the bridge connected: a broker that refuses our credentials
+        drops the connection much as one that is down).
+    """
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=kafka.bootstrap_servers.split(","),
+            client_id=f"{kafka.client_id}-admin",
+            request_timeout_ms=kafka.request_timeout_ms,
+            bootstrap_timeout_ms=kafka.request_timeout_ms,
+            **security_configs(kafka),
+        )
+    except KafkaTimeoutError as exc:
+        raise KafkaTimeoutError(
+            f"cannot reach Kafka at {describe_connection(kafka)}: {exc}; check bootstrap_servers, "
+            f"security_protocol and the credentials (a broker that refuses them logs 'Failed "
+            f"authentication')"
+        ) from None
 
 
 def partition_counts(admin: KafkaAdminClient, topics: Iterable[str]) -> dict[str, int]:

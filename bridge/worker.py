@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 import redis
 from kombu import Connection, Producer
 
+from bridge.credentials import mask_url
 from bridge.deadletter import DeadLetter, DeadLetterProducer
 from bridge.dispatch import CapturedBatch
 from bridge.ordering import KeyGate, KeyQueues
@@ -107,7 +108,8 @@ def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:
     problems = []
     broker = str(app.conf.broker_url or "")
     if not broker.startswith(("redis://", "rediss://", "unix://")):
-        problems.append(f"broker_url {broker!r}: delayed retries wait in Redis; use Redis")
+        shown = mask_url(broker)
+        problems.append(f"broker_url {shown!r}: delayed retries wait in Redis; use Redis")
     accepted = set(app.conf.accept_content or ())
     if accepted - {"json", "application/json"}:
         problems.append(

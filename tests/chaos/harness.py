@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -35,6 +36,8 @@ from tests.conftest import wait_for
 GROUP = "chaos"
 QUEUE = "chaos"
 PARTITIONS = 4
+# bridge.task's log line when a dead letter's write failed and the bridge is to write it.
+HANDED_OVER = re.compile(r"kept in Redis for the bridge, task (\S+?):? ")
 
 
 @dataclass
@@ -218,6 +221,11 @@ class System:
     def executions(self) -> list[Execution]:
         """The handlers' ledger, in the order it was written."""
         return [parse_execution(line) for line in self.ledger().lrange(EXECUTIONS, 0, -1)]
+
+    def handed_over(self) -> set[str]:
+        """Records whose dead letter a worker handed to the bridge (its write timed out)."""
+        found = HANDED_OVER.findall("".join(w.text() for w in self.workers))
+        return {task_id.split(":", 1)[1] for task_id in found}
 
     def lost_acks(self) -> int:
         """How often a worker logged that it could not acknowledge a message."""

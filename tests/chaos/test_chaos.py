@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +32,7 @@ from tests.chaos.harness import (
     sources,
 )
 from tests.chaos.plan import plan, profile_named
-from tests.chaos.services import Services
+from tests.chaos.services import REPO, Services
 from tests.chaos.verdict import Source, Verdict, judge
 from tests.chaos.workload import ORDERED_TOPIC, UNORDERED_TOPIC, Producer
 from tests.conftest import wait_for
@@ -40,13 +41,17 @@ PROFILE = profile_named(os.environ.get("CHAOS_PROFILE", "reduced"))
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1_000_000))
 TIMEOUT_S = {"full": 2400, "reduced": 900}[PROFILE.name]
 DRAIN_TIMEOUT_S = 300
+CHAOS_DIR = REPO / ".services" / "chaos"  # git ignores .services/
 REDIS_RECONNECT_S = 5
 
 
 @pytest.fixture
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    """The suite's own Kafka and Redis, always stopped at the end."""
-    own = Services(tmp_path_factory.mktemp("chaos-services"))
+def services() -> Iterator[Services]:
+    """The suite's own Kafka and Redis, fresh (the last run's data is deleted first) and always
+    stopped at the end. Their data and logs, and the run's, stay in ``CHAOS_DIR``."""
+    own = Services(CHAOS_DIR)
+    own.run("down")  # a run that was interrupted may have left them running
+    shutil.rmtree(CHAOS_DIR, ignore_errors=True)
     try:
         own.run("up")
         yield own
@@ -54,13 +59,21 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         own.run("down")
 
 
+@pytest.fixture
+def run_dir() -> Path:
+    """Where the bridges' and workers' logs of this run go."""
+    folder = CHAOS_DIR / "run"
+    folder.mkdir(parents=True)
+    return folder
+
+
 @pytest.mark.chaos
 @pytest.mark.timeout(TIMEOUT_S)
 def test_under_repeated_faults_no_record_is_lost_and_ordered_keys_keep_their_order(
-    services: Services, tmp_path: Path
+    services: Services, run_dir: Path
 ) -> None:
     persistence = services.appendfsync()
-    system = System(services, tmp_path)
+    system = System(services, run_dir)
     system.write_config()
     system.create_topics()
     system.start_worker()
@@ -87,13 +100,13 @@ def test_under_repeated_faults_no_record_is_lost_and_ordered_keys_keep_their_ord
     doc = results(faults, verdict, producer, system, pending, seconds, persistence)
     path = report.write(doc)
 
-    assert verdict.passed, f"{verdict.to_dict()}\nlogs: {tmp_path}, report: {path}"
+    assert verdict.passed, f"{verdict.to_dict()}\nlogs: {run_dir}, report: {path}"
     assert pending["queue"] == 0, f"tasks left in the queue: {pending}"
     assert all(n >= PROFILE.repeats for n in faults.counts().values())
     # A worker that exits by itself is restarted and reported (kombu's own failure on a Redis
     # restart, see the README); a bridge must survive every fault that is not its own SIGKILL.
     bridges = [c for c in system.crashes if c["process"].startswith("bridge")]
-    assert not bridges, f"a bridge exited by itself: {bridges}; logs: {tmp_path}"
+    assert not bridges, f"a bridge exited by itself: {bridges}; logs: {run_dir}"
 
 
 def inject_faults(system: System, services: Services) -> FaultLog:
@@ -135,7 +148,15 @@ def drain(
 
     def verdict() -> Verdict:
         dead = dead_letter_coords(read_topics(services.bootstrap, dlt_topics()))
-        return judge(produced, system.executions(), dead, system.killed_gens, acked, ack_loss)
+        return judge(
+            produced,
+            system.executions(),
+            dead,
+            system.killed_gens,
+            acked,
+            ack_loss,
+            system.handed_over(),
+        )
 
     def settled() -> bool:
         return not verdict().lost
@@ -167,6 +188,7 @@ def results(
             "sent": producer.sent,
             "acked": len(producer.acked),
             "failed_sends": producer.failed,
+            "replaced_after_a_stall": producer.restarts,
         },
         "verdict": verdict.to_dict(),
         "pending_at_end": pending,

@@ -8,6 +8,8 @@ its dead letter keeps.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +20,8 @@ from kafka.errors import KafkaError
 UNORDERED_TOPIC = "chaos-unordered"
 ORDERED_TOPIC = "chaos-ordered"
 ORDERED_KEYS = 300
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,8 +54,12 @@ class Producer(threading.Thread):
 
     ``acked`` holds the id of every record Kafka acknowledged; a send that fails (the broker
     is down or frozen) is counted in ``failed`` and not repeated: whether it reached Kafka is
-    read back from the topic at the end.
+    read back from the topic at the end. kafka-python's producer has been seen to stop
+    delivering after a broker restart, neither acknowledging nor failing its sends: after
+    ``STALL_S`` without either, it is replaced by a new one (counted in ``restarts``).
     """
+
+    STALL_S = 45.0
 
     def __init__(self, bootstrap: str, rate_per_s: float) -> None:
         super().__init__(name="chaos-producer", daemon=True)
@@ -60,27 +68,45 @@ class Producer(threading.Thread):
         self.acked: set[str] = set()
         self.failed = 0
         self.sent = 0
+        self.restarts = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
     def run(self) -> None:
-        producer = KafkaProducer(
+        producer = self._new()
+        next_at = progress_at = time.monotonic()
+        settled = 0
+        while not self._stopping.is_set():
+            self._send(producer, nth(self.sent))
+            self.sent += 1
+            if len(self.acked) + self.failed > settled:
+                settled, progress_at = len(self.acked) + self.failed, time.monotonic()
+            elif time.monotonic() - progress_at > self.STALL_S:
+                producer, progress_at = self._replace(producer), time.monotonic()
+            next_at = max(next_at + 1 / self.rate_per_s, time.monotonic() - 1)
+            self._stopping.wait(max(0.0, next_at - time.monotonic()))  # the production rate
+        with contextlib.suppress(KafkaError):  # what is not flushed is read back from Kafka
+            producer.flush(timeout=60)
+        with contextlib.suppress(KafkaError):
+            producer.close(timeout=10)
+
+    def _new(self) -> KafkaProducer:
+        return KafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
-            enable_idempotence=True,
             linger_ms=5,
             max_block_ms=2000,
             request_timeout_ms=5000,
             delivery_timeout_ms=30000,
         )
-        next_at = time.monotonic()
-        while not self._stopping.is_set():
-            self._send(producer, nth(self.sent))
-            self.sent += 1
-            next_at = max(next_at + 1 / self.rate_per_s, time.monotonic() - 1)
-            self._stopping.wait(max(0.0, next_at - time.monotonic()))  # the production rate
-        producer.flush(timeout=60)
-        producer.close(timeout=10)
+
+    def _replace(self, producer: KafkaProducer) -> KafkaProducer:
+        log.warning("producer stalled for %.0f s (%d sent, %d settled): replacing it",
+                    self.STALL_S, self.sent, len(self.acked) + self.failed)  # fmt: skip
+        self.restarts += 1
+        with contextlib.suppress(KafkaError):
+            producer.close(timeout=0)
+        return self._new()
 
     def _send(self, producer: KafkaProducer, record: Planned) -> None:
         record_id = dict(record.headers)["id"].decode()

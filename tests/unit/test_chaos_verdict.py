@@ -10,6 +10,7 @@ import pytest
 from tests.chaos.plan import FAULTS, PROFILES, plan, profile_named
 from tests.chaos.report import markdown
 from tests.chaos.verdict import (
+    DLT_TIMEOUT,
     REDIS_RESTART,
     UNEXPLAINED,
     WORKER_KILL,
@@ -105,8 +106,21 @@ def test_dead_letters_written_twice_are_counted_and_classified() -> None:
     runs = [*run(0, "dead", gen=0), *run(0, "dead", gen=1), *run(1, "dead", gen=0),
             *run(1, "dead", gen=0)]  # fmt: skip
     verdict = judge([src(0), src(1)], runs, ["t:0:0", "t:0:0", "t:0:1", "t:0:1"], [0])
-    assert verdict.dlt_duplicates == {WORKER_KILL: 1, REDIS_RESTART: 0, UNEXPLAINED: 1}
+    assert verdict.dlt_duplicates == {
+        WORKER_KILL: 1,
+        REDIS_RESTART: 0,
+        DLT_TIMEOUT: 0,
+        UNEXPLAINED: 1,
+    }
     assert not verdict.passed
+
+
+def test_a_dead_letter_handed_to_the_bridge_after_a_timeout_may_be_written_twice() -> None:
+    runs = [*run(0, "dead"), *run(1, "dead")]
+    dead = ["t:0:0", "t:0:0", "t:0:1"]
+    verdict = judge([src(0), src(1)], runs, dead, [], handed_over=["t:0:0"])
+    assert verdict.dlt_duplicates[DLT_TIMEOUT] == 1
+    assert verdict.passed
 
 
 def test_a_record_both_handled_and_dead_lettered_fails() -> None:
