@@ -127,15 +127,19 @@ def pause_reasons(
     broker_down: bool,
     held_topics: Iterable[str],
     held_partitions: Mapping[TP, str],
+    flooded_topics: Iterable[str] = (),
 ) -> dict[TP, str]:
     """The assigned partitions that must be paused now, each with why: ``broker-down``,
+    ``dead-letter-flood`` (its route's flood breaker is open, or its probe took enough),
     ``backpressure`` (its route's queue is too deep), or ``key-full`` / ``partition-full``
     (``held_partitions`` maps a partition to what is full: ``key`` or ``partition``)."""
-    topics = set(held_topics)
+    topics, flooded = set(held_topics), set(flooded_topics)
     reasons: dict[TP, str] = {}
     for tp in assigned:
         if broker_down:
             reasons[tp] = "broker-down"
+        elif tp[0] in flooded:
+            reasons[tp] = "dead-letter-flood"
         elif tp[0] in topics:
             reasons[tp] = "backpressure"
         elif tp in held_partitions:

@@ -1,5 +1,5 @@
-"""The command line: ``run``, ``status``, ``release`` and ``replay``. The only place that
-configures logging."""
+"""The command line: ``run``, ``status``, ``release``, ``resume`` and ``replay``. The only place
+that configures logging."""
 
 from __future__ import annotations
 
@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
         help="dead-letter the parked head and go on with the next record (default: run it again)",
     )  # fmt: skip
     release.set_defaults(func=_release)
+    resume = commands.add_parser(
+        "resume", parents=[common], help="resume routes paused by the dead-letter flood breaker"
+    )
+    resume.add_argument(
+        "--topic", action="append", metavar="TOPIC",
+        help="a routed topic (repeatable; default: every route)",
+    )  # fmt: skip
+    resume.set_defaults(func=_resume)
     _add_replay(commands, common)
     return parser
 
@@ -250,6 +258,36 @@ def _release(settings: BridgeSettings, args: argparse.Namespace) -> int:
     action = "skipped" if done.skipped else "resumed"
     where = f" (dead letter {done.dead_letter})" if done.dead_letter else ""
     print(f"{done.fifo}: head {done.task_id} {action}{where}")
+    return 0
+
+
+def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
+    import time
+
+    import redis
+
+    from bridge.outcomes import request_resume
+
+    routed = [route.topic for route in settings.routes]
+    topics = args.topic or routed
+    unknown = sorted(set(topics) - set(routed))
+    if unknown:
+        print(f"kafka-celery-bridge: --topic {', '.join(unknown)}: not a routed topic",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if settings.breaker.dead_letter_ratio is None:
+        print("kafka-celery-bridge: the flood breaker is off (breaker.dead_letter_ratio unset)")
+        return 0
+    client = redis.Redis.from_url(settings.celery.broker_url, socket_timeout=5)
+    try:
+        request_resume(client, settings.kafka.group_id, topics, time.time())
+    except redis.RedisError as exc:
+        print(f"kafka-celery-bridge: Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"resume asked for {', '.join(topics)}: every bridge of group "
+          f"{settings.kafka.group_id} resumes them within breaker.check_interval_ms")  # fmt: skip
     return 0
 
 

@@ -2,7 +2,8 @@
 
 One iteration::
 
-    reconcile pauses (broker down? route queues too deep? ordered keys full?) -> poll -> build
+    reconcile pauses (broker down? route queues too deep? ordered keys full? a dead-letter
+    flood?) -> poll -> build
     one task message per record (undecodable records: dead-letter now) -> enqueue the batch in
     one Redis script (ordered routes: append to key FIFOs) -> accept its offsets -> commit the
     accepted prefix of every partition
@@ -55,11 +56,14 @@ from bridge.errors import (
     UndecodableRecordError,
 )
 from bridge.failures import Reason
+from bridge.flood import Breakers
 from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
 from bridge.kafka_auth import security_configs
 from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
 from bridge.ordering import KeyQueues, parked_why
+from bridge.outcomes import OutcomeReader
+from bridge.outcomes import count as count_outcome
 from bridge.pipeline import (
     Batch,
     InFlight,
@@ -109,6 +113,11 @@ class Bridge:
         self._backpressure = Backpressure(_limits(self.router.routes))
         self._holds = PartitionHolds()
         self._key_queues = KeyQueues(self._dispatcher.client, self.group_id)
+        self._breakers = Breakers(
+            OutcomeReader(self._dispatcher.client, self.group_id),
+            self.router.topics,
+            settings.breaker,
+        )
         self._dead_letters: DeadLetterProducer | None = None
         self._consumer: KafkaConsumer | None = None
         self._broker_failures = 0
@@ -187,7 +196,8 @@ class Bridge:
     def _handle_batch(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> None:
         """Build this poll's messages, settle the batch in flight, then enqueue this one."""
         with self._lock:
-            batch = Batch({tp: r for tp, r in polled.items() if r and tp in self._assigned})
+            mine = {tp: r for tp, r in polled.items() if r and tp in self._assigned}
+        batch = Batch(self._admit(mine))
         try:
             for tp, records in batch.records.items():
                 batch.messages += [self._message(tp, msg, batch) for msg in records]
@@ -199,6 +209,21 @@ class Bridge:
         self._settle(batch)
         if batch.records:
             self._submit(batch)
+
+    def _admit(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, Any]:
+        """The records the flood breakers let through: a probe takes only so many, and the
+        partition is rewound to the first record it did not take."""
+        admitted: dict[TopicPartition, Any] = {}
+        for tp, records in polled.items():
+            room = self._breakers.room(tp.topic)
+            if room is not None and room < len(records):
+                assert self._consumer is not None
+                self._consumer.seek(tp, records[room].offset)
+                records = records[:room]
+            if records:
+                self._breakers.admitted(tp.topic, len(records))
+                admitted[tp] = records
+        return admitted
 
     def _settle(self, following: Batch | None) -> None:
         """Wait for the batch in flight and accept it; if it failed, rewind both it and
@@ -300,6 +325,9 @@ class Bridge:
             raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
         log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc,
                     extra=at(record, task_id=dl.task_id))  # fmt: skip
+        if route.breaker_window_s is not None:
+            count_outcome(self._dispatcher.client, self.group_id, record.topic, dead=True,
+                          window_s=route.breaker_window_s, now_s=time.time())  # fmt: skip
         self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
 
     def _rewind(self, points: Mapping[TopicPartition, int]) -> None:
@@ -337,6 +365,7 @@ class Bridge:
             self._broker_retry_at = None  # let the next batch try the broker again
         self._check_queue_depths()
         self._check_holds()
+        self._check_breakers()
         with self._lock:
             assigned = set(self._assigned)
             held = {tp: full.kind for tp, full in self._holds.held.items()}
@@ -345,6 +374,7 @@ class Bridge:
             broker_down=self._broker_retry_at is not None,
             held_topics=self._backpressure.held,
             held_partitions=held,
+            flooded_topics=self._breakers.paused_topics(),
         )
         wanted = set(self._paused)
         paused = set(self._consumer.paused())
@@ -370,6 +400,14 @@ class Bridge:
             log.warning("backpressure: %s paused, its queue holds %s", topic, depths)
         for topic in released:
             log.info("backpressure: %s resumed, its queue holds %s", topic, depths)
+
+    def _check_breakers(self) -> None:
+        if self._broker_retry_at is not None:
+            return
+        try:
+            self._breakers.check(time.time())
+        except redis.RedisError as exc:  # the broker's outage handling takes over
+            self._broker_failed(exc)
 
     def _check_holds(self) -> None:
         with self._lock:
@@ -477,6 +515,7 @@ class Bridge:
             at_ms=int(time.time() * 1000),
             broker_down=self._broker_retry_at is not None,
             partitions=partitions,
+            breakers=self._breakers.reports(),
         )
 
     def _offsets_of(self, tp: TopicPartition) -> tuple[int | None, int | None]:

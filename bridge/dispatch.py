@@ -358,6 +358,7 @@ class Dispatcher:
                 value_format=route.value_format,
                 retry_policy=route.retry_policy,
                 on_exhausted=route.on_exhausted if route.ordered else None,
+                breaker_window_s=route.breaker_window_s,
             )
         return writer
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bridge.offsets import Partition
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from bridge.dispatch import Outcome
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,8 @@ class PartitionState:
     ``accepted`` and ``committed`` are next offsets (``None`` until the bridge accepted or
     committed anything on it in this assignment); ``highwater`` is the partition's end offset as
     of the last fetch (``None`` before the first); ``paused`` says why consumption is paused
-    (``broker-down``, ``backpressure``, ``key-full`` or ``partition-full``) or is ``None``.
+    (``broker-down``, ``dead-letter-flood``, ``backpressure``, ``key-full`` or
+    ``partition-full``) or is ``None``.
     """
 
     topic: str
@@ -60,6 +62,21 @@ class PartitionState:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerReport:
+    """One route's breaker as ``status`` and the metrics show it (``since_ms``: when the state
+    began, ``None`` if closed from the start; ``handled`` and ``dead_lettered``: the last
+    window or probe read)."""
+
+    topic: str
+    state: str
+    since_ms: int | None
+    trips: int
+    handled: int
+    dead_lettered: int
+    ratio: float
+
+
+@dataclass(frozen=True, slots=True)
 class LoopState:
     """A snapshot of one bridge process, taken about once a second."""
 
@@ -68,6 +85,7 @@ class LoopState:
     at_ms: int
     broker_down: bool
     partitions: tuple[PartitionState, ...] = field(default_factory=tuple)
+    breakers: tuple[BreakerReport, ...] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (what a bridge reports in Redis for ``status``)."""
@@ -77,13 +95,15 @@ class LoopState:
     def from_dict(cls, data: Mapping[str, Any]) -> LoopState:
         """Inverse of :meth:`to_dict`; fields it does not know (a report from another version
         of the bridge) are left out."""
-        known = {f.name for f in fields(PartitionState)}
-        parts = tuple(
-            PartitionState(**{k: v for k, v in p.items() if k in known})
-            for p in data.get("partitions", ())
-        )
+        parts = tuple(_known(PartitionState, p) for p in data.get("partitions", ()))
+        breakers = tuple(_known(BreakerReport, b) for b in data.get("breakers", ()))
         return cls(data["member"], data["group_id"], int(data["at_ms"]), bool(data["broker_down"]),
-                   parts)  # fmt: skip
+                   parts, breakers)  # fmt: skip
+
+
+def _known(kind: type[T], data: Mapping[str, Any]) -> T:
+    names = {f.name for f in fields(kind)}  # type: ignore[arg-type]
+    return kind(**{k: v for k, v in data.items() if k in names})
 
 
 class BridgeHooks:

@@ -39,6 +39,17 @@ def parked_dead_letters(group_id: str) -> str:
     return f"{group_prefix(group_id)}dead-letters:parked"
 
 
+def outcomes(group_id: str, topic: str) -> str:
+    """Hash of the route's finished records per second: ``h:{epoch s}`` handled and
+    ``d:{epoch s}`` dead-lettered counts (read by the dead-letter flood breaker)."""
+    return f"{group_prefix(group_id)}outcomes:{topic}"
+
+
+def breaker_resumes(group_id: str) -> str:
+    """Hash of ``resume`` commands: topic -> when it was asked for (ms since the epoch)."""
+    return f"{group_prefix(group_id)}breaker:resume"
+
+
 def ordered_queue(group_id: str, topic: str, key: bytes | None, partition: int) -> str:
     """The FIFO of one key of an ordered route: its records' task messages, head first.
 

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from bridge.breaker import level as breaker_level
 from bridge.errors import ConfigError
 from bridge.hooks import BridgeHooks, LoopState
 from bridge.offsets import Partition
@@ -143,6 +144,7 @@ class BridgeMetrics(BridgeHooks):
     ) -> None:
         self._on_stop = on_stop
         self._committed = CommittedRecords()
+        self._trips: dict[str, int] = {}
         with single_process_values():
             self._counters(registry)
             self._gauges(registry)
@@ -172,6 +174,9 @@ class BridgeMetrics(BridgeHooks):
         self.publish_s = Histogram("bridge_publish_duration_seconds", "Time to enqueue one "
                                    "batch in Redis (seconds).", buckets=LATENCY_BUCKETS_S,
                                    registry=r)  # fmt: skip
+        self.breaker_trips = Counter("bridge_flood_breaker_trips", "Times a route's dead-letter "
+                                     "flood breaker opened (paused the route).", ["topic"],
+                                     registry=r)  # fmt: skip
         self.commit_s = Histogram("bridge_commit_duration_seconds", "Time to commit offsets to "
                                   "Kafka (seconds).", buckets=LATENCY_BUCKETS_S,
                                   registry=r)  # fmt: skip
@@ -192,6 +197,12 @@ class BridgeMetrics(BridgeHooks):
                               "bridge.", registry=r)  # fmt: skip
         self.broker_down = Gauge("bridge_celery_broker_down", "1 while the Celery broker is "
                                  "unavailable to the bridge.", registry=r)  # fmt: skip
+        self.breaker_state = Gauge("bridge_flood_breaker_state", "A route's dead-letter flood "
+                                   "breaker: 0 closed, 1 half-open (probing), 2 open (paused).",
+                                   ["topic"], registry=r)  # fmt: skip
+        self.breaker_ratio = Gauge("bridge_flood_dead_letter_ratio", "The share of a route's "
+                                   "finished records that were dead-lettered, in the breaker's "
+                                   "last window (or probe).", ["topic"], registry=r)  # fmt: skip
 
     def after_poll(self, counts: Mapping[Partition, int]) -> None:
         for tp, n in counts.items():
@@ -230,6 +241,11 @@ class BridgeMetrics(BridgeHooks):
         self.assigned.set(len(state.partitions))
         self.broker_down.set(int(state.broker_down))
         self._committed.keep(Partition(p.topic, p.partition) for p in state.partitions)
+        for b in state.breakers:
+            self.breaker_state.labels(b.topic).set(breaker_level(b.state))
+            self.breaker_ratio.labels(b.topic).set(b.ratio)
+            self.breaker_trips.labels(b.topic).inc(b.trips - self._trips.get(b.topic, 0))
+            self._trips[b.topic] = b.trips
 
     def on_stop(self) -> None:
         if self._on_stop is not None:

@@ -78,6 +78,8 @@ class Envelope:
     retry_policy: dict[str, float | bool] | None = None
     # Ordered routes only: what an exhausted head does to its key ("dead-letter" | "park").
     on_exhausted: str | None = None
+    # Set when the route's flood breaker is on: the worker counts the record's outcome.
+    breaker_window_s: int | None = None
 
     @property
     def ordered(self) -> bool:
@@ -159,6 +161,8 @@ def to_task_arg(envelope: Envelope) -> dict[str, Any]:
         arg["retry"] = envelope.retry_policy
     if envelope.on_exhausted:
         arg["ordered"] = envelope.on_exhausted
+    if envelope.breaker_window_s:
+        arg["breaker"] = envelope.breaker_window_s
     return arg
 
 
@@ -178,6 +182,7 @@ class ArgWriter:
         value_format: ValueFormat,
         retry_policy: dict[str, float | bool] | None = None,
         on_exhausted: str | None = None,
+        breaker_window_s: int | None = None,
     ) -> None:
         fixed: dict[str, Any] = {
             "v": ENVELOPE_VERSION,
@@ -189,6 +194,8 @@ class ArgWriter:
             fixed["retry"] = retry_policy
         if on_exhausted:
             fixed["ordered"] = on_exhausted
+        if breaker_window_s:
+            fixed["breaker"] = breaker_window_s
         self._head = json.dumps(fixed, separators=(",", ":"))[:-1]  # open for the record's part
         self._topics: dict[str, str] = {}
 
@@ -248,10 +255,19 @@ def from_task_arg(arg: dict[str, Any]) -> Envelope:
             arg.get("first_failure_at"),
             arg.get("retry"),
             arg.get("ordered"),
+            _window(arg.get("breaker")),
         )
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise UndecodableRecordError(f"not a bridge record envelope: {exc}") from exc
     return envelope
+
+
+def _window(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"breaker window {value!r} is not a number of seconds")
+    return value
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -411,7 +411,11 @@ class TaskTarget:
             headers=decision.headers, value_format=route.value_format,
         )  # fmt: skip
         envelope = Envelope(
-            record, self._group_id, route.dlt_topic, retry_policy=route.retry_policy
+            record,
+            self._group_id,
+            route.dlt_topic,
+            retry_policy=route.retry_policy,
+            breaker_window_s=route.breaker_window_s,
         )
         task_id = replay_task_id(self._group_id, origin, decision.replays)
         message = self._dispatcher.message(route.task, route.queue, envelope, task_id=task_id)

@@ -24,6 +24,8 @@ class Route:
     on_exhausted: OnExhausted = "dead-letter"
     max_waiting_per_key: int = 10_000
     max_waiting_per_partition: int = 100_000
+    # The dead-letter flood breaker's window, when it is on: workers then count outcomes.
+    breaker_window_s: int | None = None
 
 
 class Router:
@@ -36,6 +38,8 @@ class Router:
     def from_settings(cls, settings: BridgeSettings) -> Router:
         """One route per ``[[routes]]`` entry, DLT names resolved for the consumer group."""
         group_id = settings.kafka.group_id
+        breaker = settings.breaker
+        window_s = breaker.window_s if breaker.dead_letter_ratio is not None else None
         return cls(
             Route(
                 topic=r.topic,
@@ -50,6 +54,7 @@ class Router:
                 on_exhausted=r.on_exhausted,
                 max_waiting_per_key=r.max_waiting_per_key,
                 max_waiting_per_partition=r.max_waiting_per_partition,
+                breaker_window_s=window_s,
             )
             for r in settings.routes
         )

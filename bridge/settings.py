@@ -213,6 +213,24 @@ class MetricsSettings(_Section):
     redis_interval_s: float = Field(default=5.0, gt=0)
 
 
+class BreakerSettings(_Section):
+    """The dead-letter flood breaker (off unless ``dead_letter_ratio`` is set).
+
+    Per route: when more than ``dead_letter_ratio`` of the records that finished in the last
+    ``window_s`` (at least ``min_records`` of them) were dead-lettered, consumption of the route
+    pauses. After ``cool_down_s`` a probe lets ``probe_records`` records through; if no more
+    than the ratio of them is dead-lettered the route resumes, else it pauses again.
+    ``check_interval_ms`` is how often the bridge reads the counts in Redis.
+    """
+
+    dead_letter_ratio: float | None = Field(default=None, gt=0, lt=1)
+    window_s: int = Field(default=60, ge=1, le=3600)
+    min_records: int = Field(default=20, ge=1)
+    cool_down_s: float = Field(default=30.0, gt=0)
+    probe_records: int = Field(default=10, ge=1)
+    check_interval_ms: int = Field(default=1_000, ge=10)
+
+
 class RouteSettings(_Section):
     """One Kafka topic handed to one Celery task."""
 
@@ -296,6 +314,7 @@ class BridgeSettings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     ordering: OrderingSettings = OrderingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    breaker: BreakerSettings = BreakerSettings()
     routes: list[RouteSettings] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
+from bridge.breaker import level as breaker_level
 from bridge.hooks import LoopState, PartitionState
 from bridge.kafka_auth import security_configs
 from bridge.members import read_members
@@ -187,7 +188,25 @@ def _route(
         "queue_depth": None if held is None else held.queue_depths.get(route.queue),
         "dlt_records": None if kafka is None else kafka.dlt_records.get(route.dlt_topic),
         "lag": None if kafka is None else sum(p.lag for p in rows),
+        "breaker": _breaker(route.topic, held.members if held is not None else ()),
         "partitions": partitions,
+    }
+
+
+def _breaker(topic: str, members: Iterable[LoopState]) -> dict[str, Any] | None:
+    """The route's flood breaker as its bridges report it (the worst state among them), or
+    ``None`` when no bridge reports one (no bridge runs, or the breaker is off)."""
+    reports = [b for m in members for b in m.breakers if b.topic == topic]
+    if not reports:
+        return None
+    worst = max(reports, key=lambda b: (breaker_level(b.state), b.since_ms or 0))
+    return {
+        "state": worst.state,
+        "since": None if worst.since_ms is None else iso_ms(worst.since_ms),
+        "trips": max(b.trips for b in reports),
+        "handled": worst.handled,
+        "dead_lettered": worst.dead_lettered,
+        "dead_letter_ratio": worst.ratio,
     }
 
 

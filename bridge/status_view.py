@@ -40,15 +40,26 @@ def _title(doc: Mapping[str, Any]) -> Text:
 
 def _routes(routes: Iterable[Mapping[str, Any]]) -> Table:
     table = Table(title="routes", title_justify="left")
-    for name in ("topic", "task", "queue", "queued", "lag", "DLT", "DLT records"):
+    for name in ("topic", "task", "queue", "queued", "lag", "DLT", "DLT records", "breaker"):
         table.add_column(
             name, justify="right" if name in {"queued", "lag", "DLT records"} else "left"
         )
     for r in routes:
         kind = " (ordered)" if r["ordered"] else ""
         table.add_row(r["topic"] + kind, r["task"], r["queue"], _n(r["queue_depth"]), _n(r["lag"]),
-                      r["dlt_topic"], _n(r["dlt_records"]))  # fmt: skip
+                      r["dlt_topic"], _n(r["dlt_records"]), _breaker(r["breaker"]))  # fmt: skip
     return table
+
+
+def _breaker(breaker: Mapping[str, Any] | None) -> Text:
+    if breaker is None:
+        return Text("-", style="dim")
+    seen = f"{breaker['dead_lettered']}/{breaker['handled'] + breaker['dead_lettered']}"
+    if breaker["state"] == "closed":
+        return Text(f"closed ({seen} dead-lettered)", style="green")
+    since = f" since {breaker['since']}" if breaker["since"] else ""
+    return Text(f"{breaker['state']}{since} ({seen} dead-lettered; resume with: resume)",
+                style="bold red" if breaker["state"] == "open" else "yellow")  # fmt: skip
 
 
 def _partitions(routes: Iterable[Mapping[str, Any]]) -> Table:

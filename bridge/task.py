@@ -32,7 +32,7 @@ from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from bridge import worker, worker_metrics
+from bridge import outcomes, worker, worker_metrics
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import DeadLetterError, DeadLetterRefusedError, RetryNotScheduledError
 from bridge.failures import Reason, is_non_retryable, reason_for
@@ -75,6 +75,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
                 raise
         if gate is not None:
             _at_key(gate.done)
+        _count_outcome(envelope, dead=False)
         return result
 
     # -- ordered routes --------------------------------------------------------------------
@@ -107,6 +108,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
                       extra=at(envelope.record, task_id=gate.task_id))  # fmt: skip
             return "parked"
         outcome = self._counted_dead_letter(envelope, exc, reason)
+        _count_outcome(envelope, dead=True)
         if gate is None:
             return "dead-lettered"
         if outcome == "written":
@@ -324,6 +326,14 @@ def _refuse_unsafe_worker(sender: Any = None, **_: Any) -> None:
     if problems:
         # Celery logs and swallows exceptions from signal handlers; this one must stop it.
         raise SystemExit("kafka-celery-bridge refuses this worker:\n  " + "\n  ".join(problems))
+
+
+def _count_outcome(envelope: Envelope, *, dead: bool) -> None:
+    """Count a finished record for its route's flood breaker, if it has one."""
+    if envelope.breaker_window_s is not None:
+        rec, window_s = envelope.record, envelope.breaker_window_s
+        outcomes.count(worker.redis_client(), envelope.group_id, rec.topic, dead=dead,
+                       window_s=window_s, now_s=time.time())  # fmt: skip
 
 
 def _at_key(step: Callable[[], T]) -> T:
