@@ -188,3 +188,19 @@ def test_a_username_alone_keeps_the_url_password() -> None:
 )
 def test_mask_url_hides_the_password(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_redis_password_from_the_environment_goes_into_the_broker_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_CELERY__BROKER_PASSWORD", SECRET)
+    url = load(tmp_path, celery='broker_username = "app"').celery.broker_url
+    assert mask_url(url) == "redis://app:***@h:6379/0"
+    assert redis.Redis.from_url(url).connection_pool.connection_kwargs["password"] == SECRET
+
+
+def test_a_config_error_shows_the_message_without_the_input(tmp_path: Path) -> None:
+    kafka = f'security_protocol = "SASL_SSL"\nsasl_username = "u"\nsasl_password = "{SECRET}"'
+    assert config_error(tmp_path, kafka=kafka).endswith(
+        "kafka: Value error, security_protocol SASL_SSL needs sasl_mechanism"
+    )
