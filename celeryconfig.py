@@ -5,6 +5,7 @@ and the workers cannot disagree about it.
 """
 
 from bridge.settings import load_settings
+from bridge.worker_transport import install as install_worker_transport
 
 _settings = load_settings()
 
@@ -16,6 +17,9 @@ broker_transport_options = {
     **_settings.celery.transport_options,
     "visibility_timeout": _settings.celery.visibility_timeout_s,
 }
+
+# A stock worker stops on a queue element that is not a kombu message; ours logs and drops it.
+install_worker_transport()
 
 # Records come from outside: JSON only, never pickle.
 task_serializer = "json"

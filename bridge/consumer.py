@@ -48,6 +48,7 @@ from bridge.deadletter import (
     utc_now_iso,
 )
 from bridge.deadletter import from_dict as dead_letter_from_dict
+from bridge.deadletter import to_dict as dead_letter_to_dict
 from bridge.dispatch import Dispatcher, Message, Ordered, Outcome
 from bridge.errors import (
     DeadLetterError,
@@ -321,14 +322,30 @@ class Bridge:
         )
         try:
             self._dead_letter_producer().write(dl)
+        except DeadLetterRefusedError as err:  # for good (too large…): parked, not retried
+            self._park_dead_letter(dl, err)
         except Exception as err:
             raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
-        log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc,
-                    extra=at(record, task_id=dl.task_id))  # fmt: skip
+        else:
+            log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc,
+                        extra=at(record, task_id=dl.task_id))  # fmt: skip
         if route.breaker_window_s is not None:
             count_outcome(self._dispatcher.client, self.group_id, record.topic, dead=True,
                           window_s=route.breaker_window_s, now_s=time.time())  # fmt: skip
         self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
+
+    def _park_dead_letter(self, dl: DeadLetter, err: Exception) -> None:
+        """Keep a dead letter Kafka refuses for good in Redis (``status`` shows it, ``replay
+        --parked`` writes it) rather than stall every partition retrying it.
+
+        :raises PublishError: Redis is unavailable too.
+        """
+        try:
+            self._dead_letter_store.park(dead_letter_to_dict(dl))
+        except redis.RedisError as exc:
+            raise PublishError(f"{dl.record!r}: dead letter refused, not parked: {exc!r}") from exc
+        log.critical("undecodable %r: Kafka refuses its dead letter, parked in Redis: %s",
+                     dl.record, err, extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
 
     def _rewind(self, points: Mapping[TopicPartition, int]) -> None:
         assert self._consumer is not None

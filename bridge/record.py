@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -23,6 +23,7 @@ from bridge.settings import VALUE_FORMATS, ValueFormat
 
 ENVELOPE_VERSION = 1
 Headers = tuple[tuple[str, bytes], ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,27 +240,45 @@ def from_task_arg(arg: dict[str, Any]) -> Envelope:
         if arg["value_format"] not in VALUE_FORMATS:
             raise ValueError(f"unknown value format {arg['value_format']!r}")
         record = Record(
-            topic=arg["topic"],
-            partition=int(arg["partition"]),
-            offset=int(arg["offset"]),
-            timestamp_ms=int(arg["timestamp_ms"]),
+            topic=_of(arg, "topic", str),
+            partition=_of(arg, "partition", int),
+            offset=_of(arg, "offset", int),
+            timestamp_ms=_of(arg, "timestamp_ms", int),
             key=_unb64(arg["key"]),
             raw_value=_unb64(arg["value"]),
-            headers=tuple((str(k), _unb64(v) or b"") for k, v in arg["headers"]),
+            headers=tuple((_name(k), _unb64(v) or b"") for k, v in _of(arg, "headers", list)),
             value_format=arg["value_format"],
         )
         envelope = Envelope(
             record,
-            arg["group_id"],
-            arg["dlt_topic"],
-            arg.get("first_failure_at"),
-            arg.get("retry"),
-            arg.get("ordered"),
+            _of(arg, "group_id", str),
+            _of(arg, "dlt_topic", str),
+            _of(arg, "first_failure_at", str, optional=True),
+            _of(arg, "retry", dict, optional=True),
+            _of(arg, "ordered", str, optional=True),
             _window(arg.get("breaker")),
         )
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise UndecodableRecordError(f"not a bridge record envelope: {exc}") from exc
     return envelope
+
+
+def _of(arg: dict[str, Any], key: str, kind: type[T], *, optional: bool = False) -> Any:
+    """``arg[key]`` if it is a ``kind`` (``None`` too when ``optional``; a bool is no int).
+
+    :raises KeyError: the key is missing and not optional.
+    :raises TypeError: the value is of another type.
+    """
+    value = arg.get(key) if optional else arg[key]
+    if (value is None and optional) or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    raise TypeError(f"{key} is {value!r}, not {kind.__name__}")
+
+
+def _name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"header name {name!r} is not a string")
+    return name
 
 
 def _window(value: Any) -> int | None:

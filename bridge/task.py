@@ -34,7 +34,12 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from bridge import outcomes, worker, worker_metrics
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
-from bridge.errors import DeadLetterError, DeadLetterRefusedError, RetryNotScheduledError
+from bridge.errors import (
+    DeadLetterError,
+    DeadLetterRefusedError,
+    RetryNotScheduledError,
+    UndecodableRecordError,
+)
 from bridge.failures import Reason, is_non_retryable, reason_for
 from bridge.logs import at
 from bridge.ordering import KeyGate, parked_why
@@ -57,7 +62,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args and isinstance(args[0], Record):  # called directly, e.g. in a unit test
             return self.run(*args, **kwargs)
-        envelope = from_task_arg(args[0])
+        envelope = self._envelope(args)
         gate = self._open_gate(envelope) if envelope.ordered else None
         with worker_metrics.handler_run(self.name) as run:
             try:
@@ -77,6 +82,21 @@ class RecordTask(Task):  # type: ignore[type-arg]
             _at_key(gate.done)
         _count_outcome(envelope, dead=False)
         return result
+
+    def _envelope(self, args: tuple[Any, ...]) -> Envelope:
+        """The record envelope a task message carries; a message that carries none is not
+        a record of ours (no route, no DLT to send it to): logged and rejected, not retried.
+
+        :raises Reject: the first argument is not a bridge record envelope.
+        """
+        try:
+            return from_task_arg(args[0] if args else None)  # type: ignore[arg-type]
+        except UndecodableRecordError as exc:
+            task_id = self.request.id
+            log.error("task %s (%s): rejected: %s", task_id, self.name, exc,
+                      extra=at(task_id=task_id))  # fmt: skip
+            worker_metrics.foreign_message(self.name)
+            raise Reject(exc, requeue=False) from exc
 
     # -- ordered routes --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ Every success is appended to ``{ledger}:succeeded`` (key and offset), in the ord
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -169,3 +170,18 @@ def long_retry(self: RecordTask, record: Record) -> None:
 def ordered(self: RecordTask, record: Record) -> None:
     """No retry options of its own: the route's fixed interval and retry limit decide."""
     behave(self, record)
+
+
+@app.task(base=RecordTask, bind=True, name="tests.echo")
+def echo(self: RecordTask, record: Record) -> None:
+    """Write the record's bytes to ``{ledger}:echo`` (by task id), as the handler got them."""
+    prefix = (record.header("ledger") or b"").decode()
+    got = {
+        "key": None if record.key is None else base64.b64encode(record.key).decode(),
+        "value": None if record.raw_value is None else base64.b64encode(record.raw_value).decode(),
+        "headers": [[name, base64.b64encode(value).decode()] for name, value in record.headers],
+    }
+    with ledger().pipeline(transaction=True) as pipe:
+        pipe.hset(f"{prefix}:echo", str(self.request.id), json.dumps(got))
+        pipe.sadd(f"{prefix}:done", str(self.request.id))
+        pipe.execute()
