@@ -154,16 +154,35 @@ class Bridge:
         try:
             while self.running:
                 self._reconcile_pauses()
-                batch = consumer.poll(
-                    timeout_ms=self.settings.kafka.poll_timeout_ms,
-                    max_records=self.settings.kafka.max_poll_records,
-                )
+                batch = self._poll(consumer)
                 self._observe_poll(batch)
                 self._handle_batch(batch)
                 self._commit_async()
                 self._report_state()
         finally:
             self._shutdown()
+
+    def _poll(self, consumer: KafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """One poll; nothing while the broker is unreachable.
+
+        kafka-python 3.0 lets a connection error escape ``poll()`` when the broker goes away
+        while it looks for the group coordinator (the metadata refresh it then waits for
+        fails too); it keeps its positions and reconnects on the next poll.
+
+        :raises KafkaError: a Kafka error that is not retriable.
+        """
+        try:
+            batch: dict[TopicPartition, list[Any]] = consumer.poll(
+                timeout_ms=self.settings.kafka.poll_timeout_ms,
+                max_records=self.settings.kafka.max_poll_records,
+            )
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("poll failed, polling again in %.1f s: %r", _POLL_RETRY_S, exc)
+            time.sleep(_POLL_RETRY_S)  # the broker is down or restarting: do not spin
+            return {}
+        return batch
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (safe from a signal handler)."""
@@ -654,6 +673,7 @@ class Bridge:
 
 
 _MOVE_BATCH = 1000
+_POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
 _STATE_INTERVAL_S = 1.0
 
 

@@ -1,0 +1,38 @@
+"""The bridge's poll outlives a broker that is unreachable (kafka-python 3.0 raises then)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+
+from bridge import consumer
+from bridge.consumer import Bridge
+
+SETTINGS = SimpleNamespace(kafka=SimpleNamespace(poll_timeout_ms=5, max_poll_records=10))
+
+
+class Failing:
+    """A consumer whose poll raises ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def poll(self, **_: Any) -> Any:
+        raise self.error
+
+
+def test_a_poll_that_finds_the_broker_unreachable_brings_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer, "_POLL_RETRY_S", 0)
+    bridge: Any = SimpleNamespace(settings=SETTINGS)
+    assert Bridge._poll(bridge, Failing(KafkaConnectionError("111 ECONNREFUSED"))) == {}
+
+
+def test_a_kafka_error_that_is_not_retriable_still_stops_the_bridge() -> None:
+    bridge: Any = SimpleNamespace(settings=SETTINGS)
+    with pytest.raises(TopicAuthorizationFailedError):
+        Bridge._poll(bridge, Failing(TopicAuthorizationFailedError()))
