@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConfigError
 from bridge.logs import LOG_FORMATS, format_from_env, use_format
+from bridge.redact import redact_handlers
 from bridge.settings import BridgeSettings, load_settings
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kafka-celery-bridge: {exc}", file=sys.stderr)
         return 2
+    redact_handlers(settings)  # kafka-python at DEBUG prints what it sends, passwords too
     command: int = args.func(settings, args)
     return command
 

@@ -12,11 +12,23 @@ from typing import Any
 from bridge.settings import KafkaSettings
 
 
+class Unprinted(str):
+    """A password kafka-python can use but does not print: kafka-python logs its whole
+    configuration at DEBUG (``Starting KafkaAdminClient with configuration: {...}``), and a
+    dict shows the ``repr`` of its values. The characters themselves are the secret's."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'**********'"
+
+
 def security_configs(kafka: KafkaSettings) -> dict[str, Any]:
     """kafka-python keyword arguments for ``kafka.security_protocol`` and its SASL/TLS keys.
 
     Only the keys that apply are returned (PLAINTEXT: just the protocol), so kafka-python's
-    own defaults hold for the rest. The password is unwrapped here, at the last moment.
+    own defaults hold for the rest. The passwords are unwrapped here, at the last moment, as
+    :class:`Unprinted` strings.
     """
     configs: dict[str, Any] = {"security_protocol": kafka.security_protocol}
     if kafka.security_protocol.startswith("SASL_"):
@@ -24,7 +36,7 @@ def security_configs(kafka: KafkaSettings) -> dict[str, Any]:
             sasl_mechanism=kafka.sasl_mechanism,
             sasl_plain_username=kafka.sasl_username,
             sasl_plain_password=(
-                kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+                Unprinted(kafka.sasl_password.get_secret_value()) if kafka.sasl_password else None
             ),
         )
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
@@ -41,7 +53,7 @@ def _ssl_configs(kafka: KafkaSettings) -> dict[str, Any]:
     configs: dict[str, Any] = {name: str(path) for name, path in paths.items() if path}
     configs["ssl_check_hostname"] = kafka.ssl_check_hostname
     if kafka.ssl_password is not None:
-        configs["ssl_password"] = kafka.ssl_password.get_secret_value()
+        configs["ssl_password"] = Unprinted(kafka.ssl_password.get_secret_value())
     return configs
 
 

@@ -7,6 +7,8 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
 from bridge.logs import format_from_env, use_format
+from bridge.redact import redact_handlers
+from bridge.worker import settings
 from bridge.worker_metrics import install as install_worker_metrics
 
 # bridge.produce_task: the "bridge.produce" task, so any app can write to Kafka by name.
@@ -28,6 +30,7 @@ def _log_format(logger: logging.Logger, **_: Any) -> None:
     # BRIDGE_LOG_FORMAT=json: one JSON object per line, as `python -m bridge --log-format json`.
     if format_from_env() == "json":
         use_format("json", logger)
+    redact_handlers(settings(), logger)  # no configured password in any log line
 
 
 __all__ = ["app"]

@@ -131,7 +131,7 @@ def test_bridge_and_worker_consume_dead_letter_and_produce_over_sasl(
     try:
         topic, out = make_topic(), make_topic()
         bridge = start_bridge([{"topic": topic.name, "task": "tests.flaky", "queue": queue}],
-                              kafka=kafka)  # fmt: skip
+                              kafka=kafka, args=["--log-level", "DEBUG"])  # fmt: skip
         good = send(producer, topic, ledger, key=b"ok")
         send(producer, topic, ledger, key=b"bad", headers=[("mode", b"permanent")])
 

@@ -3,6 +3,7 @@ client options built from them, Redis credentials merged into the broker URL, ma
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import redis
 from bridge.credentials import mask_url, read_secret_file, with_credentials
 from bridge.errors import ConfigError
 from bridge.kafka_auth import security_configs
+from bridge.redact import Redactor, configured_secrets, redact_handlers
 from bridge.settings import BridgeSettings, load_settings
 
 SECRET = "Zq9-very-secret-pw"
@@ -204,3 +206,41 @@ def test_a_config_error_shows_the_message_without_the_input(tmp_path: Path) -> N
     assert config_error(tmp_path, kafka=kafka).endswith(
         "kafka: Value error, security_protocol SASL_SSL needs sasl_mechanism"
     )
+
+
+def test_the_passwords_handed_to_kafka_python_print_masked(tmp_path: Path) -> None:
+    kafka = SCRAM.replace("SASL_PLAINTEXT", "SASL_SSL") + f'ssl_password = "{SECRET}"\n'
+    configs = security_configs(load(tmp_path, kafka=kafka).kafka)
+    assert configs["sasl_plain_password"] == SECRET
+    assert configs["sasl_plain_password"].encode() == SECRET.encode()
+    assert configs["ssl_password"] == SECRET
+    assert SECRET not in repr(configs)
+    assert SECRET not in str(configs)  # kafka-python logs "configuration: %s" at DEBUG
+
+
+def test_the_redactor_masks_secrets_in_log_lines_as_text_and_in_bytes(tmp_path: Path) -> None:
+    celery = 'broker_password = "pé-redis"'
+    settings = load(tmp_path, kafka=SCRAM, celery=celery)
+    redactor = Redactor(configured_secrets(settings))
+    sent = ("bridge\x00bridge\x00" + SECRET).encode()
+    lines = [
+        ("Send: %r", (sent,)),
+        ("auth %s %s", (SECRET, "pé-redis")),
+        ("%r", ("pé-redis".encode(),)),
+    ]
+    for msg, args in lines:
+        record = logging.LogRecord("kafka.protocol.parser", logging.DEBUG, "f", 1, msg, args, None)
+        assert redactor.filter(record)
+        assert SECRET not in record.getMessage()
+        assert "pé-redis" not in record.getMessage()
+        assert repr("pé-redis".encode())[2:-1] not in record.getMessage()
+        assert "***" in record.getMessage()
+
+
+def test_without_secrets_no_redactor_is_installed(tmp_path: Path) -> None:
+    logger = logging.getLogger(f"test-{tmp_path.name}")
+    logger.addHandler(logging.NullHandler())
+    redact_handlers(load(tmp_path), logger)
+    assert logger.handlers[0].filters == []
+    redact_handlers(load(tmp_path, kafka=SCRAM), logger)
+    assert [type(f) for f in logger.handlers[0].filters] == [Redactor]
