@@ -559,8 +559,9 @@ kafka_status() {
     find_probe_python
     pid="$(kafka_pid)"
     if [[ -n "$pid" ]] && kafka_probe; then
-        printf 'kafka  up    %s:%s  pid %s  (Kafka %s, controller port %s)\n' \
-            "$KAFKA_HOST" "$KAFKA_PORT" "$pid" "$KAFKA_VERSION" "$KAFKA_CONTROLLER_PORT"
+        printf 'kafka  up    %s:%s  pid %s  (Kafka %s, controller port %s, SASL %s, SASL_SSL %s)\n' \
+            "$KAFKA_HOST" "$KAFKA_PORT" "$pid" "$KAFKA_VERSION" "$KAFKA_CONTROLLER_PORT" \
+            "$KAFKA_SASL_PORT" "$KAFKA_SSL_PORT"
         return 0
     elif [[ -n "$pid" ]]; then
         printf 'kafka  down  %s:%s  pid %s  (process running but not answering)\n' "$KAFKA_HOST" "$KAFKA_PORT" "$pid"
@@ -652,7 +653,7 @@ redis_status() {
 # ---------------------------------------------------------------- main
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
