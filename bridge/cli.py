@@ -185,12 +185,36 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kafka-celery-bridge: {exc}", file=sys.stderr)
         return 2
+    refused = _redis_refuses_credentials(settings)
+    if refused:
+        print(f"kafka-celery-bridge: {refused}", file=sys.stderr)
+        return 2
     bridge = Bridge(settings, hooks=hooks)
     stopper = Stopper(bridge.stop)
     signal.signal(signal.SIGTERM, stopper)
     signal.signal(signal.SIGINT, stopper)
     bridge.run()
     return 0
+
+
+def _redis_refuses_credentials(settings: BridgeSettings) -> str | None:
+    """Why Redis refuses the configured credentials; None when it accepts them, or when it
+    cannot be asked (an outage the bridge waits out, unlike a wrong password)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from bridge.credentials import mask_url
+
+    url = settings.celery.broker_url
+    once = Retry(NoBackoff(), 0)  # a Redis that is down is the bridge's to wait for, not ours
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5, retry=once).ping()
+    except redis.AuthenticationError as exc:  # the message never holds the password
+        return f"celery.broker_url {mask_url(url)}: Redis refuses the credentials ({exc})"
+    except redis.RedisError:
+        return None
+    return None
 
 
 def _hooks(settings: BridgeSettings, args: argparse.Namespace) -> list[BridgeHooks]:
