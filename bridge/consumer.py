@@ -35,7 +35,7 @@ from typing import Any
 
 import redis
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bridge import keys
@@ -176,6 +176,9 @@ class Bridge:
                 timeout_ms=self.settings.kafka.poll_timeout_ms,
                 max_records=self.settings.kafka.max_poll_records,
             )
+        except CorruptRecordError as exc:
+            self._skip_corrupt(consumer, exc)
+            return {}
         except KafkaError as exc:
             if not exc.retriable:
                 raise
@@ -183,6 +186,40 @@ class Bridge:
             time.sleep(_POLL_RETRY_S)  # the broker is down or restarting: do not spin
             return {}
         return batch
+
+    def _skip_corrupt(self, consumer: KafkaConsumer, exc: CorruptRecordError) -> None:
+        """A record kafka-python cannot parse (e.g. a header name that is not UTF-8): once the
+        batch in flight is accepted, dead-letter what is known of it (its coordinates, the
+        error; no key or headers, an empty value; reason ``undecodable``) and go on after it.
+        kafka-python cannot parse the rest of that record batch either: a record after it in
+        the same batch fails the same way and is dead-lettered the same way.
+
+        :raises CorruptRecordError: the partition cannot be told (kafka-python changed).
+        """
+        tp = corrupt_partition(consumer)
+        if tp is None:
+            raise exc
+        offset = consumer.position(tp)
+        self._settle(None)  # a failed or refused enqueue rewinds the partition before it
+        with self._lock:
+            mine = tp in self._assigned
+        if not mine or self._broker_retry_at is not None or consumer.position(tp) != offset:
+            return  # records before it come again first; so will it
+        route = self.router.route_for(tp.topic)
+        # No key and an empty value: Kafka's producer needs one of them.
+        record = Record(tp.topic, tp.partition, offset, -1, None, b"", (), route.value_format)
+        log.error("%s[%d]@%d: Kafka's client cannot parse the record (%s): dead-lettered "
+                  "with its coordinates only", tp.topic, tp.partition, offset, exc,
+                  extra=at(record))  # fmt: skip
+        try:
+            self._dead_letter_undecodable(route, record, exc)
+        except PublishError as err:
+            self._broker_failed(err)  # paused; it is raised again once resumed
+            return
+        with self._lock:
+            self.offsets.accept(Partition(tp.topic, tp.partition), offset)
+        self.hooks.after_accept({Partition(tp.topic, tp.partition): (offset, offset + 1)})
+        consumer.seek(tp, offset + 1)
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (safe from a signal handler)."""
@@ -704,6 +741,15 @@ def _to_record(msg: Any, route: Route) -> Record:
         headers=headers,
         value_format=route.value_format,
     )
+
+
+def corrupt_partition(consumer: KafkaConsumer) -> TopicPartition | None:
+    """The partition whose record made ``poll`` raise ``CorruptRecordError``: kafka-python
+    (3.0) does not say, but its fetcher still holds that partition's records; its position is
+    the record's offset. ``None`` if the fetcher no longer looks like that."""
+    records = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
+    tp = getattr(records, "topic_partition", None)
+    return tp if isinstance(tp, TopicPartition) else None
 
 
 def _names(partitions: Iterable[Any]) -> str:
