@@ -139,10 +139,13 @@ class System:
                 # against a frozen broker takes up to ~2 x (5 + 5) s with the settings below).
                 "visibility_timeout_s": 45,
             },
-            # kombu sweeps unacknowledged messages every second, not every ~100 s.
+            # kombu sweeps unacknowledged messages every second, not every ~100 s. A worker
+            # killed while it holds the sweep's lock stops every sweep until the lock expires:
+            # 30 s, not kombu's 300 s.
             "celery.transport_options": {
                 "unacked_restore_interval": 1,
                 "unacked_restore_throttle": 1,
+                "unacked_mutex_expire": 30,
             },
             "dead_letter": {
                 "retry_backoff_ms": 10,

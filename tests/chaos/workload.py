@@ -131,4 +131,5 @@ class Producer(threading.Thread):
     def stop(self) -> None:
         """Stop producing, wait for the records in flight (up to a minute)."""
         self._stopping.set()
-        self.join(timeout=90)
+        if self.is_alive():
+            self.join(timeout=90)
