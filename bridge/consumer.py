@@ -49,7 +49,7 @@ from bridge.deadletter import (
 )
 from bridge.deadletter import from_dict as dead_letter_from_dict
 from bridge.deadletter import to_dict as dead_letter_to_dict
-from bridge.dispatch import Dispatcher, Message, Ordered, Outcome
+from bridge.dispatch import Dispatcher, Message, Ordered, Outcome, Refusal
 from bridge.errors import (
     DeadLetterError,
     DeadLetterRefusedError,
@@ -106,7 +106,9 @@ class Bridge:
         self.offsets = OffsetTracker()
         self.running = False
         self._lock = threading.Lock()  # offsets and _assigned: loop thread vs. IO thread
-        self._assigned: set[TopicPartition] = set()
+        # Assigned partitions -> the assignment (a count of assignments) that gave each.
+        self._assigned: dict[TopicPartition, int] = {}
+        self._assignments = 0
         self._dispatcher = Dispatcher(settings.celery, settings.kafka.group_id)
         self._publisher = Publisher(self._dispatcher.publish)
         self._in_flight: InFlight | None = None
@@ -231,7 +233,8 @@ class Bridge:
         """Partitions given to this bridge: consume them from their committed offsets."""
         partitions = set(partitions)
         with self._lock:
-            self._assigned |= partitions
+            self._assignments += 1
+            self._assigned.update(dict.fromkeys(partitions, self._assignments))
         if partitions:
             log.info("partitions assigned: %s", _names(partitions))
 
@@ -239,7 +242,8 @@ class Bridge:
         """Partitions taken away: stop dispatching them, commit what they accepted, forget."""
         partitions = set(partitions)
         with self._lock:
-            self._assigned -= partitions
+            for tp in partitions:
+                self._assigned.pop(tp, None)
             pending = {tp: o for tp, o in self.offsets.to_commit().items() if tp in partitions}
             self.offsets.forget(partitions)
             self._holds.forget(partitions)
@@ -254,7 +258,8 @@ class Bridge:
         """Build this poll's messages, settle the batch in flight, then enqueue this one."""
         with self._lock:
             mine = {tp: r for tp, r in polled.items() if r and tp in self._assigned}
-        batch = Batch(self._admit(mine))
+            assignment = self._assignments
+        batch = Batch(self._admit(mine), assignment=assignment)
         try:
             for tp, records in batch.records.items():
                 batch.messages += [self._message(tp, msg, batch) for msg in records]
@@ -298,9 +303,9 @@ class Bridge:
         self._broker_recovered()
         if outcome.skipped:
             log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
-        self._accept(flight.batch.messages, outcome)
+        held = self._accept(flight.batch, outcome)
         if following is not None:
-            following.drop(partitions_of(outcome.refused))
+            following.drop(partitions_of(held))
 
     def _submit(self, batch: Batch) -> None:
         try:
@@ -321,27 +326,36 @@ class Bridge:
         self._broker_failed(exc)
         self.hooks.after_publish_failed(failed.size, exc, seconds)
 
-    def _accept(self, messages: Sequence[Message], outcome: Outcome) -> None:
+    def _accept(self, batch: Batch, outcome: Outcome) -> list[Refusal]:
+        """Accept the batch's records up to what was refused, on partitions assigned since
+        before it was polled: one revoked and assigned again meanwhile starts over from its
+        committed offset (the records of the batch were enqueued; re-consumed, they are
+        skipped), and accepting the batch there would go backwards.
+
+        :returns: the refusals that hold their partition (sent back to the refused record).
+        """
         refused = {(r.topic, r.partition): r.offset for r in outcome.refused}
         spans: dict[Partition, tuple[int, int]] = {}
         with self._lock:
-            for m in messages:
+            current = {tp for tp, since in self._assigned.items() if since <= batch.assignment}
+            for m in batch.messages:
                 tp = TopicPartition(m.topic, m.partition)
-                if tp in self._assigned and m.offset < refused.get(tp, m.offset + 1):
+                if tp in current and m.offset < refused.get(tp, m.offset + 1):
                     p = Partition(m.topic, m.partition)
                     self.offsets.accept(p, m.offset)
                     spans[p] = (spans.get(p, (m.offset, 0))[0], m.offset + 1)
-            for r in outcome.refused:
-                tp = TopicPartition(r.topic, r.partition)
-                if tp in self._assigned:
-                    self._holds.hold(tp, watch=r.watch, kind=r.full, limit=r.limit)
+            held = [r for r in outcome.refused if TopicPartition(r.topic, r.partition) in current]
+            for r in held:
+                self._holds.hold(TopicPartition(r.topic, r.partition), watch=r.watch, kind=r.full,
+                                 limit=r.limit)  # fmt: skip
         self.hooks.after_accept(spans)
         assert self._consumer is not None
-        for r in outcome.refused:
+        for r in held:
             self._consumer.seek(TopicPartition(r.topic, r.partition), r.offset)
             where = at(topic=r.topic, partition=r.partition, offset=r.offset)
             log.warning("%s[%d]@%d: its %s has %d records waiting: partition paused",
                         r.topic, r.partition, r.offset, r.full, r.limit, extra=where)  # fmt: skip
+        return held
 
     def _message(self, tp: TopicPartition, msg: Any, batch: Batch) -> Message:
         route = self.router.route_for(tp.topic)

@@ -37,10 +37,12 @@ class Undecodable:
 @dataclass(slots=True)
 class Batch:
     """What one poll returned, by partition (kafka-python's ``TopicPartition`` keys), and the
-    task messages built for it, in the same order."""
+    task messages built for it, in the same order; ``assignment`` counts the assignments the
+    bridge had been given when it was polled."""
 
     records: dict[Any, Sequence[Any]]
     messages: list[Message] = field(default_factory=list)
+    assignment: int = 0
     undecodable: list[Undecodable] = field(default_factory=list)
 
     def first_offsets(self) -> dict[Any, int]:
