@@ -195,6 +195,22 @@ class RetryingSender:
             producer, admin = self._producer, self._admin
             self._producer = self._admin = None
         if producer is not None:
-            producer.close(timeout=timeout_s)
+            close_producer(producer, timeout_s)
         if admin is not None:
             admin.close()
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close ``producer``, even with sends still pending (they are abandoned, logged).
+
+    kafka-python's ``close`` raises ``KafkaTimeoutError`` from its flush when sends are still
+    pending and leaves the producer open; its ``__del__`` then tries again and raises where
+    nobody can catch it.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaError as exc:
+        log.warning("Kafka producer closed with sends pending after %.1f s: %s", timeout_s, exc)
+        if producer._sender is not None:  # kafka-python offers no public way
+            producer._sender.force_close()
+        producer._closed = True

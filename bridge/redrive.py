@@ -35,6 +35,7 @@ from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.dispatch import Dispatcher, Message
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
 from bridge.kafka_auth import security_configs
+from bridge.kafka_send import close_producer
 from bridge.record import Envelope, Record
 from bridge.replay import (
     DeadView,
@@ -387,7 +388,7 @@ class SourceTarget:
         pass
 
     def close(self) -> None:
-        self._producer.close(timeout=5)
+        close_producer(self._producer, timeout_s=5)
 
 
 class TaskTarget:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from bridge.kafka_send import close_producer
+
 UNORDERED_TOPIC = "chaos-unordered"
 ORDERED_TOPIC = "chaos-ordered"
 ORDERED_KEYS = 300
@@ -87,7 +89,7 @@ class Producer(threading.Thread):
             self._stopping.wait(max(0.0, next_at - time.monotonic()))  # the production rate
         with contextlib.suppress(KafkaError):  # what is not flushed is read back from Kafka
             producer.flush(timeout=60)
-        close(producer, timeout_s=10)
+        close_producer(producer, timeout_s=10)
 
     def _new(self) -> KafkaProducer:
         return KafkaProducer(
@@ -103,7 +105,7 @@ class Producer(threading.Thread):
         log.warning("producer stalled for %.0f s (%d sent, %d settled): replacing it",
                     self.STALL_S, self.sent, len(self.acked) + self.failed)  # fmt: skip
         self.restarts += 1
-        close(producer, timeout_s=0)
+        close_producer(producer, timeout_s=0)
         return self._new()
 
     def _send(self, producer: KafkaProducer, record: Planned) -> None:
@@ -131,15 +133,3 @@ class Producer(threading.Thread):
         self._stopping.set()
         if self.is_alive():
             self.join(timeout=90)
-
-
-def close(producer: KafkaProducer, timeout_s: float) -> None:
-    """Close ``producer`` even with sends still pending. kafka-python's ``close`` then raises
-    ``KafkaTimeoutError`` from its flush and leaves the producer open, and its ``__del__``
-    tries again later and raises where nobody catches it (pytest fails the test on that)."""
-    try:
-        producer.close(timeout=timeout_s)
-    except KafkaError:
-        if producer._sender is not None:  # kafka-python offers no public way
-            producer._sender.force_close()
-        producer._closed = True

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from bridge import payload
 from bridge.errors import ProduceRefusedError
-from bridge.kafka_send import is_retryable, retry_delays_ms
+from bridge.kafka_send import close_producer, is_retryable, retry_delays_ms
 from bridge.producer import Produced, Producer
 from bridge.settings import BridgeSettings, KafkaSettings, ProduceSettings
 
@@ -226,3 +226,25 @@ def test_async_failure_goes_to_on_error_and_the_future() -> None:
 
 def test_produced_as_task_result() -> None:
     assert Produced("t", 1, 42).to_dict() == {"topic": "t", "partition": 1, "offset": 42}
+
+
+class PendingSends:
+    """A producer whose ``close`` gives up in its flush, as kafka-python's does."""
+
+    def __init__(self) -> None:
+        self._closed = False
+        self._sender = self
+        self.forced = False
+
+    def close(self, timeout: float) -> None:
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    def force_close(self) -> None:
+        self.forced = True
+
+
+def test_a_producer_with_sends_pending_is_closed_for_good() -> None:
+    producer: Any = PendingSends()
+    close_producer(producer, timeout_s=0)
+    assert producer.forced
+    assert producer._closed  # its __del__ does not try (and raise) again
