@@ -13,12 +13,16 @@ broker_url = _settings.celery.broker_url
 broker_connection_retry_on_startup = True
 # Shorter retries stay Celery countdowns, which the settings keep well below this; longer
 # ones wait in Redis until due (bridge.schedule), so none outlives it inside a worker.
+# One Redis list per queue (no priority steps): a worker then fetches with one blocking move.
 broker_transport_options = {
+    "priority_steps": [0],
     **_settings.celery.transport_options,
     "visibility_timeout": _settings.celery.visibility_timeout_s,
 }
 
-# A stock worker stops on a queue element that is not a kombu message; ours logs and drops it.
+# Workers move what they fetch into a processing list (a worker killed before kombu records
+# the message as unacknowledged loses nothing), and drop queue elements that are not kombu
+# messages, where a stock worker stops.
 install_worker_transport()
 
 # Records come from outside: JSON only, never pickle.

@@ -123,16 +123,29 @@ class CelerySettings(_Section):
     publish_retry_backoff_max_ms: int = Field(default=10_000, ge=1)
     enqueue_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     visibility_timeout_s: int = Field(default=3600, ge=1)
-    # More kombu Redis transport options for the workers, e.g. unacked_restore_interval.
+    # More Redis transport options for the workers: kombu's (e.g. unacked_restore_interval)
+    # and bridge.worker_transport's (processing_lease_s, multi_key_block_s).
     transport_options: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
     @field_validator("transport_options")
     @classmethod
-    def _visibility_timeout_has_its_own_key(
+    def _transport_options_the_bridge_can_keep(
         cls, options: dict[str, int | float | str | bool]
     ) -> dict[str, int | float | str | bool]:
         if "visibility_timeout" in options:
             raise ValueError("set celery.visibility_timeout_s instead of visibility_timeout here")
+        if "global_keyprefix" in options:
+            raise ValueError("global_keyprefix is not supported: the bridge publishes and keeps "
+                             "its state under unprefixed keys")  # fmt: skip
+        lease_s = options.get("processing_lease_s", 60)
+        interval_s = options.get("unacked_restore_interval", 10)
+        if not isinstance(lease_s, int | float) or not isinstance(interval_s, int | float):
+            raise ValueError("processing_lease_s and unacked_restore_interval are seconds")
+        if lease_s < 3 * interval_s:
+            raise ValueError(f"processing_lease_s ({lease_s}) must be at least 3 times "
+                             f"unacked_restore_interval ({interval_s} s), the workers' heartbeat "
+                             f"interval: a shorter lease restores messages live workers are "
+                             f"receiving")  # fmt: skip
         return options
 
     @model_validator(mode="before")

@@ -1,42 +1,229 @@
-"""The workers' Redis transport: kombu's, except that a queue element that is not a kombu
-message is logged and dropped instead of stopping the worker.
+"""The workers' Redis transport: kombu's, with two changes.
 
-A stock Celery worker on Redis stops with ``Unrecoverable error: JSONDecodeError`` when anything
-pushes bytes that are not a JSON kombu message onto its queue (celery/celery#1113): kombu
-decodes the element in the worker's event loop, outside any handler. The element is already
-popped (``BRPOP``) and is not a task, so nothing can retry it: it is logged (its first bytes)
-and dropped, and the worker goes on. Celery itself rejects well-formed messages it cannot run
-(an unknown task name, a body that does not decode), and :class:`bridge.RecordTask` rejects
-task arguments that are not record envelopes.
+**Nothing is lost between fetch and acknowledgement.** kombu pops a message with ``BRPOP`` and
+records it as unacknowledged only afterwards; a worker SIGKILLed in between loses it, after the
+bridge has committed its offset. Here a worker moves each element into its own processing list
+and takes it out in the same transaction that records it as unacknowledged; lists of dead
+workers go back to their queues (:mod:`bridge.fetch` has the design).
+
+**Garbage is dropped.** A stock Celery worker on Redis stops with ``Unrecoverable error:
+JSONDecodeError`` when anything pushes bytes that are not a JSON kombu message onto its queue
+(celery/celery#1113): kombu decodes the element in the worker's event loop, outside any handler.
+Such an element is not a task, so nothing can retry it: it is logged (its first bytes) and
+dropped, and the worker goes on. Celery itself rejects well-formed messages it cannot run (an
+unknown task name, a body that does not decode), and :class:`bridge.RecordTask` rejects task
+arguments that are not record envelopes.
 
 ``celeryconfig.py`` calls :func:`install`: in the workers' (and Flower's) process, kombu's
 ``redis`` and ``rediss`` transport names stand for this one. The broker URL keeps its scheme, so
-Flower and ``celery inspect`` see a Redis broker as before.
+Flower and ``celery inspect`` see a Redis broker as before. It reads two more transport
+options: ``processing_lease_s`` (how long a channel's heartbeat may be missing before other
+workers restore its processing lists) and ``multi_key_block_s`` (see :mod:`bridge.fetch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
+import uuid
+from collections.abc import Iterable
+from queue import Empty
 from typing import Any
 
 from kombu import transport as kombu_transport
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import dumps, loads
+
+from bridge.fetch import PROCESSING_INDEX, RESTORE, Fetcher, processing_key, source_of
 
 log = logging.getLogger(__name__)
 
 _SHOWN_CHARS = 200  # of a dropped element, in the log line
+_SWEEP_LIMIT = 100  # processing lists restored per sweep
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS; recording a fetched message as unacknowledged also takes it out of
+    the processing list, in one transaction, and the periodic restore keeps processing lists
+    alive and restores those of dead channels."""
+
+    channel: Channel
+
+    def append(self, message: Any, delivery_tag: str) -> None:
+        in_flight = self.channel.in_flight
+        if in_flight is None:
+            super().append(message, delivery_tag)
+            return
+        processing, element = in_flight
+        delivery = message.delivery_info
+        unacked = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag, unacked)
+            pipe.lrem(processing, 1, element)
+            pipe.execute()
+        self.channel.in_flight = None
+        virtual.QoS.append(self, message, delivery_tag)
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        self.channel.tend_processing_lists()
+        super().restore_visible(start, num, interval)
 
 
 class Channel(kombu_redis.Channel):
-    """kombu's Redis channel; a queue element that does not decode as JSON is dropped."""
+    """kombu's Redis channel, fetching with ``BLMOVE`` into processing lists
+    (:mod:`bridge.fetch`); a queue element that does not decode as JSON is dropped."""
+
+    QoS = QoS
+    processing_lease_s: float = 60.0
+    multi_key_block_s: float = 0.1
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "processing_lease_s",
+        "multi_key_block_s",
+    )
+    # kombu's, missing from its type stubs
+    _queue_cycle: Any
+    _q_for_pri: Any
+    _flush_brpop_reauth: Any
+    connection_errors: tuple[type[BaseException], ...]
+    unacked_restore_interval: float
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fetcher = Fetcher(token=uuid.uuid4().hex, block_s=self.multi_key_block_s)
+        self._lists: set[str] = set()  # this channel's processing lists, in the index
+        self._unsettled: set[str] = set()  # lists holding an element that was not delivered
+        self._tended_at = float("-inf")  # monotonic: last heartbeat
+        self._swept_at = float("-inf")  # monotonic: last look for dead channels' lists
+        #: (processing list, element) fetched and not yet recorded as unacknowledged
+        self.in_flight: tuple[str, bytes] | None = None
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        sources = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        self._prepare_lists(sources)
+        wait_s = self.brpop_timeout if timeout is None else timeout
+        command = self._fetcher.command(sources, wait_s or 0)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = time.monotonic()
+        self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
-            return bool(super()._brpop_read(**options))  # type: ignore[misc]
-        except ValueError as exc:  # JSONDecodeError: the element kombu popped is not JSON
-            log.error("dropped a queue element kombu cannot decode (not a kombu message): %r",
-                      exc)  # fmt: skip
+            try:
+                reply = self.client.parse_response(
+                    self.client.connection, self._fetcher.command_name, **options
+                )
+            except self.connection_errors:
+                self.client.connection.disconnect()  # as kombu: the next fetch reconnects
+                raise
+            fetched = self._fetcher.reply(reply)
+            if fetched is None:
+                raise Empty()
+            self._deliver_fetched(*fetched)
             return True
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    def _deliver_fetched(self, source: str, element: bytes) -> None:
+        queue = source.rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        processing = processing_key(self._fetcher.token, source)
+        self.in_flight = (processing, element)
+        try:
+            self.connection._deliver(loads(bytes_to_str(element)), queue)
+        except ValueError as exc:  # JSONDecodeError: the element is not a kombu message
+            log.error("dropped a queue element kombu cannot decode (not a kombu message) "
+                      "from queue %s: %r", queue, exc)  # fmt: skip
+        except BaseException:
+            if self.in_flight is not None:  # not recorded: back to its queue before the next fetch
+                self._unsettled.add(processing)
+            self.in_flight = None
+            raise
+        if self.in_flight is not None:  # dropped, or consumed without acknowledgement
+            self.in_flight = None
+            with self.conn_or_acquire() as client:
+                client.lrem(processing, 1, element)
+
+    def _prepare_lists(self, sources: Iterable[str]) -> None:
+        """Index this channel's processing lists before anything can land in them, and put
+        back what an undelivered fetch left in them."""
+        lists = {processing_key(self._fetcher.token, source) for source in sources}
+        if not lists <= self._lists:
+            self._heartbeat(lists | self._lists)
+        elif time.monotonic() - self._tended_at > self.unacked_restore_interval:
+            self._heartbeat(self._lists)
+        for processing in list(self._unsettled):
+            self._restore_list(processing, forget=False)
+            self._unsettled.discard(processing)
+
+    def tend_processing_lists(self) -> None:
+        """Refresh this channel's heartbeat and restore the processing lists of channels whose
+        heartbeat is older than ``processing_lease_s`` (dead workers). Called by kombu's
+        periodic restore, and after every empty poll by consumers without an event loop."""
+        if time.monotonic() - self._swept_at < self.unacked_restore_interval / 2:
+            return
+        self._swept_at = time.monotonic()
+        if self._lists:
+            self._heartbeat(self._lists)
+        with self.conn_or_acquire() as client:
+            stale = client.zrange(PROCESSING_INDEX, "-inf", time.time() - self.processing_lease_s,
+                                  byscore=True, offset=0, num=_SWEEP_LIMIT)  # fmt: skip
+        for processing in stale:
+            name = bytes_to_str(processing)
+            if name not in self._lists:
+                self._restore_list(name, forget=True)
+
+    def _heartbeat(self, lists: set[str]) -> None:
+        with self.conn_or_acquire() as client:
+            added = client.zadd(PROCESSING_INDEX, dict.fromkeys(lists, time.time()))
+        if added > len(lists - self._lists):
+            log.warning("this worker's processing lists had left the index: its event loop "
+                        "stalled for more than processing_lease_s (%s s)",
+                        self.processing_lease_s)  # fmt: skip
+        self._lists |= lists
+        self._tended_at = time.monotonic()
+
+    def _restore_list(self, processing: str, *, forget: bool) -> None:
+        try:
+            source = source_of(processing)
+        except ValueError:
+            log.error("dropped %r from %s: not a processing list", processing, PROCESSING_INDEX)
+            with self.conn_or_acquire() as client:
+                client.zrem(PROCESSING_INDEX, processing)
+            return
+        with self.conn_or_acquire() as client:
+            moved = client.eval(RESTORE, 3, processing, source, PROCESSING_INDEX, int(forget))
+        if moved:
+            log.warning("restored %d message(s) to the front of queue %s from %s: a worker "
+                        "fetched them and stopped before it recorded them as unacknowledged",
+                        moved, source, processing)  # fmt: skip
+
+    def close(self) -> None:
+        if not self.closed:
+            self._closing = True
+            if self._in_poll:
+                with contextlib.suppress(Empty):
+                    self._brpop_read()
+            self._release_lists()
+        super().close()
+
+    def _release_lists(self) -> None:
+        """Put back what this channel's processing lists hold and leave the index; a broken
+        connection leaves that to the other workers' restore after the lease."""
+        try:
+            for processing in sorted(self._lists):
+                self._restore_list(processing, forget=True)
+        except self.connection_errors as exc:
+            log.warning("left this worker's processing lists to the lease: %r", exc)
+        self._lists.clear()
 
 
 class Transport(kombu_redis.Transport):

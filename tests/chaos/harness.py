@@ -141,11 +141,13 @@ class System:
             },
             # kombu sweeps unacknowledged messages every second, not every ~100 s. A worker
             # killed while it holds the sweep's lock stops every sweep until the lock expires:
-            # 30 s, not kombu's 300 s.
+            # 30 s, not kombu's 300 s. What a worker killed in fetch left in its processing
+            # list is back in its queue 5 s after its last heartbeat, not 60 s.
             "celery.transport_options": {
                 "unacked_restore_interval": 1,
                 "unacked_restore_throttle": 1,
                 "unacked_mutex_expire": 30,
+                "processing_lease_s": 5,
             },
             "dead_letter": {
                 "retry_backoff_ms": 10,

@@ -128,9 +128,12 @@ def start_worker(
     queue: str,
     concurrency: int = 2,
     sections: dict[str, dict[str, Any]] | None = None,
+    app: str = "tests.integration.handlers",
 ) -> WorkerProcess:
-    """A real Celery worker (prefork) consuming ``queue``, running tests.integration.handlers."""
-    config = folder / f"worker-{queue}.toml"
+    """A real Celery worker (prefork) of ``app`` consuming ``queue`` (comma-separated names for
+    several)."""
+    name = queue.replace(",", "+")
+    config = folder / f"worker-{name}.toml"
     config.write_text(
         config_toml(
             group_id="tests-worker",
@@ -138,12 +141,12 @@ def start_worker(
             sections=sections,
         )
     )
-    log = folder / f"worker-{queue}.log"
+    log = folder / f"worker-{name}.log"
     env = {**os.environ, "BRIDGE_CONFIG": str(config), LEDGER_URL_ENV: BROKER_URL}
     cmd = [
-        sys.executable, "-m", "celery", "-A", "tests.integration.handlers", "worker",
+        sys.executable, "-m", "celery", "-A", app, "worker",
         "-Q", queue, "-c", str(concurrency), "-P", "prefork", "-l", "INFO",
-        "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     with log.open("wb") as out:
         # A session of its own, so that a test can kill the worker with all its children.

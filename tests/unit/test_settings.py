@@ -174,6 +174,27 @@ def test_transport_options_pass_through_but_not_the_visibility_timeout(tmp_path:
         load_settings(write(tmp_path, MINIMAL.replace("[[routes]]", clash + "[[routes]]")))
 
 
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ("global_keyprefix = \"x\"", r"celery\.transport_options: .*global_keyprefix is not "),
+        ("processing_lease_s = 20", r"processing_lease_s \(20\) must be at least 3 times "
+                                    r"unacked_restore_interval \(10 s\)"),
+        ("processing_lease_s = 3\nunacked_restore_interval = 2", r"processing_lease_s \(3\)"),
+        ("processing_lease_s = \"soon\"", r"processing_lease_s and unacked_restore_interval are "),
+    ],
+)  # fmt: skip
+def test_transport_options_the_workers_cannot_keep_fail_at_start(
+    tmp_path: Path, options: str, error: str
+) -> None:
+    text = MINIMAL.replace("[[routes]]", f"\n[celery.transport_options]\n{options}\n[[routes]]")
+    with pytest.raises(ConfigError, match=error):
+        load_settings(write(tmp_path, text))
+    fine = "processing_lease_s = 3\nunacked_restore_interval = 1"
+    text = MINIMAL.replace("[[routes]]", f"\n[celery.transport_options]\n{fine}\n[[routes]]")
+    assert load_settings(write(tmp_path, text)).celery.transport_options["processing_lease_s"] == 3
+
+
 def test_ordered_route_with_its_defaults(tmp_path: Path) -> None:
     text = MINIMAL.replace('task = "shop.handle_order"', 'task = "x"\nordered = true')
     settings = load_settings(write(tmp_path, text))

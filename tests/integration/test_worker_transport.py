@@ -1,0 +1,64 @@
+"""The workers' transport loses nothing between fetch and acknowledgement: a worker SIGKILLed
+after it took a message from its queue, and before kombu recorded it as unacknowledged, leaves
+it in its processing list, and a live worker puts it back and runs it (bridge.fetch)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+from bridge.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
+from tests.conftest import wait_for
+from tests.integration.conftest import BROKER_URL, Ledger, start_worker, text
+from tests.integration.test_foreign_messages import real_record
+
+# Fast heartbeats and a short lease, so that a dead worker's list is restored within seconds.
+LEASE = {"celery": {"transport_options": {"unacked_restore_interval": 0.5,
+                                          "processing_lease_s": 2}}}  # fmt: skip
+
+
+def processing_lists(client: redis.Redis, queue: str) -> dict[str, int]:
+    """Non-empty processing lists that take from ``queue``, with their lengths."""
+    names = [text(name) for name in client.keys(f"{PROCESSING_PREFIX}*.{queue}")]
+    return {name: client.llen(name) for name in names}
+
+
+@pytest.mark.parametrize("queues", [1, 2], ids=["one-queue", "two-queues"])
+def test_a_worker_killed_between_fetch_and_acknowledgement_loses_nothing(
+    tmp_path: Path, ledger: Ledger, queues: int
+) -> None:
+    names = [f"fetch-{uuid.uuid4().hex[:8]}" for _ in range(queues)]
+    queue = names[-1]  # the message goes to the last queue the workers consume
+    client = redis.Redis.from_url(BROKER_URL)
+    sender = Celery("fetch-sender", broker=BROKER_URL, set_as_current=False)
+    sender.conf.update(task_serializer="json", accept_content=["json"])
+
+    killer = start_worker(tmp_path, ",".join(names), concurrency=1,
+                          app="tests.integration.fetch_killer")  # fmt: skip
+    task_id = sender.send_task("tests.echo", args=[real_record(ledger)], queue=queue).id
+    wait_for(lambda: killer.proc.poll() is not None, what="the worker to kill itself in fetch")
+    killer.kill()  # its pool processes too
+
+    held = processing_lists(client, queue)
+    assert list(held.values()) == [1], held
+    assert client.llen(queue) == 0
+    assert not any(task_id in text(entry) for entry in client.hvals("unacked"))
+    dead_list = next(iter(held))
+    assert client.zscore(PROCESSING_INDEX, dead_list) is not None
+
+    survivor = start_worker(tmp_path, ",".join(reversed(names)), concurrency=1, sections=LEASE)
+    try:
+        wait_for(
+            lambda: task_id in ledger.done(), timeout_s=30, what="the message restored and run"
+        )
+        assert "restored 1 message(s) to the front of queue" in survivor.log_path.read_text()
+        assert client.zscore(PROCESSING_INDEX, dead_list) is None
+        assert processing_lists(client, queue) == {}
+    finally:
+        survivor.stop()
+        sender.close()
+    assert ledger.done() == {task_id}
