@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 import redis
 from kombu import Connection, Producer
 
+from bridge import worker_transport
 from bridge.credentials import mask_url
 from bridge.deadletter import DeadLetter, DeadLetterProducer
 from bridge.dispatch import CapturedBatch
@@ -110,6 +111,12 @@ def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:
     if not broker.startswith(("redis://", "rediss://", "unix://")):
         shown = mask_url(broker)
         problems.append(f"broker_url {shown!r}: delayed retries wait in Redis; use Redis")
+    if not worker_transport.installed():
+        problems.append(
+            "broker transport: kombu's own Redis transport loses a message when a worker dies "
+            "between fetch and acknowledgement; call bridge.worker_transport.install() in the "
+            "Celery configuration (celeryconfig.py does)"
+        )
     accepted = set(app.conf.accept_content or ())
     if accepted - {"json", "application/json"}:
         problems.append(

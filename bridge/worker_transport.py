@@ -216,12 +216,13 @@ class Channel(kombu_redis.Channel):
         super().close()
 
     def _release_lists(self) -> None:
-        """Put back what this channel's processing lists hold and leave the index; a broken
-        connection leaves that to the other workers' restore after the lease."""
+        """Put back what this channel's processing lists hold and leave the index. If Redis
+        cannot be reached (kombu may close a channel whose connection is gone), the other
+        workers restore them after the lease."""
         try:
             for processing in sorted(self._lists):
                 self._restore_list(processing, forget=True)
-        except self.connection_errors as exc:
+        except Exception as exc:  # a channel closes anyway; the lease is the backstop
             log.warning("left this worker's processing lists to the lease: %r", exc)
         self._lists.clear()
 
@@ -256,6 +257,12 @@ def malformed(message: Any) -> str | None:
     if not isinstance(message.get("headers", {}), dict):
         return "headers is not an object"
     return None
+
+
+def installed() -> bool:
+    """Whether this process's ``redis`` and ``rediss`` transports are this one."""
+    return all(kombu_transport.TRANSPORT_ALIASES.get(scheme) == f"{__name__}:Transport"
+               for scheme in ("redis", "rediss"))  # fmt: skip
 
 
 def install() -> None:

@@ -1,5 +1,8 @@
+import pytest
 from celery import Celery
+from kombu import transport as kombu_transport
 
+from bridge import worker_transport
 from bridge.settings import BridgeSettings
 from bridge.worker import unsafe_worker_config
 
@@ -16,6 +19,11 @@ def app(**conf: object) -> Celery:
     celery = Celery("t", broker=str(conf.pop("broker_url", "redis://r/0")), set_as_current=False)
     celery.conf.update({"accept_content": ["json"], **conf})
     return celery
+
+
+@pytest.fixture(autouse=True)
+def _bridge_transport() -> None:
+    worker_transport.install()  # as celeryconfig.py does
 
 
 def test_the_project_configuration_is_safe() -> None:
@@ -40,3 +48,11 @@ def test_a_visibility_timeout_below_twice_the_countdown_limit_is_refused() -> No
 def test_a_broker_other_than_redis_is_refused() -> None:
     [problem] = unsafe_worker_config(app(broker_url="amqp://guest@rabbit//"), SETTINGS)
     assert "use Redis" in problem
+
+
+def test_kombus_own_redis_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(
+        kombu_transport.TRANSPORT_ALIASES, "redis", "kombu.transport.redis:Transport"
+    )
+    [problem] = unsafe_worker_config(app(), SETTINGS)
+    assert "call bridge.worker_transport.install()" in problem
