@@ -140,15 +140,29 @@ class RetryingSender:
     def _attempt(self, out: Outgoing) -> tuple[int, int]:
         if self._check_topics:
             self._ensure_topic(out.topic)
+        producer, future = self._connected(), None
         try:
-            future = self._connected().send(
+            future = producer.send(
                 out.topic, value=out.value, key=out.key, headers=list(out.headers)
             )
             meta: Any = future.get(timeout=self._policy.delivery_timeout_ms / 1000 + 5)
         except KafkaTimeoutError:
             self._known_topics.discard(out.topic)  # deleted meanwhile? the next attempt asks
+            if future is not None and not future.is_done:
+                self._discard_wedged(producer)
             raise
         return int(meta.partition), int(meta.offset)
+
+    def _discard_wedged(self, producer: KafkaProducer) -> None:
+        """Close a producer that left a send unanswered past its own delivery timeout; the next
+        attempt creates a new one. Seen after a broker restart: once kafka-python's idempotent
+        producer had expired a batch it was retrying, it answered no later send."""
+        log.warning("Kafka producer %s answered no send within delivery_timeout_ms + 5 s: "
+                    "replacing it", self._client_id)  # fmt: skip
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        close_producer(producer, timeout_s=0)
 
     def _connected(self) -> KafkaProducer:
         # Created on first write, inside its error handling: Kafka may be down right now.

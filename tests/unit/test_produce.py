@@ -32,9 +32,15 @@ from pydantic import ValidationError
 
 from bridge import payload
 from bridge.errors import ProduceRefusedError
-from bridge.kafka_send import close_producer, is_retryable, retry_delays_ms
+from bridge.kafka_send import (
+    Outgoing,
+    RetryingSender,
+    close_producer,
+    is_retryable,
+    retry_delays_ms,
+)
 from bridge.producer import Produced, Producer
-from bridge.settings import BridgeSettings, KafkaSettings, ProduceSettings
+from bridge.settings import BridgeSettings, KafkaSettings, ProduceSettings, SendRetrySettings
 
 RETRYABLE = [
     LeaderNotAvailableError(),
@@ -248,3 +254,42 @@ def test_a_producer_with_sends_pending_is_closed_for_good() -> None:
     close_producer(producer, timeout_s=0)
     assert producer.forced
     assert producer._closed  # its __del__ does not try (and raise) again
+
+
+class Unanswered:
+    """A producer that answers no send (kafka-python's, wedged after a broker restart): the
+    wait for each send times out with the send still pending."""
+
+    made: list[Unanswered] = []
+
+    def __init__(self, **configs: Any) -> None:
+        self._closed = False
+        self._sender = self
+        self.forced = False
+        Unanswered.made.append(self)
+
+    def send(self, topic: str, **record: Any) -> Unanswered:
+        return self
+
+    is_done = False
+
+    def get(self, timeout: float) -> None:
+        raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
+
+    def close(self, timeout: float) -> None:
+        raise KafkaTimeoutError("Timeout waiting for future")
+
+    def force_close(self) -> None:
+        self.forced = True
+
+
+def test_a_producer_that_answers_no_send_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bridge.kafka_send.KafkaProducer", Unanswered)
+    Unanswered.made.clear()
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", group_id="unit")
+    policy = SendRetrySettings(retries=2, retry_backoff_ms=1, retry_backoff_max_ms=1)
+    sender = RetryingSender(kafka, policy, client_suffix="unit")
+    with pytest.raises(KafkaTimeoutError):
+        sender.send(Outgoing("t", b"v", key=b"k"))
+    assert len(Unanswered.made) == 3  # one per attempt: each wedged one was dropped
+    assert all(producer.forced and producer._closed for producer in Unanswered.made)
