@@ -94,6 +94,7 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._opened_with = {False: self._connparams(), True: self._connparams(asynchronous=True)}
         self._fetcher = Fetcher(token=uuid.uuid4().hex, block_s=self.multi_key_block_s)
         self._lists: set[str] = set()  # this channel's processing lists, in the index
         self._unsettled: set[str] = set()  # lists holding an element that was not delivered
@@ -101,6 +102,17 @@ class Channel(kombu_redis.Channel):
         self._swept_at = float("-inf")  # monotonic: last look for dead channels' lists
         #: (processing list, element) fetched and not yet recorded as unacknowledged
         self.in_flight: tuple[str, bytes] | None = None
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        # On a connection lost to a Redis restart, Celery collects the kombu connection (which
+        # forgets its parameters) and then closes the channel, which restores its
+        # unacknowledged messages with a new client; a task that ends later acknowledges on it
+        # too. kombu 5.7 then raises AttributeError ("Unrecoverable error": the worker stops).
+        # Such a channel builds its clients from the parameters it was opened with.
+        if self.connection.client is None and hasattr(self, "_opened_with"):
+            return dict(self._opened_with[asynchronous])
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[misc]
+        return params
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))

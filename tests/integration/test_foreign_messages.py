@@ -36,8 +36,10 @@ def sender() -> Iterator[Celery]:
     app.close()
 
 
-def real_record(ledger: Ledger) -> dict[str, object]:
-    record = Record("foreign", 0, 7, 0, b"k", b"{}", (("ledger", ledger.prefix.encode()),), "json")
+def real_record(ledger: Ledger, headers: tuple[tuple[str, bytes], ...] = ()) -> dict[str, object]:
+    """A record envelope whose handler writes to ``ledger``."""
+    headers = (("ledger", ledger.prefix.encode()), *headers)
+    record = Record("foreign", 0, 7, 0, b"k", b"{}", headers, "json")
     return to_task_arg(Envelope(record, "foreign-test", "foreign.foreign-test.dlt"))
 
 

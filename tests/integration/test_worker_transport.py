@@ -13,7 +13,7 @@ from celery import Celery
 
 from bridge.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
 from tests.conftest import wait_for
-from tests.integration.conftest import BROKER_URL, Ledger, start_worker, text
+from tests.integration.conftest import BROKER_URL, Ledger, services, start_worker, text
 from tests.integration.test_foreign_messages import real_record
 
 # Fast heartbeats and a short lease, so that a dead worker's list is restored within seconds.
@@ -62,3 +62,28 @@ def test_a_worker_killed_between_fetch_and_acknowledgement_loses_nothing(
         survivor.stop()
         sender.close()
     assert ledger.done() == {task_id}
+
+
+def test_a_worker_with_a_task_in_hand_survives_a_redis_restart(
+    tmp_path: Path, ledger: Ledger, redis_restarted: object
+) -> None:
+    queue = f"restart-{uuid.uuid4().hex[:8]}"
+    sender = Celery("restart-sender", broker=BROKER_URL, set_as_current=False)
+    sender.conf.update(task_serializer="json", accept_content=["json"])
+    worker = start_worker(tmp_path, queue, concurrency=1, sections=LEASE)
+    record = real_record(ledger, headers=(("sleep-ms", b"4000"),))
+    try:
+        task_id = sender.send_task("tests.flaky", args=[record], queue=queue).id
+        wait_for(lambda: task_id in ledger.attempts(), what="the task started")
+        services("stop-redis")  # its message is unacknowledged (acks late) while it runs
+        services("start-redis")
+        wait_for(lambda: task_id in ledger.done(), timeout_s=60, what="the task done")
+        # It acknowledged that task on the channel of its lost connection, and goes on.
+        after = sender.send_task("tests.flaky", args=[real_record(ledger)], queue=queue).id
+        wait_for(lambda: after in ledger.done(), timeout_s=60, what="a task after the restart")
+        log = worker.log_path.read_text()
+        assert worker.proc.poll() is None, log[-3000:]
+        assert "Unrecoverable error" not in log
+    finally:
+        worker.stop()
+        sender.close()
