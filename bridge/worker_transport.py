@@ -1,4 +1,4 @@
-"""The workers' Redis transport: kombu's, with two changes.
+"""The workers' Redis transport: kombu's, with three changes.
 
 **Nothing is lost between fetch and acknowledgement.** kombu pops a message with ``BRPOP`` and
 records it as unacknowledged only afterwards; a worker SIGKILLed in between loses it, after the
@@ -13,6 +13,11 @@ Such an element is not a task, so nothing can retry it: it is logged (its first 
 dropped, and the worker goes on. Celery itself rejects well-formed messages it cannot run (an
 unknown task name, a body that does not decode), and :class:`bridge.RecordTask` rejects task
 arguments that are not record envelopes.
+
+**A Redis restart does not stop a worker.** kombu 5.7 raises ``AttributeError`` when Celery
+closes the channel of a lost connection (it has already dropped the connection's parameters)
+and the channel restores or acknowledges messages; the worker stopped with "Unrecoverable
+error". A channel here keeps the parameters it was opened with.
 
 ``celeryconfig.py`` calls :func:`install`: in the workers' (and Flower's) process, kombu's
 ``redis`` and ``rediss`` transport names stand for this one. The broker URL keeps its scheme, so
@@ -75,7 +80,8 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel, fetching with ``BLMOVE`` into processing lists
-    (:mod:`bridge.fetch`); a queue element that does not decode as JSON is dropped."""
+    (:mod:`bridge.fetch`); a queue element that does not decode as JSON is dropped; it can
+    still reach Redis after its connection was collected."""
 
     QoS = QoS
     processing_lease_s: float = 60.0
