@@ -20,7 +20,7 @@ from typing import Any
 from bench.harness import RESULTS, machine
 from bench.report import Row, markdown, merge
 
-PARTS = ("throughput", "scaling", "isolation", "retries", "memory")
+PARTS = ("throughput", "scaling", "isolation", "retries", "memory", "fetch")
 
 
 def chosen_parts() -> list[str]:
