@@ -92,6 +92,7 @@ class Fetcher:
     _turn: int = 0
     _sent: list[str] = field(default_factory=list)  # the queue keys of the command in flight
     _name: str = "BLMOVE"
+    _lists: dict[str, str] = field(default_factory=dict)  # queue key -> processing list
 
     @property
     def command_name(self) -> str:
@@ -102,12 +103,12 @@ class Fetcher:
         """The command that fetches one element from ``sources`` (queue keys, in the order the
         channel would serve them); ``timeout_s`` is how long one key blocks (0: forever)."""
         if len(sources) == 1 or self._blocking:
-            source = sources[self._turn % len(sources)] if len(sources) > 1 else sources[0]
+            source = sources[self._turn % len(sources)]
             wait_s = timeout_s if len(sources) == 1 else self.block_s
             self._sent, self._name = [source], "BLMOVE"
-            return ["BLMOVE", source, self._processing(source), "RIGHT", "LEFT", wait_s]
+            return ["BLMOVE", source, self.processing(source), "RIGHT", "LEFT", wait_s]
         self._sent, self._name = list(sources), "EVAL"
-        lists = [self._processing(source) for source in sources]
+        lists = [self.processing(source) for source in sources]
         return ["EVAL", MOVE_FIRST, 2 * len(sources), *sources, *lists]
 
     def reply(self, reply: Any) -> tuple[str, bytes] | None:
@@ -122,5 +123,9 @@ class Fetcher:
         index, element = reply
         return self._sent[int(index)], bytes(element)
 
-    def _processing(self, source: str) -> str:
-        return processing_key(self.token, source)
+    def processing(self, source: str) -> str:
+        """This channel's processing list for queue key ``source`` (named once per key)."""
+        name = self._lists.get(source)
+        if name is None:
+            name = self._lists[source] = processing_key(self.token, source)
+        return name

@@ -42,7 +42,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from bridge.fetch import PROCESSING_INDEX, RESTORE, Fetcher, processing_key, source_of
+from bridge.fetch import PROCESSING_INDEX, RESTORE, Fetcher, source_of
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class Channel(kombu_redis.Channel):
     def _deliver_fetched(self, source: str, element: bytes) -> None:
         queue = source.rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(queue)
-        processing = processing_key(self._fetcher.token, source)
+        processing = self._fetcher.processing(source)
         self.in_flight = (processing, element)
         try:
             self.connection._deliver(loads(bytes_to_str(element)), queue)
@@ -173,7 +173,7 @@ class Channel(kombu_redis.Channel):
     def _prepare_lists(self, sources: Iterable[str]) -> None:
         """Index this channel's processing lists before anything can land in them, and put
         back what an undelivered fetch left in them."""
-        lists = {processing_key(self._fetcher.token, source) for source in sources}
+        lists = {self._fetcher.processing(source) for source in sources}
         if not lists <= self._lists:
             self._heartbeat(lists | self._lists)
         elif time.monotonic() - self._tended_at > self.unacked_restore_interval:

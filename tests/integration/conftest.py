@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -269,6 +270,15 @@ class Ledger:
     def clear(self) -> None:
         for suffix in ("attempts", "done", "executions", "succeeded"):
             self.client.delete(f"{self.prefix}:{suffix}")
+
+
+@pytest.fixture
+def sender() -> Iterator[Celery]:
+    """A Celery app that only sends tasks, by name, to the test broker db (JSON only)."""
+    app = Celery("test-sender", broker=BROKER_URL, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    yield app
+    app.close()
 
 
 @pytest.fixture

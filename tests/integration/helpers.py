@@ -14,6 +14,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.record import Envelope, Record, to_task_arg
 from tests.conftest import wait_for
 from tests.integration.conftest import (
     REPO,
@@ -141,3 +142,10 @@ def scrape(port: int) -> Samples:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     ]
+
+
+def real_record(ledger: Ledger, headers: tuple[tuple[str, bytes], ...] = ()) -> dict[str, object]:
+    """A record envelope, as a task argument, whose handler writes to ``ledger``."""
+    headers = (("ledger", ledger.prefix.encode()), *headers)
+    record = Record("foreign", 0, 7, 0, b"k", b"{}", headers, "json")
+    return to_task_arg(Envelope(record, "foreign-test", "foreign.foreign-test.dlt"))

@@ -14,9 +14,9 @@ import redis
 from celery import Celery
 
 from bridge.fetch import PROCESSING_PREFIX
-from bridge.record import Envelope, Record, to_task_arg
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, WorkerProcess, start_worker
+from tests.integration.helpers import real_record
 
 
 @pytest.fixture
@@ -26,21 +26,6 @@ def own_worker(tmp_path: Path) -> Iterator[tuple[WorkerProcess, str]]:
     process = start_worker(tmp_path, queue, concurrency=1)
     yield process, queue
     process.stop()
-
-
-@pytest.fixture
-def sender() -> Iterator[Celery]:
-    app = Celery("foreign-sender", broker=BROKER_URL, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"])
-    yield app
-    app.close()
-
-
-def real_record(ledger: Ledger, headers: tuple[tuple[str, bytes], ...] = ()) -> dict[str, object]:
-    """A record envelope whose handler writes to ``ledger``."""
-    headers = (("ledger", ledger.prefix.encode()), *headers)
-    record = Record("foreign", 0, 7, 0, b"k", b"{}", headers, "json")
-    return to_task_arg(Envelope(record, "foreign-test", "foreign.foreign-test.dlt"))
 
 
 def kombu_message(sender: Celery, queue: str, task: str, args: list[object]) -> dict[str, object]:

@@ -14,7 +14,7 @@ from celery import Celery
 from bridge.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, services, start_worker, text
-from tests.integration.test_foreign_messages import real_record
+from tests.integration.helpers import real_record
 
 # Fast heartbeats and a short lease, so that a dead worker's list is restored within seconds.
 LEASE = {"celery": {"transport_options": {"unacked_restore_interval": 0.5,
@@ -29,13 +29,11 @@ def processing_lists(client: redis.Redis, queue: str) -> dict[str, int]:
 
 @pytest.mark.parametrize("queues", [1, 2], ids=["one-queue", "two-queues"])
 def test_a_worker_killed_between_fetch_and_acknowledgement_loses_nothing(
-    tmp_path: Path, ledger: Ledger, queues: int
+    tmp_path: Path, ledger: Ledger, sender: Celery, queues: int
 ) -> None:
     names = [f"fetch-{uuid.uuid4().hex[:8]}" for _ in range(queues)]
     queue = names[-1]  # the message goes to the last queue the workers consume
     client = redis.Redis.from_url(BROKER_URL)
-    sender = Celery("fetch-sender", broker=BROKER_URL, set_as_current=False)
-    sender.conf.update(task_serializer="json", accept_content=["json"])
 
     killer = start_worker(tmp_path, ",".join(names), concurrency=1,
                           app="tests.integration.fetch_killer")  # fmt: skip
@@ -60,16 +58,13 @@ def test_a_worker_killed_between_fetch_and_acknowledgement_loses_nothing(
         assert processing_lists(client, queue) == {}
     finally:
         survivor.stop()
-        sender.close()
     assert ledger.done() == {task_id}
 
 
 def test_a_worker_with_a_task_in_hand_survives_a_redis_restart(
-    tmp_path: Path, ledger: Ledger, redis_restarted: object
+    tmp_path: Path, ledger: Ledger, sender: Celery, redis_restarted: object
 ) -> None:
     queue = f"restart-{uuid.uuid4().hex[:8]}"
-    sender = Celery("restart-sender", broker=BROKER_URL, set_as_current=False)
-    sender.conf.update(task_serializer="json", accept_content=["json"])
     worker = start_worker(tmp_path, queue, concurrency=1, sections=LEASE)
     record = real_record(ledger, headers=(("sleep-ms", b"4000"),))
     try:
@@ -86,4 +81,3 @@ def test_a_worker_with_a_task_in_hand_survives_a_redis_restart(
         assert "Unrecoverable error" not in log
     finally:
         worker.stop()
-        sender.close()

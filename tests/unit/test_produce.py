@@ -256,31 +256,22 @@ def test_a_producer_with_sends_pending_is_closed_for_good() -> None:
     assert producer._closed  # its __del__ does not try (and raise) again
 
 
-class Unanswered:
+class Unanswered(PendingSends):
     """A producer that answers no send (kafka-python's, wedged after a broker restart): the
     wait for each send times out with the send still pending."""
 
-    made: list[Unanswered] = []
+    made: list[Unanswered] = []  # every instance, in order
+    is_done = False
 
     def __init__(self, **configs: Any) -> None:
-        self._closed = False
-        self._sender = self
-        self.forced = False
+        super().__init__()
         Unanswered.made.append(self)
 
     def send(self, topic: str, **record: Any) -> Unanswered:
         return self
 
-    is_done = False
-
     def get(self, timeout: float) -> None:
         raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
-
-    def close(self, timeout: float) -> None:
-        raise KafkaTimeoutError("Timeout waiting for future")
-
-    def force_close(self) -> None:
-        self.forced = True
 
 
 def test_a_producer_that_answers_no_send_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
