@@ -11,7 +11,7 @@
 # pid files live under <repo>/.services/.
 #
 # Environment:
-#   KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), REDIS_PORT (6379)
+#   KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1), REDIS_PORT (6379)
 #   KAFKA_SASL_PORT (KAFKA_PORT+2): SASL_PLAINTEXT listener (PLAIN, SCRAM-SHA-256/512)
 #   KAFKA_SSL_PORT (KAFKA_PORT+3): SASL_SSL listener, same mechanisms, a self-signed CA
 #     made once with openssl under <services dir>/kafka-<port>/tls/ (clients: tls/ca.pem)
@@ -39,7 +39,7 @@ LOG4J_VERSION="2.25.5"                 # the log4j2 version Kafka $KAFKA_VERSION
 DEPENDENCY_PLUGIN_VERSION="3.8.1"
 
 KAFKA_PORT="${KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}"
 KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"
 KAFKA_SSL_PORT="${KAFKA_SSL_PORT:-$((KAFKA_PORT + 3))}"
 KAFKA_SASL_USER="${KAFKA_SASL_USER:-bridge}"
