@@ -30,6 +30,33 @@ def wait_for(
         time.sleep(interval_s)  # polling interval of a deadline wait, not a wait for a result
 
 
+def wait_progress(
+    progress: Callable[[], tuple[bool, object]],
+    *,
+    stall_s: float = 30.0,
+    limit_s: float = 600.0,
+    interval_s: float = 0.05,
+    what: str,
+) -> None:
+    """Poll ``progress`` (``(done, marker)``) until done; fail when the marker has not changed
+    for ``stall_s`` (a stall) or after ``limit_s`` in all.
+
+    For waits whose length grows with the work and the machine's load (a backlog drained by a
+    worker): a busy machine makes them slower, not stuck, and only being stuck is a failure.
+    """
+    started = last_change = time.monotonic()
+    done, marker = progress()
+    while not done:
+        now = time.monotonic()
+        if now - last_change > stall_s or now - started > limit_s:
+            waited = f"no progress for {stall_s} s" if now - last_change > stall_s else "too long"
+            raise AssertionError(f"{waited} waiting for {what} (at {marker!r})")
+        time.sleep(interval_s)  # polling interval of a deadline wait, not a wait for a result
+        done, now_marker = progress()
+        if now_marker != marker:
+            marker, last_change = now_marker, time.monotonic()
+
+
 # Property-based tests: reproducible by default (derandomized, no example database in the
 # repo, a bounded number of examples, no per-example deadline on 2 shared cores);
 # HYPOTHESIS_PROFILE=explore searches randomly and longer.
