@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.credentials import secrets_from_files, with_credentials
+from bridge.credentials import mask_url, secrets_from_files, with_credentials
 from bridge.errors import ConfigError
 
 CONFIG_ENV = "BRIDGE_CONFIG"
@@ -33,6 +33,7 @@ OnExhausted = Literal["dead-letter", "park"]
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -126,6 +127,17 @@ class CelerySettings(_Section):
     # More Redis transport options for the workers: kombu's (e.g. unacked_restore_interval)
     # and bridge.worker_transport's (processing_lease_s, multi_key_block_s).
     transport_options: dict[str, int | float | str | bool] = Field(default_factory=dict)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        scheme = url.partition("://")[0].lower() if "://" in url else ""
+        if scheme not in REDIS_SCHEMES:
+            shown = mask_url(url)
+            raise ValueError(f"{shown!r} is not a Redis URL: the bridge publishes to Redis and "
+                             f"keeps its state there; use "
+                             f"{', '.join(s + '://' for s in REDIS_SCHEMES)}")  # fmt: skip
+        return url
 
     @field_validator("transport_options")
     @classmethod

@@ -48,6 +48,18 @@ def test_run_with_invalid_config_fails_at_start_naming_each_key(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
+def test_run_with_a_broker_url_that_is_not_redis_fails_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "amqp.toml"
+    good = BAD.replace("bootstrap_servrs", "bootstrap_servers").replace('"xml"', '"json"')
+    config.write_text(good.replace("redis://127.0.0.1:6379/0", "amqp://guest@127.0.0.1//"))
+    result = bridge("run", "--config", str(config))
+    assert result.returncode == 2
+    assert "celery.broker_url: Value error, 'amqp://guest@127.0.0.1//' is not a Redis URL" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_run_without_any_config_says_how_to_give_one() -> None:
     result = bridge("run", env={"BRIDGE_CONFIG": ""})
     assert result.returncode == 2

@@ -211,3 +211,21 @@ def test_parking_ordered_route_with_a_fixed_interval(tmp_path: Path) -> None:
     )
     route = load_settings(write(tmp_path, text)).routes[0]
     assert (route.on_exhausted, route.retry_interval_s) == ("park", 3)
+
+
+@pytest.mark.parametrize(
+    "url", ["amqp://guest:s3cret@localhost//", "sqs://", "localhost:6379", "memory://"]
+)
+def test_a_broker_url_that_is_not_redis_fails_at_start_naming_the_key(
+    tmp_path: Path, url: str
+) -> None:
+    text = MINIMAL.replace('"redis://127.0.0.1:6379/0"', f'"{url}"')
+    with pytest.raises(ConfigError, match=r"celery\.broker_url: .* is not a Redis URL") as err:
+        load_settings(write(tmp_path, text))
+    assert "s3cret" not in str(err.value)
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://h:6380/1", "unix:///run/r.sock"])
+def test_redis_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    text = MINIMAL.replace('"redis://127.0.0.1:6379/0"', f'"{url}"')
+    assert load_settings(write(tmp_path, text)).celery.broker_url == url
