@@ -15,7 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConfigError
-from bridge.logs import LOG_FORMATS, format_from_env, use_format
+from bridge.logs import LOG_FORMATS, format_from_env, hold_repeats, use_format
 from bridge.redact import redact_handlers
 from bridge.settings import BridgeSettings, load_settings
 
@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level)
     use_format(log_format)
+    hold_repeats()  # an outage or a missing topic is said once, then summarised
     if args.log_level != "DEBUG":
         # kafka-python narrates every connection at INFO; keep its warnings and errors.
         logging.getLogger("kafka").setLevel(logging.WARNING)

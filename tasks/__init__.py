@@ -6,7 +6,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
-from bridge.logs import format_from_env, use_format
+from bridge.logs import format_from_env, hold_repeats, use_format
 from bridge.redact import redact_handlers
 from bridge.worker import settings
 from bridge.worker_metrics import install as install_worker_metrics
@@ -31,6 +31,7 @@ def _log_format(logger: logging.Logger, **_: Any) -> None:
     if format_from_env() == "json":
         use_format("json", logger)
     redact_handlers(settings(), logger)  # no configured password in any log line
+    hold_repeats(logger)  # an outage is said once, then summarised
 
 
 __all__ = ["app"]
