@@ -4,9 +4,15 @@ Public API::
 
     from bridge import Record, RecordTask, PermanentError
     from bridge import produce, produce_async, Produced  # write records to Kafka
+
+The names that need Celery or Kafka's client are imported on first use (PEP 562), so that
+``python -m bridge`` takes its signal handlers before those imports (~0.7 s).
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from bridge.errors import (
     BridgeError,
@@ -18,12 +24,24 @@ from bridge.errors import (
     PublishError,
     UndecodableRecordError,
 )
-from bridge.producer import Produced, produce, produce_async
-from bridge.record import Record
-from bridge.settings import BridgeSettings, load_settings
-from bridge.task import RecordTask
+
+if TYPE_CHECKING:
+    from bridge.producer import Produced, produce, produce_async
+    from bridge.record import Record
+    from bridge.settings import BridgeSettings, load_settings
+    from bridge.task import RecordTask
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "BridgeSettings": "bridge.settings",
+    "Produced": "bridge.producer",
+    "Record": "bridge.record",
+    "RecordTask": "bridge.task",
+    "load_settings": "bridge.settings",
+    "produce": "bridge.producer",
+    "produce_async": "bridge.producer",
+}
 
 __all__ = [
     "BridgeError",
@@ -43,3 +61,12 @@ __all__ = [
     "produce",
     "produce_async",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bridge' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -27,7 +27,7 @@ log = logging.getLogger("bridge.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``kafka-celery-bridge`` and ``python -m bridge``; returns the exit code."""
+    """The command line (``bridge.__main__`` calls it); returns the exit code."""
     args = _parser().parse_args(argv)
     try:
         log_format = args.log_format or format_from_env()
@@ -158,7 +158,8 @@ def _add_replay(commands: Any, common: argparse.ArgumentParser) -> None:
 class Stopper:
     """Signal handler: the first signal stops the bridge gracefully, a second exits at once.
 
-    :param stop: asks the bridge to finish the batch in hand, commit and leave its group.
+    :param stop: asks the bridge to finish the batch in hand, commit and leave its group;
+        :meth:`aim` changes it (signals are caught before the bridge exists).
     :param exit_now: ends the process without any cleanup (default ``os._exit``); nothing that
         was not accepted has been committed, so nothing is lost.
     """
@@ -177,8 +178,21 @@ class Stopper:
         log.info("signal %d: finishing the batch in hand, committing, leaving the group", signum)
         self._stop()
 
+    def aim(self, stop: Callable[[], None]) -> None:
+        """Stop with ``stop`` from now on; at once if a signal came already."""
+        self._stop = stop
+        if self.signalled:
+            stop()
+
+    def install(self) -> None:
+        """Handle SIGTERM and SIGINT with this stopper."""
+        signal.signal(signal.SIGTERM, self)
+        signal.signal(signal.SIGINT, self)
+
 
 def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
+    stopper = Stopper(lambda: None)  # a signal during start-up stops the bridge once it exists
+    stopper.install()
     from bridge.consumer import Bridge
 
     try:
@@ -191,9 +205,7 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
         print(f"kafka-celery-bridge: {refused}", file=sys.stderr)
         return 2
     bridge = Bridge(settings, hooks=hooks)
-    stopper = Stopper(bridge.stop)
-    signal.signal(signal.SIGTERM, stopper)
-    signal.signal(signal.SIGINT, stopper)
+    stopper.aim(bridge.stop)
     bridge.run()
     return 0
 
@@ -331,9 +343,7 @@ def _replay(settings: BridgeSettings, args: argparse.Namespace) -> int:
                        or not sys.stderr.isatty())  # fmt: skip
         with bar:
             replayer = Replayer(settings, request, _BarHook(bar))
-            stopper = Stopper(replayer.stop)
-            signal.signal(signal.SIGTERM, stopper)
-            signal.signal(signal.SIGINT, stopper)
+            Stopper(replayer.stop).install()
             summary = replayer.run()
     except ReplayStoppedError as exc:
         print(f"kafka-celery-bridge: {exc}", file=sys.stderr)

@@ -60,6 +60,7 @@ from bridge.failures import Reason
 from bridge.flood import Breakers
 from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
 from bridge.kafka_auth import security_configs
+from bridge.kafka_patches import await_pending_joins
 from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
 from bridge.ordering import KeyQueues, parked_why
@@ -77,7 +78,7 @@ from bridge.record import Record, check_value, task_id
 from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, Every, Scheduler
 from bridge.settings import BridgeSettings
-from bridge.topics import admin_client, ensure_dead_letter_topics
+from bridge.topics import DeadLetterTopics
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class Bridge:
         self._state_due = 0.0
         self.router = Router.from_settings(settings)
         self.offsets = OffsetTracker()
-        self.running = False
+        self._stopping = threading.Event()  # set by stop(), whenever it comes
         self._lock = threading.Lock()  # offsets and _assigned: loop thread vs. IO thread
         # Assigned partitions -> the assignment (a count of assignments) that gave each.
         self._assigned: dict[TopicPartition, int] = {}
@@ -122,6 +123,10 @@ class Bridge:
             settings.breaker,
         )
         self._dead_letters: DeadLetterProducer | None = None
+        self._dead_letter_topics = DeadLetterTopics(
+            settings.kafka, self.router.routes, bootstrap_timeout_ms=_START_BOOTSTRAP_MS
+        )
+        self._topics_retry_at = 0.0
         self._consumer: KafkaConsumer | None = None
         self._broker_failures = 0
         self._broker_retry_at: float | None = None
@@ -142,27 +147,63 @@ class Bridge:
         """The consumer group this bridge consumes in."""
         return self.settings.kafka.group_id
 
+    @property
+    def running(self) -> bool:
+        """Whether the bridge has not been asked to stop (it may still be starting)."""
+        return not self._stopping.is_set()
+
     def run(self) -> None:
-        """Consume until :meth:`stop`; then commit what was accepted and leave the group."""
-        self._prepare_topics()
-        consumer = self._consumer = self._make_consumer()
-        consumer.subscribe(self.router.topics, listener=_Rebalance(self))
-        self._await_topic_metadata(consumer)
-        self.running = True
-        for thread in self._threads:
-            thread.start()
-        topics = ", ".join(self.router.topics)
-        log.info("bridge started: group %s, topics %s", self.group_id, topics)
+        """Consume until :meth:`stop`; then commit what was accepted and leave the group.
+
+        Kafka unreachable at start is waited for (see :meth:`_start`); a stop asked for at any
+        time, start-up included, ends the run cleanly.
+        """
         try:
+            consumer = self._start()
+            if consumer is None:
+                return
+            for thread in self._threads:
+                thread.start()
+            topics = ", ".join(self.router.topics)
+            log.info("bridge started: group %s, topics %s", self.group_id, topics)
             while self.running:
                 self._reconcile_pauses()
                 batch = self._poll(consumer)
+                self._ensure_dead_letter_topics()  # of a topic just assigned, before dispatch
                 self._observe_poll(batch)
                 self._handle_batch(batch)
                 self._commit_async()
                 self._report_state()
         finally:
             self._shutdown()
+
+    def _start(self) -> KafkaConsumer | None:
+        """Create the missing dead-letter topics and the consumer, and subscribe. While Kafka
+        cannot be reached, try again with a backoff (1 s doubling up to 30 s).
+
+        :returns: the consumer; ``None`` if asked to stop first.
+        :raises KafkaError: a Kafka error that is not retriable.
+        """
+        attempt = 0
+        while self.running:
+            try:
+                self._dead_letter_topics.ensure()
+                consumer = self._consumer = self._make_consumer()
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                attempt += 1
+                delay_ms = exponential_ms(attempt, initial_ms=1000, max_ms=30_000)
+                log.error("Kafka unreachable at start (attempt %d), trying again in %.1f s: %s",
+                          attempt, delay_ms / 1000, exc)  # fmt: skip
+                self._stopping.wait(delay_ms / 1000)
+                continue
+            if attempt:
+                log.warning("Kafka reached after %d failed attempt(s)", attempt)
+            consumer.subscribe(self.router.topics, listener=_Rebalance(self))
+            self._await_topic_metadata(consumer)
+            return consumer
+        return None
 
     def _poll(self, consumer: KafkaConsumer) -> dict[TopicPartition, list[Any]]:
         """One poll; nothing while the broker is unreachable.
@@ -185,7 +226,7 @@ class Bridge:
             if not exc.retriable:
                 raise
             log.warning("poll failed, polling again in %.1f s: %r", _POLL_RETRY_S, exc)
-            time.sleep(_POLL_RETRY_S)  # the broker is down or restarting: do not spin
+            self._stopping.wait(_POLL_RETRY_S)  # the broker is down or restarting: no spin
             return {}
         return batch
 
@@ -224,8 +265,9 @@ class Bridge:
         consumer.seek(tp, offset + 1)
 
     def stop(self) -> None:
-        """Ask the loop to stop after the batch in hand (safe from a signal handler)."""
-        self.running = False
+        """Ask the loop to stop after the batch in hand (safe from a signal handler, and
+        before or during start-up)."""
+        self._stopping.set()
 
     # -- rebalances (called on kafka-python's IO thread) ------------------------------------
 
@@ -670,10 +712,25 @@ class Bridge:
 
     # -- setup and teardown ----------------------------------------------------------------
 
+    def _ensure_dead_letter_topics(self) -> None:
+        """Create the DLT of a routed topic created after the start, once it is assigned here
+        (before its first record is dispatched); after a failure, try again in 5 s."""
+        with self._lock:
+            missing = self._dead_letter_topics.missing({tp.topic for tp in self._assigned})
+        if not missing or time.monotonic() < self._topics_retry_at:
+            return
+        try:
+            self._dead_letter_topics.ensure(missing)
+        except KafkaError as exc:
+            self._topics_retry_at = time.monotonic() + _TOPICS_RETRY_S
+            log.warning("dead-letter topics of %s not created yet, trying again in %d s: %r",
+                        ", ".join(sorted(missing)), _TOPICS_RETRY_S, exc)  # fmt: skip
+
     def _make_consumer(self) -> KafkaConsumer:
         k = self.settings.kafka
-        return KafkaConsumer(
+        consumer = KafkaConsumer(
             bootstrap_servers=k.bootstrap_servers.split(","),
+            bootstrap_timeout_ms=_START_BOOTSTRAP_MS,
             group_id=k.group_id,
             group_instance_id=k.group_instance_id,
             client_id=k.client_id,
@@ -685,6 +742,8 @@ class Bridge:
             request_timeout_ms=k.request_timeout_ms,
             **security_configs(k),
         )
+        await_pending_joins(consumer)
+        return consumer
 
     def _await_topic_metadata(self, consumer: KafkaConsumer) -> None:
         # Like librdkafka, join the group only once the routed topics' partitions are known:
@@ -693,13 +752,6 @@ class Bridge:
         for topic in self.router.topics:
             if not consumer.partitions_for_topic(topic):
                 log.warning("topic %s does not exist (yet): nothing to consume from it", topic)
-
-    def _prepare_topics(self) -> None:
-        admin = admin_client(self.settings.kafka)
-        try:
-            ensure_dead_letter_topics(admin, self.router.routes)
-        finally:
-            admin.close()
 
     def _dead_letter_producer(self) -> DeadLetterProducer:
         if self._dead_letters is None:
@@ -725,6 +777,8 @@ class Bridge:
 
 _MOVE_BATCH = 1000
 _POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
+_START_BOOTSTRAP_MS = 5_000  # one start-up attempt's wait for a broker (a stop waits for it)
+_TOPICS_RETRY_S = 5
 _STATE_INTERVAL_S = 1.0
 
 

@@ -16,8 +16,11 @@ from bridge.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
-def admin_client(kafka: KafkaSettings) -> KafkaAdminClient:
+def admin_client(kafka: KafkaSettings, bootstrap_timeout_ms: int | None = None) -> KafkaAdminClient:
     """An admin client for the configured cluster.
+
+    :param bootstrap_timeout_ms: how long to wait for a first broker (default:
+        ``kafka.request_timeout_ms``).
 
     :raises KafkaTimeoutError: no broker answered within ``request_timeout_ms`` (the message
         says where and how the bridge connected: a broker that refuses our credentials
@@ -28,7 +31,7 @@ def admin_client(kafka: KafkaSettings) -> KafkaAdminClient:
             bootstrap_servers=kafka.bootstrap_servers.split(","),
             client_id=f"{kafka.client_id}-admin",
             request_timeout_ms=kafka.request_timeout_ms,
-            bootstrap_timeout_ms=kafka.request_timeout_ms,
+            bootstrap_timeout_ms=bootstrap_timeout_ms or kafka.request_timeout_ms,
             **security_configs(kafka),
         )
     except KafkaTimeoutError as exc:
@@ -48,34 +51,68 @@ def partition_counts(admin: KafkaAdminClient, topics: Iterable[str]) -> dict[str
     return counts
 
 
-def ensure_dead_letter_topics(admin: KafkaAdminClient, routes: Iterable[Route]) -> list[str]:
+def ensure_dead_letter_topics(admin: KafkaAdminClient, routes: Iterable[Route]) -> set[str]:
     """Create each route's missing DLT with its source topic's partition count.
 
     A DLT whose source topic does not exist yet is skipped with a warning.
 
-    :returns: the DLT topics created.
+    :returns: the routed topics whose DLT exists now (it did, or it was created).
     """
     routes = list(routes)
     existing = partition_counts(admin, [r.topic for r in routes] + [r.dlt_topic for r in routes])
     wanted: dict[str, dict[str, int]] = {}
+    ready = {route.topic for route in routes if route.dlt_topic in existing}
     for route in routes:
         if route.dlt_topic in existing:
             continue
         if route.topic not in existing:
-            log.warning(
-                "topic %s does not exist: its dead-letter topic %s is not created",
-                route.topic,
-                route.dlt_topic,
-            )
+            log.warning("topic %s does not exist (yet): its dead-letter topic %s is created once "
+                        "it does", route.topic, route.dlt_topic)  # fmt: skip
             continue
         wanted[route.dlt_topic] = {
             "num_partitions": existing[route.topic],
             "replication_factor": -1,
         }
+        ready.add(route.topic)
     if wanted:
         # Another bridge of the group may have created it first.
         with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics(wanted, wait_for_metadata=True)
         for name, spec in wanted.items():
             log.info("created dead-letter topic %s (%d partitions)", name, spec["num_partitions"])
-    return sorted(wanted)
+    return ready
+
+
+class DeadLetterTopics:
+    """The routes' dead-letter topics, each created once its source topic exists: at start,
+    and for a topic created later, once the bridge is assigned one of its partitions (before
+    any of its records can die).
+
+    :param bootstrap_timeout_ms: how long one attempt waits for a first broker.
+    """
+
+    def __init__(
+        self, kafka: KafkaSettings, routes: Iterable[Route], bootstrap_timeout_ms: int
+    ) -> None:
+        self._kafka = kafka
+        self._routes = {route.topic: route for route in routes}
+        self._bootstrap_timeout_ms = bootstrap_timeout_ms
+        self._ready: set[str] = set()
+
+    def missing(self, topics: Iterable[str]) -> set[str]:
+        """The routed ``topics`` whose DLT is not known to exist."""
+        return {t for t in topics if t in self._routes and t not in self._ready}
+
+    def ensure(self, topics: Iterable[str] | None = None) -> None:
+        """Create the missing DLTs of ``topics`` (default: every route) whose source exists.
+
+        :raises KafkaError: Kafka is unreachable (``KafkaTimeoutError``) or refuses.
+        """
+        wanted = self.missing(self._routes if topics is None else topics)
+        if not wanted:
+            return
+        admin = admin_client(self._kafka, self._bootstrap_timeout_ms)
+        try:
+            self._ready |= ensure_dead_letter_topics(admin, [self._routes[t] for t in wanted])
+        finally:
+            admin.close()

@@ -180,9 +180,12 @@ def test_a_wrong_kafka_password_is_reported_without_the_password(
     topic = make_topic()
     bridge = start_bridge([{"topic": topic.name, "task": "tests.flaky"}], kafka=kafka,
                           wait_assigned=False)  # fmt: skip
-    assert bridge.proc.wait(timeout=60) != 0
     where = f"127.0.0.1:{SASL_PORT} over SASL_PLAINTEXT (SCRAM-SHA-512 as user '{SASL_USER}')"
-    assert f"cannot reach Kafka at {where}" in bridge.log()
+    # The broker drops the connection as one that is down would: the bridge waits, saying so.
+    wait_for(lambda: f"cannot reach Kafka at {where}" in bridge.log(), timeout_s=60,
+             what="the bridge to say where it cannot reach Kafka")  # fmt: skip
+    assert bridge.proc.poll() is None
+    assert bridge.stop() == 0
     assert broker_log().count(FAILED_SCRAM_512) > refusals_before  # the broker said why
     assert_secret_absent(wrong, bridge.log())
 

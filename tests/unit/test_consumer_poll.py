@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,7 +29,7 @@ def test_a_poll_that_finds_the_broker_unreachable_brings_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(consumer, "_POLL_RETRY_S", 0)
-    bridge: Any = SimpleNamespace(settings=SETTINGS)
+    bridge: Any = SimpleNamespace(settings=SETTINGS, _stopping=threading.Event())
     assert Bridge._poll(bridge, Failing(KafkaConnectionError("111 ECONNREFUSED"))) == {}
 
 
