@@ -74,7 +74,7 @@ from bridge.pipeline import (
     partitions_of,
     rewind_points,
 )
-from bridge.record import Record, check_value, task_id
+from bridge.record import Record, TimestampType, check_value, task_id
 from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, Every, Scheduler
 from bridge.settings import BridgeSettings
@@ -250,7 +250,10 @@ class Bridge:
             return  # records before it come again first; so will it
         route = self.router.route_for(tp.topic)
         # No key and an empty value: Kafka's producer needs one of them.
-        record = Record(tp.topic, tp.partition, offset, -1, None, b"", (), route.value_format)
+        record = Record(
+            tp.topic, tp.partition, offset, -1, None, b"", (), route.value_format,
+            timestamp_type=TimestampType.NO_TIMESTAMP_TYPE,
+        )  # fmt: skip
         log.error("%s[%d]@%d: Kafka's client cannot parse the record (%s): dead-lettered "
                   "with its coordinates only", tp.topic, tp.partition, offset, exc,
                   extra=at(record))  # fmt: skip
@@ -798,7 +801,6 @@ def _commit_request(offsets: Mapping[Partition, int]) -> dict[TopicPartition, Of
 
 
 def _to_record(msg: Any, route: Route) -> Record:
-    headers = tuple((name, value or b"") for name, value in (msg.headers or ()))
     return Record(
         topic=msg.topic,
         partition=msg.partition,
@@ -806,8 +808,9 @@ def _to_record(msg: Any, route: Route) -> Record:
         timestamp_ms=msg.timestamp,
         key=msg.key,
         raw_value=msg.value,
-        headers=headers,
+        headers=tuple(msg.headers or ()),
         value_format=route.value_format,
+        timestamp_type=TimestampType.of(msg.timestamp_type),
     )
 
 

@@ -1,8 +1,20 @@
 """Dead-letter records: their headers (pure) and the producer that writes them (Kafka I/O).
 
-Headers follow Spring Kafka's ``DeadLetterPublishingRecoverer`` names and encodings, so tools
-built for Spring's DLTs read ours: partition as a 4-byte big-endian int, offset and timestamp
-as 8-byte big-endian longs, everything else UTF-8. Our own headers are prefixed ``bridge-``.
+Headers follow Spring Kafka's ``DeadLetterPublishingRecoverer`` (3.x, 4.x): every header it
+writes for a listener failure, with its names and encodings, so tools built for Spring's DLTs
+read ours: partition as a 4-byte big-endian int, offset and timestamp as 8-byte big-endian
+longs, everything else UTF-8. Our own headers are prefixed ``bridge-``.
+
+Meanings follow Spring's too. Spring wraps what the listener threw in its own
+``ListenerExecutionFailedException``; ``kafka_dlt-exception-cause-fqcn`` names what it finds
+by unwrapping its wrappers (``ErrorHandlingUtils.findRootCause``): the listener's own exception,
+never that exception's cause. The bridge wraps nothing, so both ``-fqcn`` headers name the class
+the handler raised, and the message is its message; the chain of causes is in the stack trace.
+
+A record that comes with dead-letter headers already (a dead letter fed back to a topic) is
+treated as Spring treats it by default: the earlier failure's headers are dropped
+(``stripPreviousExceptionHeaders``) and the ``kafka_dlt-original-*`` headers are appended after
+the earlier ones (``appendOriginalHeaders``), so the last value of each is this failure's.
 """
 
 from __future__ import annotations
@@ -49,32 +61,25 @@ class ErrorInfo:
     fqcn: str
     message: str
     stacktrace: str
-    cause_fqcn: str | None = None
 
     @classmethod
     def of(cls, exc: BaseException) -> ErrorInfo:
-        """Describe ``exc``: class name, message, formatted traceback and its cause's class."""
-        cause = exc.__cause__ or exc.__context__
+        """Describe ``exc``: class name, message and formatted traceback (with its causes)."""
         return cls(
             fqcn=fqcn(exc),
             message=str(exc),
             stacktrace="".join(traceback.format_exception(exc)),
-            cause_fqcn=None if cause is None else fqcn(cause),
         )
 
-    def to_dict(self) -> dict[str, str | None]:
+    def to_dict(self) -> dict[str, str]:
         """JSON-safe form."""
-        return {
-            "fqcn": self.fqcn,
-            "message": self.message,
-            "stacktrace": self.stacktrace,
-            "cause_fqcn": self.cause_fqcn,
-        }
+        return {"fqcn": self.fqcn, "message": self.message, "stacktrace": self.stacktrace}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
-        """Inverse of :meth:`to_dict`."""
-        return cls(data["fqcn"], data["message"], data["stacktrace"], data.get("cause_fqcn"))
+        """Inverse of :meth:`to_dict` (the ``cause_fqcn`` that older versions wrote is not used:
+        see the module docstring)."""
+        return cls(data["fqcn"], data["message"], data["stacktrace"])
 
 
 def to_dict(dl: DeadLetter, *, write_attempts: int = 0) -> dict[str, Any]:
@@ -123,20 +128,40 @@ def fqcn(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
-    """The record's original headers followed by the dead-letter headers."""
+FAILURE_HEADERS = frozenset(
+    {
+        "kafka_dlt-exception-fqcn",
+        "kafka_dlt-exception-cause-fqcn",
+        "kafka_dlt-exception-message",
+        "kafka_dlt-exception-stacktrace",
+        "bridge-reason",
+        "bridge-attempts",
+        "bridge-task",
+        "bridge-task-id",
+        "bridge-first-failure-at",
+        "bridge-dead-lettered-at",
+    }
+)
+"""The headers that describe one failure: a new dead letter replaces them (Spring's
+``stripPreviousExceptionHeaders``), where the ``kafka_dlt-original-*`` headers, which say where
+the record was, are appended (``appendOriginalHeaders``). ``bridge-replays`` is kept: replay
+counts with it."""
+
+
+def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes | None]]:
+    """The record's original headers, byte-exact and in order, less those of an earlier failure
+    (:data:`FAILURE_HEADERS`), followed by the dead-letter headers, starting with
+    ``kafka_dlt-original-topic`` (replay relies on it)."""
     rec = dl.record
-    added: list[tuple[str, bytes]] = [
+    added: list[tuple[str, bytes | None]] = [
         ("kafka_dlt-original-topic", rec.topic.encode()),
         ("kafka_dlt-original-consumer-group", dl.group_id.encode()),
         ("kafka_dlt-original-partition", struct.pack(">i", rec.partition)),
         ("kafka_dlt-original-offset", struct.pack(">q", rec.offset)),
         ("kafka_dlt-original-timestamp", struct.pack(">q", rec.timestamp_ms)),
+        ("kafka_dlt-original-timestamp-type", str(rec.timestamp_type).encode()),
         ("kafka_dlt-exception-fqcn", dl.error.fqcn.encode()),
-    ]
-    if dl.error.cause_fqcn is not None:
-        added.append(("kafka_dlt-exception-cause-fqcn", dl.error.cause_fqcn.encode()))
-    added += [
+        ("kafka_dlt-exception-cause-fqcn", dl.error.fqcn.encode()),
         ("kafka_dlt-exception-message", _utf8(dl.error.message)),
         ("kafka_dlt-exception-stacktrace", _utf8(dl.error.stacktrace)),
         ("bridge-reason", str(dl.reason).encode()),
@@ -146,7 +171,8 @@ def dead_letter_headers(dl: DeadLetter) -> list[tuple[str, bytes]]:
         ("bridge-first-failure-at", dl.first_failure_at.encode()),
         ("bridge-dead-lettered-at", dl.dead_lettered_at.encode()),
     ]
-    return list(rec.headers) + added
+    kept = [(name, value) for name, value in rec.headers if name not in FAILURE_HEADERS]
+    return kept + added
 
 
 def _utf8(text: str) -> bytes:

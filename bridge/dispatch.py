@@ -317,15 +317,22 @@ class Dispatcher:
 
     def consumed(self, route: Route, record: Any, ordered: Ordered | None = None) -> Message:
         """The task message of a record as kafka-python consumed it (``topic``, ``partition``,
-        ``offset``, ``timestamp``, ``key``, ``value``, ``headers``) on ``route``: what
-        :meth:`message` builds for its envelope, built for the poll loop's speed.
+        ``offset``, ``timestamp``, ``timestamp_type``, ``key``, ``value``, ``headers``) on
+        ``route``: what :meth:`message` builds for its envelope, built for the poll loop's speed.
 
         :raises PublishError: see :meth:`message`.
         """
         template = self._template_for(route.task, route.queue)
         topic, partition, offset = record.topic, record.partition, record.offset
         arg_json = self._writer_for(route).json(
-            topic, partition, offset, record.timestamp, record.key, record.value, record.headers
+            topic,
+            partition,
+            offset,
+            record.timestamp,
+            record.key,
+            record.value,
+            record.headers,
+            timestamp_type=record.timestamp_type,
         )
         return self._filled(
             template, (topic, partition, offset),

@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
@@ -33,7 +33,8 @@ from bridge.settings import KafkaSettings, SendRetrySettings
 
 log = logging.getLogger(__name__)
 
-Header = tuple[str, bytes]
+Header = tuple[str, bytes | None]
+"""A header to write; ``None`` is a null value, written as empty bytes (see :func:`sendable`)."""
 RetryHook = Callable[[KafkaError, int, int], None]
 """Called before each retry with the error, the retry number (1-based) and its delay in ms."""
 
@@ -49,7 +50,14 @@ class Outgoing:
     topic: str
     value: bytes | None
     key: bytes | None = None
-    headers: list[Header] = field(default_factory=list)
+    headers: Sequence[Header] = ()
+
+
+def sendable(headers: Iterable[Header]) -> list[tuple[str, bytes]]:
+    """``headers`` as kafka-python's ``KafkaProducer.send`` takes them: a null value (``None``)
+    becomes empty bytes, since it refuses ``None`` (``TypeError``, kafka-python 3.0), though
+    Kafka's format and its consumer have null header values."""
+    return [(name, b"" if value is None else value) for name, value in headers]
 
 
 def is_retryable(exc: BaseException, *, missing_topic_is_final: bool = False) -> bool:
@@ -143,7 +151,7 @@ class RetryingSender:
         producer, future = self._connected(), None
         try:
             future = producer.send(
-                out.topic, value=out.value, key=out.key, headers=list(out.headers)
+                out.topic, value=out.value, key=out.key, headers=sendable(out.headers)
             )
             meta: Any = future.get(timeout=self._policy.delivery_timeout_ms / 1000 + 5)
         except KafkaTimeoutError:

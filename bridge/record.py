@@ -1,7 +1,8 @@
 """The record envelope: a Kafka record as a Celery task argument and back, byte-exact.
 
 A task argument is a JSON object (Celery is configured for JSON only). Key, value and header
-bytes travel base64-encoded so they come back exactly as they were consumed. The envelope also
+bytes travel base64-encoded so they come back exactly as they were consumed (a null key, value
+or header value as JSON ``null``). The envelope also
 carries what a worker needs to dead-letter the record without reading the bridge's routes: the
 consumer group, the route's value format and its dead-letter topic.
 """
@@ -14,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import orjson
@@ -22,16 +24,48 @@ from bridge.errors import UndecodableRecordError
 from bridge.settings import VALUE_FORMATS, ValueFormat
 
 ENVELOPE_VERSION = 1
-Headers = tuple[tuple[str, bytes], ...]
+Headers = tuple[tuple[str, bytes | None], ...]
+"""A record's headers in order; a value is ``None`` when it is null on the wire (a Java
+producer's ``null``), which is not the same as empty bytes."""
 T = TypeVar("T")
+
+
+class TimestampType(StrEnum):
+    """What a record's timestamp means, named as Kafka's Java client names it
+    (``TimestampType.toString()``, as Spring writes it in ``kafka_dlt-original-timestamp-type``)."""
+
+    NO_TIMESTAMP_TYPE = "NoTimestampType"  # no timestamp (message format v0)
+    CREATE_TIME = "CreateTime"  # set by the producer
+    LOG_APPEND_TIME = "LogAppendTime"  # set by the broker (topic message.timestamp.type)
+
+    @property
+    def id(self) -> int:
+        """Kafka's id of the type: -1, 0 or 1."""
+        return _TIMESTAMP_TYPE_IDS[self]
+
+    @classmethod
+    def of(cls, kafka_id: int | None) -> TimestampType:
+        """The type of Kafka id ``kafka_id`` as kafka-python gives it (``0``, ``1``; ``None``
+        or ``-1`` for a record without a timestamp type)."""
+        if kafka_id == 0:
+            return cls.CREATE_TIME
+        return cls.LOG_APPEND_TIME if kafka_id == 1 else cls.NO_TIMESTAMP_TYPE
+
+
+_TIMESTAMP_TYPE_IDS = {
+    TimestampType.NO_TIMESTAMP_TYPE: -1,
+    TimestampType.CREATE_TIME: 0,
+    TimestampType.LOG_APPEND_TIME: 1,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Record:
     """One Kafka record as a handler sees it.
 
-    ``key``, ``raw_value`` and header values are the bytes consumed from Kafka; ``value`` is
-    ``raw_value`` decoded by the route's ``value_format`` (``None`` for a tombstone).
+    ``key``, ``raw_value`` and header values are the bytes consumed from Kafka (``None`` where
+    they were null); ``value`` is ``raw_value`` decoded by the route's ``value_format`` (``None``
+    for a tombstone).
     """
 
     topic: str
@@ -43,6 +77,7 @@ class Record:
     headers: Headers = ()
     value_format: ValueFormat = "bytes"
     value: Any = field(default=None, compare=False)
+    timestamp_type: TimestampType = TimestampType.CREATE_TIME
 
     @property
     def timestamp(self) -> datetime:
@@ -55,7 +90,7 @@ class Record:
         return None if self.key is None else self.key.decode("utf-8")
 
     def header(self, name: str) -> bytes | None:
-        """The last value of header ``name``, or ``None``."""
+        """The last value of header ``name``, or ``None`` (no such header, or a null value)."""
         found = [value for key, value in self.headers if key == name]
         return found[-1] if found else None
 
@@ -151,6 +186,7 @@ def to_task_arg(envelope: Envelope) -> dict[str, Any]:
         "partition": rec.partition,
         "offset": rec.offset,
         "timestamp_ms": rec.timestamp_ms,
+        "timestamp_type": rec.timestamp_type.id,
         "key": _b64(rec.key),
         "value": _b64(rec.raw_value),
         "headers": [[name, _b64(value)] for name, value in rec.headers],
@@ -209,14 +245,21 @@ class ArgWriter:
         key: bytes | None,
         value: bytes | None,
         headers: Sequence[tuple[str, bytes | None]] | None,
+        *,
+        timestamp_type: int | None,
     ) -> str:
-        """One record's task argument (a ``None`` header value is sent as empty bytes)."""
+        """One record's task argument.
+
+        :param timestamp_type: Kafka's id of the timestamp type, as kafka-python gives it.
+        """
         topic_json = self._topics.get(topic)
         if topic_json is None:
             topic_json = self._topics[topic] = json.dumps(topic)
+        type_id = TimestampType.of(timestamp_type).id
         return (
             f'{self._head},"topic":{topic_json},"partition":{partition:d},"offset":{offset:d},'
-            f'"timestamp_ms":{timestamp_ms:d},"key":{_b64_json(key)},"value":{_b64_json(value)},'
+            f'"timestamp_ms":{timestamp_ms:d},"timestamp_type":{type_id:d},'
+            f'"key":{_b64_json(key)},"value":{_b64_json(value)},'
             f'"headers":{_headers_json(headers) if headers else "[]"}}}'
         )
 
@@ -226,7 +269,7 @@ def _b64_json(data: bytes | None) -> str:
 
 
 def _headers_json(headers: Sequence[tuple[str, bytes | None]]) -> str:
-    return json.dumps([[name, _b64(value or b"")] for name, value in headers])
+    return json.dumps([[name, _b64(value)] for name, value in headers])
 
 
 def from_task_arg(arg: dict[str, Any]) -> Envelope:
@@ -246,8 +289,9 @@ def from_task_arg(arg: dict[str, Any]) -> Envelope:
             timestamp_ms=_of(arg, "timestamp_ms", int),
             key=_unb64(arg["key"]),
             raw_value=_unb64(arg["value"]),
-            headers=tuple((_name(k), _unb64(v) or b"") for k, v in _of(arg, "headers", list)),
+            headers=tuple((_name(k), _unb64(v)) for k, v in _of(arg, "headers", list)),
             value_format=arg["value_format"],
+            timestamp_type=_timestamp_type(arg.get("timestamp_type", 0)),
         )
         envelope = Envelope(
             record,
@@ -279,6 +323,14 @@ def _name(name: Any) -> str:
     if not isinstance(name, str):
         raise TypeError(f"header name {name!r} is not a string")
     return name
+
+
+def _timestamp_type(value: Any) -> TimestampType:
+    """The type of Kafka id ``value`` (an envelope written before types were carried has none,
+    and gets 0, ``CreateTime``: the topic default, what nearly every record has)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value not in (-1, 0, 1):
+        raise ValueError(f"timestamp type {value!r} is not -1, 0 or 1")
+    return TimestampType.of(value)
 
 
 def _window(value: Any) -> int | None:

@@ -35,7 +35,7 @@ from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.dispatch import Dispatcher, Message
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
 from bridge.kafka_auth import security_configs
-from bridge.kafka_send import close_producer
+from bridge.kafka_send import close_producer, sendable
 from bridge.record import Envelope, Record
 from bridge.replay import (
     DeadView,
@@ -289,8 +289,7 @@ def _partitions(settings: BridgeSettings, dlt: str) -> int:
 
 
 def _letter(record: Any) -> Letter:
-    headers = tuple((name, value or b"") for name, value in (record.headers or ()))
-    view = DeadView(headers, record.key, int(record.timestamp))
+    view = DeadView(tuple(record.headers or ()), record.key, int(record.timestamp))
     return Letter(view, record.value, record.topic, record.partition, record.offset)
 
 
@@ -367,7 +366,7 @@ class SourceTarget:
                 origin.topic,
                 key=letter.view.key,
                 value=letter.value,
-                headers=list(decision.headers),
+                headers=sendable(decision.headers),
                 partition=origin.partition if origin.partition in known else None,
             )
         )
@@ -410,6 +409,7 @@ class TaskTarget:
             topic=origin.topic, partition=origin.partition, offset=origin.offset,
             timestamp_ms=origin.timestamp_ms, key=letter.view.key, raw_value=letter.value,
             headers=decision.headers, value_format=route.value_format,
+            timestamp_type=origin.timestamp_type,
         )  # fmt: skip
         envelope = Envelope(
             record,

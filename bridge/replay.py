@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from bridge.errors import ReplayError
-from bridge.record import Headers, task_id
+from bridge.record import Headers, TimestampType, task_id
 from bridge.routing import Route, Router
 
 REPLAYS_HEADER = "bridge-replays"
@@ -124,6 +124,7 @@ class DeadView:
                 offset=struct.unpack(">q", offset)[0],
                 timestamp_ms=struct.unpack(">q", stamp)[0],
                 group_id=self.text("kafka_dlt-original-consumer-group") or "",
+                timestamp_type=_timestamp_type(self.text("kafka_dlt-original-timestamp-type")),
             )
         except struct.error:
             return None
@@ -138,6 +139,16 @@ class Origin:
     offset: int
     timestamp_ms: int
     group_id: str
+    timestamp_type: TimestampType = TimestampType.CREATE_TIME
+
+
+def _timestamp_type(name: str | None) -> TimestampType:
+    """The type named ``name`` (``CreateTime`` when absent or unknown: dead letters written
+    before the bridge wrote the header, nearly all of them from topics of that default type)."""
+    try:
+        return TimestampType(name or TimestampType.CREATE_TIME)
+    except ValueError:
+        return TimestampType.CREATE_TIME
 
 
 def replay_count(original: Headers) -> int:
@@ -145,7 +156,7 @@ def replay_count(original: Headers) -> int:
     not an integer)."""
     values = [value for name, value in original if name == REPLAYS_HEADER]
     try:
-        return max(0, int(values[-1].decode("ascii"))) if values else 0
+        return max(0, int((values[-1] or b"").decode("ascii"))) if values else 0
     except (UnicodeDecodeError, ValueError):
         return 0
 

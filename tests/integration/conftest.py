@@ -210,11 +210,12 @@ class Topic:
 def make_topic(admin: KafkaAdminClient) -> Iterator[Callable[..., Topic]]:
     created: list[str] = []
 
-    def make(partitions: int = 1) -> Topic:
+    def make(partitions: int = 1, configs: dict[str, str] | None = None) -> Topic:
+        """A new topic (``configs``: its topic configs); deleted after the test, with every
+        topic named ``{name}.…`` (its dead-letter topics)."""
         name = f"t-{uuid.uuid4().hex[:10]}"
-        admin.create_topics(
-            {name: {"num_partitions": partitions, "replication_factor": 1}}, wait_for_metadata=True
-        )
+        spec = {"num_partitions": partitions, "replication_factor": 1, "configs": configs or {}}
+        admin.create_topics({name: spec}, wait_for_metadata=True)
         created.append(name)
         return Topic(name, partitions)
 

@@ -49,6 +49,7 @@ def behave(task: RecordTask, record: Record) -> None:
                 "offset": record.offset,
                 "key": key_of(record),
                 "at": time.time(),
+                "null_headers": [name for name, value in record.headers if value is None],
             }
         ),
     )
@@ -179,7 +180,10 @@ def echo(self: RecordTask, record: Record) -> None:
     got = {
         "key": None if record.key is None else base64.b64encode(record.key).decode(),
         "value": None if record.raw_value is None else base64.b64encode(record.raw_value).decode(),
-        "headers": [[name, base64.b64encode(value).decode()] for name, value in record.headers],
+        "headers": [
+            [name, None if value is None else base64.b64encode(value).decode()]
+            for name, value in record.headers
+        ],
     }
     with ledger().pipeline(transaction=True) as pipe:
         pipe.hset(f"{prefix}:echo", str(self.request.id), json.dumps(got))

@@ -8,6 +8,7 @@ from bridge.record import (
     ArgWriter,
     Envelope,
     Record,
+    TimestampType,
     check_value,
     decode_value,
     decoded,
@@ -109,9 +110,11 @@ def test_record_accessors() -> None:
         sample(),
         sample(key=None, raw_value=None, headers=()),
         sample(topic='odd "topic" \\ é', raw_value=BINARY, value_format="bytes"),
-        sample(headers=(('naïve "name"', b"\xff"), ("empty", b""))),
+        sample(headers=(('naïve "name"', b"\xff"), ("empty", b""), ("null", None))),
+        sample(timestamp_type=TimestampType.LOG_APPEND_TIME),
+        sample(timestamp_ms=-1, timestamp_type=TimestampType.NO_TIMESTAMP_TYPE),
     ],
-    ids=["plain", "tombstone", "odd-topic", "odd-headers"],
+    ids=["plain", "tombstone", "odd-topic", "odd-headers", "log-append-time", "no-timestamp"],
 )
 @pytest.mark.parametrize(
     ("retry_policy", "on_exhausted"),
@@ -126,15 +129,47 @@ def test_arg_writer_gives_what_to_task_arg_gives(
                        value_format=record.value_format, retry_policy=retry_policy,
                        on_exhausted=on_exhausted)  # fmt: skip
     text = writer.json(record.topic, record.partition, record.offset, record.timestamp_ms,
-                       record.key, record.raw_value, record.headers)  # fmt: skip
+                       record.key, record.raw_value, record.headers,
+                       timestamp_type=record.timestamp_type.id)  # fmt: skip
     assert json.loads(text) == to_task_arg(envelope)
     assert from_task_arg(json.loads(text)) == envelope
 
 
-def test_arg_writer_sends_a_null_header_value_as_empty_bytes() -> None:
+def test_a_null_header_value_stays_null_not_empty() -> None:
+    """kafka-python gives ``None`` for a header value that is null on the wire (a Java
+    producer's ``null``); the handler gets ``None`` too, and empty bytes stay empty."""
     writer = ArgWriter(group_id="g", dlt_topic="d", value_format="json")
-    text = writer.json("t", 0, 1, 2, b"k", b"{}", [("h", None)])
-    assert from_task_arg(json.loads(text)).record.headers == (("h", b""),)
+    text = writer.json("t", 0, 1, 2, b"k", b"{}", [("h", None), ("e", b"")], timestamp_type=0)
+    assert json.loads(text)["headers"] == [["h", None], ["e", ""]]
+    assert from_task_arg(json.loads(text)).record.headers == (("h", None), ("e", b""))
+
+
+@pytest.mark.parametrize(
+    ("kafka_id", "name"),
+    [(0, "CreateTime"), (1, "LogAppendTime"), (-1, "NoTimestampType"), (None, "NoTimestampType")],
+)
+def test_timestamp_types_are_named_as_java_names_them(kafka_id: int | None, name: str) -> None:
+    writer = ArgWriter(group_id="g", dlt_topic="d", value_format="bytes")
+    text = writer.json("t", 0, 1, 2, b"k", b"v", [], timestamp_type=kafka_id)
+    record = from_task_arg(json.loads(text)).record
+    assert record.timestamp_type == name
+    assert record.timestamp_type.id == (-1 if kafka_id is None else kafka_id)
+
+
+def test_an_envelope_from_before_timestamp_types_reads_as_create_time() -> None:
+    """Envelopes written by an older bridge (task messages, key FIFOs, parked dead letters in
+    Redis) have no ``timestamp_type`` and no null header values."""
+    arg = to_task_arg(Envelope(sample(), "g", "d"))
+    del arg["timestamp_type"]
+    assert from_task_arg(arg).record.timestamp_type == TimestampType.CREATE_TIME
+    assert from_task_arg(arg).record == sample()
+
+
+@pytest.mark.parametrize("bad", [2, "CreateTime", True, 0.0, None])
+def test_an_unknown_timestamp_type_is_not_an_envelope(bad: object) -> None:
+    arg = {**to_task_arg(Envelope(sample(), "g", "d")), "timestamp_type": bad}
+    with pytest.raises(UndecodableRecordError, match="timestamp type"):
+        from_task_arg(arg)
 
 
 @pytest.mark.parametrize(

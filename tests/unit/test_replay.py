@@ -10,7 +10,7 @@ import pytest
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers
 from bridge.errors import ReplayError
 from bridge.failures import Reason
-from bridge.record import Headers, Record
+from bridge.record import Headers, Record, TimestampType
 from bridge.replay import (
     DeadView,
     Decision,
@@ -66,12 +66,15 @@ def test_the_original_headers_are_split_off_byte_exact() -> None:
     assert {name for name, _ in added} >= {"bridge-reason", "bridge-dead-lettered-at"}
 
 
-def test_headers_of_an_earlier_dead_letter_among_the_originals_are_kept() -> None:
-    # A record that came from another DLT: only the last dead-lettering's headers go.
-    earlier = (*ORIGINAL, ("kafka_dlt-original-topic", b"upstream"), ("bridge-reason", b"x"))
+def test_an_earlier_dead_letters_origin_stays_among_the_originals_its_failure_goes() -> None:
+    # A record that came from another DLT: as Spring does by default, its earlier failure's
+    # headers are replaced, its earlier origin kept; only the last dead-lettering's headers go.
+    origin = ("kafka_dlt-original-topic", b"upstream")
+    earlier = (*ORIGINAL, origin, ("bridge-reason", b"x"))
     parts = dead(earlier).split()
     assert parts is not None
-    assert parts[0] == earlier
+    assert parts[0] == (*ORIGINAL, origin)
+    assert dead(earlier).text("kafka_dlt-original-topic") == "orders"
 
 
 def test_a_record_without_dead_letter_headers_is_unreplayable() -> None:
@@ -82,6 +85,26 @@ def test_a_record_without_dead_letter_headers_is_unreplayable() -> None:
 
 def test_origin_reads_spring_encodings() -> None:
     assert dead().origin() == Origin("orders", 2, 41, 1_700_000_000_123, "shop")
+
+
+@pytest.mark.parametrize(
+    ("written", "kind"),
+    [
+        (b"LogAppendTime", TimestampType.LOG_APPEND_TIME),
+        (b"NoTimestampType", TimestampType.NO_TIMESTAMP_TYPE),
+        (None, TimestampType.CREATE_TIME),  # a dead letter written before the header was
+        (b"Sometime", TimestampType.CREATE_TIME),
+    ],
+)
+def test_origin_reads_the_timestamp_type(written: bytes | None, kind: TimestampType) -> None:
+    headers = tuple(
+        (name, written if name == "kafka_dlt-original-timestamp-type" else value)
+        for name, value in dead().headers
+        if written is not None or name != "kafka_dlt-original-timestamp-type"
+    )
+    origin = DeadView(headers, b"k1").origin()
+    assert origin is not None
+    assert origin.timestamp_type is kind
 
 
 def test_replayed_headers_keep_the_originals_and_count_one_more() -> None:
