@@ -23,7 +23,8 @@ An ordered record is dead-lettered only as its key's head (a stale copy is dropp
 written the dead letter, as after any pending dead letter (:mod:`bridge.ordering`).
 
 Each group counts its unroutable records per topic (:func:`bridge.keys.unroutable`), and
-keeps the last one, for ``status``.
+keeps the last one, for ``status``; they count as dead letters for the route's flood breaker
+(:mod:`bridge.outcomes`), which pauses a route whose every record is unroutable.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Any, cast
 
 import redis
 
-from bridge import keys
+from bridge import keys, outcomes
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import UndecodableRecordError, UnroutableError
 from bridge.failures import Reason
@@ -109,6 +110,9 @@ def keep(client: redis.Redis, envelope: Envelope, dl: DeadLetter, node: str) -> 
         pipe.hincrby(counts, topic, 1)
         pipe.hset(counts, f"{topic}:last", json.dumps(last))
         pipe.execute()
+    if envelope.breaker_window_s is not None:  # a route whose every record is unroutable stops
+        outcomes.count(client, dl.group_id, topic, dead=True,
+                       window_s=envelope.breaker_window_s, now_s=time.time())  # fmt: skip
     return True
 
 

@@ -39,6 +39,7 @@ from tests.integration.helpers import (
     headers_of,
     route_named,
     send,
+    send_many,
     status_json,
     wait_committed_to_end,
 )
@@ -216,6 +217,42 @@ def test_an_unroutable_head_of_an_ordered_key_lets_the_key_go_on(
     assert sum(ordered["records_waiting"].values()) == 0
     assert ordered["keys_parked"] == []
     assert len(handled(ledger)) == 0
+    assert_running(bridge)
+
+
+def test_a_flood_breaker_holds_a_route_whose_records_are_all_unroutable(
+    user_app: UserApp,
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    admin: KafkaAdminClient,
+) -> None:
+    """Unroutable records count as dead letters for the breaker: the rest waits in Kafka."""
+    topic = make_topic()
+    typo = {"topic": topic.name, "task": "shop.handle_ordr", "queue": user_app.queue,
+            "max_queue_depth": 10, "resume_queue_depth": 5}  # fmt: skip
+    user_app.start_worker(user_app.config([typo]))
+    sent = send_many(producer, topic, ledger, 200)
+    policy = {"dead_letter_ratio": 0.5, "min_records": 10, "cool_down_s": 3600,
+              "check_interval_ms": 50}  # fmt: skip
+    bridge = start_bridge([typo], kafka={"max_poll_records": 10}, sections={"breaker": policy})
+
+    def held() -> dict[str, Any] | None:
+        route = route_named(status_json(bridge), topic.name)
+        [part] = route["partitions"]
+        settled = route["queue_depth"] == 0 and part["uncommitted"] == 0
+        return part if settled and part["paused"] == "dead-letter-flood" else None
+
+    part = wait_for(held, timeout_s=60, what="the breaker to hold the route, its queue empty")
+    assert part is not None
+    dead = read_all(topic.dlt(bridge.group_id), part["committed"])
+    dead_offsets = sorted(int.from_bytes(headers_of(r)["kafka_dlt-original-offset"], "big")
+                          for r in dead)  # fmt: skip
+    waiting = list(range(part["committed"], part["end"]))
+    assert dead_offsets + waiting == [m.offset for m in sent]  # 200 = dead + waiting in Kafka
+    assert waiting, "the breaker held nothing back"
+    assert reasons(dead) == ["unroutable"] * len(dead)
     assert_running(bridge)
 
 
