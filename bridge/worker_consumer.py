@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from celery.exceptions import NotRegistered
 
 from bridge import unroutable, worker_metrics, worker_registry
@@ -93,7 +93,9 @@ def guard(c: Any) -> None:
             return
         name = str(message.headers.get("task"))
         error = unroutable.not_registered(name, c.hostname, NotRegistered(name))
-        dead_letter(c, message, envelope, name, error)
+        if dead_letter(c, message, envelope, name, error):  # as Celery does, once it is safe
+            signals.task_unknown.send(sender=c, message=message, exc=exc, name=name,
+                                      id=message.headers.get("id"))  # fmt: skip
 
     def update_strategies() -> None:
         build()
@@ -112,8 +114,10 @@ def guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
         if is_bridge_origin((message.headers or {}).get("origin")):
             envelope = envelope_of(message)
             if envelope is not None:
-                error = unroutable.not_a_record_task(name, c.hostname)
-                return dead_letter(c, message, envelope, name, error)
+                dead_letter(
+                    c, message, envelope, name, unroutable.not_a_record_task(name, c.hostname)
+                )
+                return None
         return strategy(message, *args, **kwargs)
 
     return guarded_strategy
@@ -130,9 +134,12 @@ def envelope_of(message: Any) -> Envelope | None:
 
 def dead_letter(
     c: Any, message: Any, envelope: Envelope, task: str, error: UnroutableError
-) -> None:
+) -> bool:
     """Store the record's ``unroutable`` dead letter for the bridge, then acknowledge the
-    message; if Redis fails, requeue it (it stays unacknowledged if that fails too)."""
+    message; if Redis fails, requeue it (it stays unacknowledged if that fails too).
+
+    :returns: whether the message was acknowledged.
+    """
     task_id = str(message.headers.get("id") or envelope.task_id())
     dl = unroutable.dead_letter(envelope, task, task_id, error)
     where = at(dl.record, task_id=task_id)
@@ -143,18 +150,19 @@ def dead_letter(
         log.error("%r: unroutable (%s) and its dead letter not stored, requeued: %r",
                   dl.record, error, exc, extra=where)  # fmt: skip
         message.reject_log_error(log, c.connection_errors, requeue=True)
-        return
-    if kept:
-        log.error("%r dead-lettered as unroutable (the bridge writes it to %s), task %s: %s",
-                  dl.record, dl.dlt_topic, task_id, error, extra=where)  # fmt: skip
-        worker_metrics.dead_letter_written(task, str(dl.reason), "deferred")
-    else:
+        return False
+    message.ack_log_error(log, c.connection_errors)
+    if not kept:
         log.warning("task %s: not the head of its key (a stale copy) or the key is parked: "
                     "dropped", task_id, extra=where)  # fmt: skip
         worker_metrics.stale_copy(task)
-    message.ack_log_error(log, c.connection_errors)
+        return True
+    log.error("%r dead-lettered as unroutable (the bridge writes it to %s), task %s: %s",
+              dl.record, dl.dlt_topic, task_id, error, extra=where)  # fmt: skip
+    worker_metrics.dead_letter_written(task, str(dl.reason), "deferred")
     if c.event_dispatcher is not None:  # Flower shows the task as failed, with the reason
         c.event_dispatcher.send("task-failed", uuid=task_id, exception=repr(error))
+    return True
 
 
 def registration(c: Any) -> worker_registry.Registration:
