@@ -15,6 +15,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import ConfigError
+from bridge.failures import Reason
 from bridge.logs import LOG_FORMATS, format_from_env, hold_repeats, use_format
 from bridge.redact import redact_handlers
 from bridge.settings import BridgeSettings, load_settings
@@ -122,7 +123,7 @@ def _add_replay(commands: Any, common: argparse.ArgumentParser) -> None:
     replay.add_argument(
         "--reason",
         action="append",
-        choices=["exhausted", "non-retryable", "undecodable"],
+        choices=[str(reason) for reason in Reason],
         help="bridge-reason (repeatable)",
     )
     replay.add_argument(
@@ -233,8 +234,11 @@ def _redis_refuses_credentials(settings: BridgeSettings) -> str | None:
 def _hooks(settings: BridgeSettings, args: argparse.Namespace) -> list[BridgeHooks]:
     """The observers of the bridge loop this run needs."""
     from bridge.members import member_reporter
+    from bridge.route_watch import route_watch
+    from bridge.routing import Router
 
-    hooks: list[BridgeHooks] = [member_reporter(settings)]
+    routes = Router.from_settings(settings).routes
+    hooks: list[BridgeHooks] = [member_reporter(settings), route_watch(settings, routes)]
     port = settings.metrics.port if args.metrics_port is None else args.metrics_port
     if port:
         from bridge.metrics import start_bridge_metrics

@@ -597,8 +597,8 @@ class Bridge:
                           extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
                 return  # Kafka is in trouble: the others wait too
             self._dead_letter_store.written(data)
-            log.warning("%r: pending dead letter written to %s, task %s",
-                        dl.record, dl.dlt_topic, dl.task_id,
+            log.warning("%r: pending dead letter (%s) written to %s, task %s",
+                        dl.record, dl.reason, dl.dlt_topic, dl.task_id,
                         extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
             self.hooks.after_dead_letter(dl.record.topic, str(dl.reason), True)
             if dl.ordered:

@@ -31,7 +31,7 @@ from kombu.serialization import dumps
 from bridge import keys, ordering
 from bridge.credentials import mask_url
 from bridge.errors import ConfigError, PublishError
-from bridge.record import ArgWriter, Envelope, record_repr, to_task_arg
+from bridge.record import ArgWriter, Envelope, message_origin, record_repr, to_task_arg
 from bridge.record import task_id as record_task_id
 from bridge.routing import Route
 from bridge.settings import CelerySettings
@@ -286,7 +286,7 @@ class Dispatcher:
         self._templates: dict[tuple[str, str], _Template] = {}
         self._writers: dict[str, ArgWriter] = {}  # by topic
         self._tags = DeliveryTags()
-        self._origin = f"kafka-celery-bridge@{group_id}"
+        self._origin = message_origin(group_id)
         self._redis = redis.Redis.from_url(
             celery.broker_url, socket_timeout=5, socket_connect_timeout=5
         )

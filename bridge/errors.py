@@ -19,6 +19,11 @@ class UndecodableRecordError(PermanentError):
     """Raised when a record's value cannot be decoded with its route's ``value_format``."""
 
 
+class UnroutableError(BridgeError):
+    """The error a dead letter names when its record reached a worker that has no
+    ``RecordTask`` of its route's task name (not registered, or not built on ``RecordTask``)."""
+
+
 class PublishError(BridgeError):
     """Raised when a record could not be handed to the Celery broker."""
 

@@ -25,6 +25,7 @@ class Reason(StrEnum):
     EXHAUSTED = "exhausted"
     NON_RETRYABLE = "non-retryable"
     UNDECODABLE = "undecodable"
+    UNROUTABLE = "unroutable"  # no worker had a RecordTask of its route's task name
 
 
 def chain(exc: BaseException) -> Iterator[BaseException]:

@@ -1,10 +1,12 @@
-"""Every Redis key the bridge owns, in one place: all under ``bridge:{group_id}:``."""
+"""Every Redis key the bridge owns, in one place: all under ``bridge:{group_id}:``, except
+what workers say about themselves (they serve every group): under ``bridge-workers:``."""
 
 from __future__ import annotations
 
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 
 PREFIX = "bridge"
+WORKERS_PREFIX = "bridge-workers:"  # outside every group's namespace
 
 
 def group_prefix(group_id: str) -> str:
@@ -43,6 +45,22 @@ def outcomes(group_id: str, topic: str) -> str:
     """Hash of the route's finished records per second: ``h:{epoch s}`` handled and
     ``d:{epoch s}`` dead-lettered counts (read by the dead-letter flood breaker)."""
     return f"{group_prefix(group_id)}outcomes:{topic}"
+
+
+def unroutable(group_id: str) -> str:
+    """Hash of records no worker could route to a ``RecordTask``, per topic: ``{topic}`` their
+    count, ``{topic}:last`` the last one (JSON: task, task id, worker, error, when)."""
+    return f"{group_prefix(group_id)}unroutable"
+
+
+def worker_registration(node: str) -> str:
+    """A live worker's queues and registered tasks (JSON, expiring), by its node name."""
+    return f"{WORKERS_PREFIX}{node}"
+
+
+def worker_registrations_pattern() -> str:
+    """A ``SCAN`` pattern matching every :func:`worker_registration` key."""
+    return f"{WORKERS_PREFIX}*"
 
 
 def breaker_resumes(group_id: str) -> str:

@@ -24,6 +24,7 @@ from bridge.errors import UndecodableRecordError
 from bridge.settings import VALUE_FORMATS, ValueFormat
 
 ENVELOPE_VERSION = 1
+ORIGIN_PREFIX = "kafka-celery-bridge@"
 Headers = tuple[tuple[str, bytes | None], ...]
 """A record's headers in order; a value is ``None`` when it is null on the wire (a Java
 producer's ``null``), which is not the same as empty bytes."""
@@ -101,6 +102,16 @@ class Record:
 def record_repr(topic: str, partition: int, offset: int, key: bytes | None) -> str:
     """How a record shows in logs and as its task's ``argsrepr``."""
     return f"Record({topic}[{partition}]@{offset} key={key!r})"
+
+
+def message_origin(group_id: str) -> str:
+    """The ``origin`` header of the task messages a bridge (or replay) of ``group_id`` sends."""
+    return f"{ORIGIN_PREFIX}{group_id}"
+
+
+def is_bridge_origin(origin: object) -> bool:
+    """Whether a task message's ``origin`` header says a bridge sent it."""
+    return isinstance(origin, str) and origin.startswith(ORIGIN_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

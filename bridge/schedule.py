@@ -106,9 +106,13 @@ class DeadLetterStore:
         self._parked = keys.parked_dead_letters(group_id)
         self._unpark = client.register_script(_UNPARK)
 
-    def defer(self, dead_letter: dict[str, Any], due_ms: int) -> None:
-        """Keep a dead letter for another write attempt at ``due_ms``."""
-        self._client.zadd(self._pending, {json.dumps(dead_letter, sort_keys=True): due_ms})
+    def defer(
+        self, dead_letter: dict[str, Any], due_ms: int, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Keep a dead letter for another write attempt at ``due_ms``; with ``pipe``, as one
+        more command of that pipeline (a transaction the caller executes)."""
+        client = self._client if pipe is None else pipe
+        client.zadd(self._pending, {json.dumps(dead_letter, sort_keys=True): due_ms})
 
     def due(self, now_ms: int, limit: int = 100) -> list[dict[str, Any]]:
         """Pending dead letters whose next attempt is due."""

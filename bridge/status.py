@@ -27,7 +27,10 @@ from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, RetrySummary, Scheduler
 from bridge.settings import BridgeSettings
 from bridge.topics import admin_client
+from bridge.unroutable import UnroutableCount
+from bridge.unroutable import read_counts as read_unroutable
 from bridge.waiting import RedisCounts, read_counts
+from bridge.worker_registry import Registration, coverage, read_registrations, task_problem
 
 FORMAT = 1
 
@@ -112,6 +115,8 @@ class RedisView:
     dead_letters_parked_sample: list[dict[str, Any]]
     keys_waiting: list[KeyState] = field(default_factory=list)
     keys_parked: list[KeyState] = field(default_factory=list)
+    unroutable: dict[str, UnroutableCount] = field(default_factory=dict)
+    workers: list[Registration] = field(default_factory=list)
 
 
 def redis_view(settings: BridgeSettings) -> RedisView:
@@ -141,6 +146,8 @@ def redis_view(settings: BridgeSettings) -> RedisView:
             dead_letters_parked_sample=store.some_parked(),
             keys_waiting=keys.waiting_keys(now_ms),
             keys_parked=keys.parked_keys(now_ms),
+            unroutable=read_unroutable(client, group_id),
+            workers=read_registrations(client),
         )
     finally:
         client.close()
@@ -190,7 +197,19 @@ def _route(
         "lag": None if kafka is None else sum(p.lag for p in rows),
         "breaker": _breaker(route.topic, held.members if held is not None else ()),
         "partitions": partitions,
+        **_routability(route, held),
     }
+
+
+def _routability(route: Route, held: RedisView | None) -> dict[str, Any]:
+    """Whether live workers run the route's task (``workers``; ``problem`` says what is wrong)
+    and how many of its records no worker could (``unroutable``); ``None``: Redis unread."""
+    if held is None:
+        return {"workers": None, "unroutable": None}
+    cover = coverage(route.task, route.queue, held.workers)
+    count = held.unroutable.get(route.topic, UnroutableCount(0, None))
+    problem = task_problem(route.task, route.queue, cover)
+    return {"workers": {**cover.to_dict(), "problem": problem}, "unroutable": count.to_dict()}
 
 
 def _breaker(topic: str, members: Iterable[LoopState]) -> dict[str, Any] | None:

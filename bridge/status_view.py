@@ -17,7 +17,9 @@ def render(doc: Mapping[str, Any], console: Console) -> None:
 
 def views(doc: Mapping[str, Any]) -> list[RenderableType]:
     """The renderables of ``doc``, top to bottom."""
-    parts: list[RenderableType] = [_title(doc), _routes(doc["routes"]), _partitions(doc["routes"])]
+    parts: list[RenderableType] = [_title(doc), _routes(doc["routes"])]
+    parts += _unroutable(doc["routes"])
+    parts.append(_partitions(doc["routes"]))
     if doc["retries"] is not None:
         parts.append(_retries(doc["retries"]))
     if doc["dead_letters"] is not None:
@@ -60,6 +62,23 @@ def _breaker(breaker: Mapping[str, Any] | None) -> Text:
     since = f" since {breaker['since']}" if breaker["since"] else ""
     return Text(f"{breaker['state']}{since} ({seen} dead-lettered; resume with: resume)",
                 style="bold red" if breaker["state"] == "open" else "yellow")  # fmt: skip
+
+
+def _unroutable(routes: Iterable[Mapping[str, Any]]) -> list[Text]:
+    """A line per route whose task no live worker runs, or whose records were unroutable."""
+    lines = []
+    for r in routes:
+        problem = (r.get("workers") or {}).get("problem")
+        if problem:
+            lines.append(Text(f"route {r['topic']}: {problem}", style="bold red"))
+        count = r.get("unroutable") or {}
+        last = count.get("last")
+        if count.get("records") and last:
+            lines.append(Text(
+                f"route {r['topic']}: {count['records']} record(s) dead-lettered as unroutable, "
+                f"the last at {last['at']} (task {last['task']}, worker {last['worker']}): "
+                f"{last['error']}", style="red"))  # fmt: skip
+    return lines
 
 
 def _partitions(routes: Iterable[Mapping[str, Any]]) -> Table:

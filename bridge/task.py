@@ -32,9 +32,10 @@ from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from bridge import outcomes, worker, worker_metrics
+from bridge import outcomes, worker, worker_consumer, worker_metrics
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import (
+    ConfigError,
     DeadLetterError,
     DeadLetterRefusedError,
     RetryNotScheduledError,
@@ -58,10 +59,15 @@ class RecordTask(Task):  # type: ignore[type-arg]
 
     # The argument is a JSON envelope, not the handler's ``record`` parameter: skip the check.
     typing = False
+    # Acknowledged once it ran (Celery's default acknowledges before): a worker that dies
+    # mid-task, or a task that asks to be requeued, loses nothing. A task may still opt out.
+    acks_late = True
+    reject_on_worker_lost = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args and isinstance(args[0], Record):  # called directly, e.g. in a unit test
             return self.run(*args, **kwargs)
+        self._require_settings()
         envelope = self._envelope(args)
         gate = self._open_gate(envelope) if envelope.ordered else None
         with worker_metrics.handler_run(self.name) as run:
@@ -82,6 +88,21 @@ class RecordTask(Task):  # type: ignore[type-arg]
             _at_key(gate.done)
         _count_outcome(envelope, dead=False)
         return result
+
+    def _require_settings(self) -> None:
+        """Without the bridge's configuration a record can be neither retried nor
+        dead-lettered: put it back in its queue (a worker that started refuses this at start;
+        this holds wherever that check did not run).
+
+        :raises Reject: (requeue) the configuration is missing or invalid.
+        """
+        try:
+            worker.settings()
+        except ConfigError as exc:
+            task_id = self.request.id
+            log.error("task %s (%s): requeued: this worker has no valid bridge configuration: "
+                      "%s", task_id, self.name, exc, extra=at(task_id=task_id))  # fmt: skip
+            raise Reject(exc, requeue=True) from exc
 
     def _envelope(self, args: tuple[Any, ...]) -> Envelope:
         """The record envelope a task message carries; a message that carries none is not
@@ -337,14 +358,18 @@ _BASES = (RecordTask, Task, object)
 
 
 @worker_init.connect(weak=False)
-def _refuse_unsafe_worker(sender: Any = None, **_: Any) -> None:
-    """At worker start: refuse a configuration in which the guarantees cannot hold."""
+def _prepare_worker(sender: Any = None, **_: Any) -> None:
+    """At worker start, before it builds its consumer: add the bridge's consumer step, and
+    refuse a configuration in which the guarantees cannot hold."""
     app = getattr(sender, "app", None)
-    if app is None or not any(isinstance(t, RecordTask) for t in app.tasks.values()):
+    if app is None:
         return
-    problems = worker.unsafe_worker_config(app, worker.settings())
+    worker_consumer.install(app)
+    handlers = sorted(name for name, task in app.tasks.items() if isinstance(task, RecordTask))
+    problems = worker.start_problems(app, handlers, worker_consumer.non_record_tasks(app))
     if problems:
-        # Celery logs and swallows exceptions from signal handlers; this one must stop it.
+        # Celery logs and swallows exceptions from signal handlers (before the worker has
+        # set up logging: unseen, and the worker starts); SystemExit stops it.
         raise SystemExit("kafka-celery-bridge refuses this worker:\n  " + "\n  ".join(problems))
 
 

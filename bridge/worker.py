@@ -19,9 +19,10 @@ from bridge import worker_transport
 from bridge.credentials import mask_url
 from bridge.deadletter import DeadLetter, DeadLetterProducer
 from bridge.dispatch import CapturedBatch
+from bridge.errors import ConfigError
 from bridge.ordering import KeyGate, KeyQueues
 from bridge.record import Envelope
-from bridge.settings import BridgeSettings, load_settings
+from bridge.settings import CONFIG_ENV, BridgeSettings, load_settings
 
 T = TypeVar("T")
 _lock = threading.RLock()
@@ -35,6 +36,8 @@ def settings() -> BridgeSettings:
     :raises ConfigError: the configuration is missing or invalid.
     """
     global _settings
+    if _settings is not None:  # every task asks: no lock once loaded
+        return _settings
     with _lock:
         if _settings is None:
             _settings = load_settings()
@@ -102,6 +105,45 @@ def held_message(publish: Callable[[Producer], object], app: Any) -> tuple[str, 
         with producer.batch():  # type: ignore[attr-defined]  # kombu 5.7; stubs predate it
             publish(producer)
     return hold.lpush()
+
+
+def start_problems(app: Any, handlers: list[str], others: list[str]) -> list[str]:
+    """Why a worker of ``app`` must not start (empty: it may).
+
+    :param handlers: the names of its ``RecordTask`` tasks; without any, and without a
+        bridge configuration, it is not a bridge worker and nothing is checked.
+    :param others: the names of its other tasks.
+    """
+    try:
+        conf = settings()
+    except ConfigError as exc:
+        if not handlers:
+            return []
+        what = f"{exc}" if os.environ.get(CONFIG_ENV) else f"{CONFIG_ENV} is not set"
+        return [
+            f"{what}: a worker with RecordTask handlers ({', '.join(handlers)}) needs the "
+            f"bridge's configuration file to retry and dead-letter their records; set "
+            f"{CONFIG_ENV}=path/to/bridge.toml (the file the bridge runs with)"
+        ]
+    problems = unsafe_worker_config(app, conf) if handlers else []
+    problems += [
+        f"task {name}: acks_late is off: a worker that dies while it runs loses the record"
+        for name in handlers
+        if not app.tasks[name].acks_late
+    ]
+    return problems + misrouted(conf, others)
+
+
+def misrouted(conf: BridgeSettings, others: list[str]) -> list[str]:
+    """Routes of ``conf`` whose task this worker registers (``others``), but not as a
+    ``RecordTask``: each of their records would reach the handler as a dict."""
+    plain = set(others)
+    return [
+        f"route {route.topic}: task {route.task} is registered here but is not a RecordTask; "
+        f"declare it with @app.task(base=RecordTask, ...)"
+        for route in conf.routes
+        if route.task in plain
+    ]
 
 
 def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:

@@ -130,30 +130,30 @@ def start_worker(
     concurrency: int = 2,
     sections: dict[str, dict[str, Any]] | None = None,
     app: str = "tests.integration.handlers",
+    cwd: Path = REPO,
+    bridge_config: Path | None = None,
 ) -> WorkerProcess:
     """A real Celery worker (prefork) of ``app`` consuming ``queue`` (comma-separated names for
-    several)."""
+    several), run in ``cwd``; its ``BRIDGE_CONFIG`` is ``bridge_config``, else a file of its own
+    (with ``sections``) routing nothing it has."""
     name = queue.replace(",", "+")
-    config = folder / f"worker-{name}.toml"
-    config.write_text(
-        config_toml(
-            group_id="tests-worker",
-            routes=[{"topic": "unused", "task": "unused"}],
-            sections=sections,
+    if bridge_config is None:
+        bridge_config = folder / f"worker-{name}.toml"
+        bridge_config.write_text(
+            config_toml(
+                group_id="tests-worker",
+                routes=[{"topic": "unused", "task": "unused"}],
+                sections=sections,
+            )
         )
-    )
     log = folder / f"worker-{name}.log"
-    env = {**os.environ, "BRIDGE_CONFIG": str(config), LEDGER_URL_ENV: BROKER_URL}
-    cmd = [
-        sys.executable, "-m", "celery", "-A", app, "worker",
-        "-Q", queue, "-c", str(concurrency), "-P", "prefork", "-l", "INFO",
-        "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
+    env = {**os.environ, "BRIDGE_CONFIG": str(bridge_config), LEDGER_URL_ENV: BROKER_URL}
     with log.open("wb") as out:
         # A session of its own, so that a test can kill the worker with all its children.
         proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            worker_command(app, queue, concurrency), cwd=cwd, env=env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     worker = WorkerProcess(proc, log)
     try:
         wait_for(
@@ -166,6 +166,16 @@ def start_worker(
         raise
     assert proc.poll() is None, f"worker exited:\n{log.read_text()}"
     return worker
+
+
+def worker_command(app: str, queue: str, concurrency: int = 2) -> list[str]:
+    """``celery worker`` of ``app`` on ``queue``, without the cluster chatter tests do not need."""
+    name = queue.replace(",", "+")
+    return [
+        sys.executable, "-m", "celery", "-A", app, "worker",
+        "-Q", queue, "-c", str(concurrency), "-P", "prefork", "-l", "INFO",
+        "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -129,6 +129,13 @@ def status_json(bridge: BridgeProcess) -> dict[str, Any]:
     return doc
 
 
+def route_named(doc: dict[str, Any], topic: str) -> dict[str, Any]:
+    """The route of ``topic`` in a ``status --json`` document."""
+    routes: list[dict[str, Any]] = [r for r in doc["routes"] if r["topic"] == topic]
+    [route] = routes
+    return route
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (for a /metrics or Flower server)."""
     with socket.socket() as sock:

@@ -17,6 +17,7 @@ from tests.integration.helpers import (
     StartBridge,
     free_port,
     original_offset,
+    route_named,
     scrape,
     send_many,
     status_json,
@@ -38,12 +39,6 @@ def breaker(**overrides: Any) -> dict[str, dict[str, Any]]:
 
 def dead_lettered(topic: Topic, group_id: str) -> int:
     return sum(end_offsets(topic.dlt(group_id)).values())
-
-
-def route_of(doc: dict[str, Any], topic: Topic) -> dict[str, Any]:
-    routes: list[dict[str, Any]] = [r for r in doc["routes"] if r["topic"] == topic.name]
-    [route] = routes
-    return route
 
 
 def assert_nothing_lost(
@@ -104,7 +99,7 @@ def test_an_open_breaker_shows_in_status_and_metrics_and_resumes_on_command(
                           args=["--metrics-port", str(port)])  # fmt: skip
 
     def paused() -> dict[str, Any]:
-        route = route_of(status_json(bridge), topic)
+        route = route_named(status_json(bridge), topic.name)
         flooded = route["partitions"][0]["paused"] == "dead-letter-flood"
         return route if flooded and (route["breaker"] or {}).get("state") == "open" else {}
 
@@ -126,5 +121,5 @@ def test_an_open_breaker_shows_in_status_and_metrics_and_resumes_on_command(
     wait_for(lambda: "resumed by command" in bridge.log(), timeout_s=30, what="the resume")
     dlt = assert_nothing_lost(admin, topic, bridge.group_id, ledger, sent)
     assert dlt < RECORDS / 2
-    closed = route_of(status_json(bridge), topic)["breaker"]
+    closed = route_named(status_json(bridge), topic.name)["breaker"]
     assert closed["state"] == "closed"

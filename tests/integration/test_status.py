@@ -17,7 +17,7 @@ from bridge.record import Record
 from bridge.schedule import DeadLetterStore
 from tests.conftest import wait_for
 from tests.integration.conftest import REPO, BridgeProcess, Ledger
-from tests.integration.helpers import MakeTopic, StartBridge, send, status_json
+from tests.integration.helpers import MakeTopic, StartBridge, route_named, send, status_json
 
 LONG_S = 600  # retries asked for in the test are due long after it ends
 
@@ -38,12 +38,6 @@ def dead_letter(group_id: str, offset: int) -> dict[str, Any]:
             "2026-01-01T00:00:01.000Z",
         )
     )
-
-
-def route_named(doc: dict[str, Any], topic: str) -> dict[str, Any]:
-    routes: list[dict[str, Any]] = [r for r in doc["routes"] if r["topic"] == topic]
-    [route] = routes
-    return route
 
 
 def settled(doc: dict[str, Any], orders: str, held: str) -> bool:

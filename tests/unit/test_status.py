@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 from rich.console import Console
 
@@ -13,7 +14,9 @@ from bridge.routing import Route
 from bridge.schedule import RetrySummary
 from bridge.status import KafkaView, PartitionStatus, RedisView, status_doc
 from bridge.status_view import render
+from bridge.unroutable import UnroutableCount
 from bridge.waiting import RedisCounts
+from bridge.worker_registry import Registration
 
 NOW_MS = 1_790_000_000_000
 ROUTES = [
@@ -100,3 +103,34 @@ def test_the_tables_render_every_part() -> None:
                      "delayed retries waiting in Redis: 4", "1 parked", "g:orders:1:0",
                      "parked ordered keys", "k1", "exhausted"):  # fmt: skip
         assert expected in text, expected
+
+
+def test_routes_show_their_unroutable_records_and_workers_that_do_not_run_their_task() -> None:
+    redis_view = held()
+    workers = [Registration("w1@h", ("celery",), ("shop.other",), ("shop.pay",), NOW_MS),
+               Registration("w2@h", ("pq",), (), ("shop.pay",), NOW_MS)]  # fmt: skip
+    last = {
+        "task": "shop.order",
+        "task_id": "g:orders:0:3",
+        "worker": "w1@h",
+        "error": "task 'shop.order' is not registered",
+        "at": "2026-01-01T00:00:00.000Z",
+    }
+    view = replace(redis_view, workers=workers,
+                   unroutable={"orders": UnroutableCount(3, last)})  # fmt: skip
+    doc = status_doc("g", ROUTES, kafka(), view)
+    orders, pay = doc["routes"]
+    assert orders["unroutable"] == {"records": 3, "last": last}
+    assert orders["workers"]["consuming"] == 1
+    assert orders["workers"]["registered"] == 0
+    assert (
+        "shop.order is registered by none of the 1 live worker(s)" in orders["workers"]["problem"]
+    )
+    assert pay["unroutable"] == {"records": 0, "last": None}
+    assert pay["workers"]["not_record_task"] == ["w2@h"]
+    assert status_doc("g", ROUTES, kafka(), None)["routes"][0]["unroutable"] is None
+    out = io.StringIO()
+    render(doc, Console(file=out, width=400))
+    text = out.getvalue()
+    assert "route orders: 3 record(s) dead-lettered as unroutable" in text
+    assert "route pay: task shop.pay is not a RecordTask in worker(s) w2@h" in text
