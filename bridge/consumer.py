@@ -38,7 +38,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from bridge import batches, keys
+from bridge import batches, incarnations, keys
 from bridge.backoff import exponential_ms
 from bridge.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
 from bridge.deadletter import (
@@ -330,7 +330,8 @@ class Bridge:
         with self._lock:
             mine = {tp: r for tp, r in polled.items() if r and tp in self._assigned}
             assignment = self._assignments
-        batch = Batch(self._admit(mine), assignment=assignment)
+        topic_ids = incarnations.topic_ids(self._consumer, {tp.topic for tp in mine})
+        batch = Batch(self._admit(mine), assignment=assignment, topic_ids=topic_ids)
         try:
             for tp, records in batch.records.items():
                 batch.messages += [self._message(tp, msg, batch) for msg in records]
@@ -424,6 +425,10 @@ class Bridge:
         for r in held:
             self._consumer.seek(TopicPartition(r.topic, r.partition), r.offset)
             where = at(topic=r.topic, partition=r.partition, offset=r.offset)
+            if r.full == "watermark":
+                log.error(incarnations.stopped_why(r.topic, r.partition, r.offset, r.watch),
+                          extra=where)  # fmt: skip
+                continue
             log.warning("%s[%d]@%d: its %s has %d records waiting: partition paused",
                         r.topic, r.partition, r.offset, r.full, r.limit, extra=where)  # fmt: skip
         return held
@@ -581,7 +586,12 @@ class Bridge:
         with self._lock:
             released = self._holds.update(counts)
         for tp in released:
-            log.info("%s[%d]: waiting records drained, partition resumed", tp.topic, tp.partition,
+            what = (
+                "its watermark is gone"
+                if held[tp].kind == "watermark"
+                else "waiting records drained"
+            )
+            log.info("%s[%d]: %s, partition resumed", tp.topic, tp.partition, what,
                      extra=at(topic=tp.topic, partition=tp.partition))  # fmt: skip
 
     # -- background: delayed retries and dead letters Kafka did not take yet -----------------
