@@ -131,8 +131,9 @@ def pause_reasons(
 ) -> dict[TP, str]:
     """The assigned partitions that must be paused now, each with why: ``broker-down``,
     ``dead-letter-flood`` (its route's flood breaker is open, or its probe took enough),
-    ``backpressure`` (its route's queue is too deep), or ``key-full`` / ``partition-full``
-    (``held_partitions`` maps a partition to what is full: ``key`` or ``partition``)."""
+    ``backpressure`` (its route's queue is too deep), ``key-full`` / ``partition-full``
+    (``held_partitions`` maps a partition to what is full: ``key`` or ``partition``), or
+    ``watermark-unverified`` (held by its ``watermark``: see :mod:`bridge.incarnations`)."""
     topics, flooded = set(held_topics), set(flooded_topics)
     reasons: dict[TP, str] = {}
     for tp in assigned:
@@ -143,5 +144,6 @@ def pause_reasons(
         elif tp[0] in topics:
             reasons[tp] = "backpressure"
         elif tp in held_partitions:
-            reasons[tp] = f"{held_partitions[tp]}-full"
+            held = held_partitions[tp]
+            reasons[tp] = "watermark-unverified" if held == "watermark" else f"{held}-full"
     return reasons

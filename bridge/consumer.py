@@ -35,10 +35,10 @@ from typing import Any
 
 import redis
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CorruptRecordError, KafkaError
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from bridge import keys
+from bridge import batches, incarnations, keys
 from bridge.backoff import exponential_ms
 from bridge.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
 from bridge.deadletter import (
@@ -54,6 +54,7 @@ from bridge.errors import (
     DeadLetterError,
     DeadLetterRefusedError,
     PublishError,
+    UndecodableBatchError,
     UndecodableRecordError,
 )
 from bridge.failures import Reason
@@ -104,6 +105,7 @@ class Bridge:
         self._paused: dict[TopicPartition, str] = {}
         self._state_due = 0.0
         self.router = Router.from_settings(settings)
+        batches.check_codecs()
         self.offsets = OffsetTracker()
         self._stopping = threading.Event()  # set by stop(), whenever it comes
         self._lock = threading.Lock()  # offsets and _assigned: loop thread vs. IO thread
@@ -219,53 +221,77 @@ class Bridge:
                 timeout_ms=self.settings.kafka.poll_timeout_ms,
                 max_records=self.settings.kafka.max_poll_records,
             )
-        except CorruptRecordError as exc:
-            self._skip_corrupt(consumer, exc)
-            return {}
         except KafkaError as exc:
             if not exc.retriable:
-                raise
+                self._skip_undecodable(consumer, exc)
+                return {}
             log.warning("poll failed, polling again in %.1f s: %r", _POLL_RETRY_S, exc)
             self._stopping.wait(_POLL_RETRY_S)  # the broker is down or restarting: no spin
             return {}
+        except Exception as exc:  # a codec library's own error: data that does not decompress
+            self._skip_undecodable(consumer, exc)
+            return {}
         return batch
 
-    def _skip_corrupt(self, consumer: KafkaConsumer, exc: CorruptRecordError) -> None:
-        """A record kafka-python cannot parse (e.g. a header name that is not UTF-8): once the
-        batch in flight is accepted, dead-letter what is known of it (its coordinates, the
-        error; no key or headers, an empty value; reason ``undecodable``) and go on after it.
-        kafka-python cannot parse the rest of that record batch either: a record after it in
-        the same batch fails the same way and is dead-lettered the same way.
+    def _skip_undecodable(self, consumer: KafkaConsumer, exc: Exception) -> None:
+        """A record batch kafka-python cannot decode (see :mod:`bridge.batches`): once the
+        batch in flight is accepted, dead-letter what is known of each of its records (their
+        coordinates, the error; no key or headers, an empty value; reason ``undecodable``) and
+        go on after it. Otherwise (the partition was revoked, rewound, or the broker is down) it
+        is fetched and fails again later.
 
-        :raises CorruptRecordError: the partition cannot be told (kafka-python changed).
+        :raises Exception: ``exc``, when it was not raised decoding a batch.
         """
-        tp = corrupt_partition(consumer)
-        if tp is None:
+        bad = batches.find(exc)
+        if bad is None:
             raise exc
-        offset = consumer.position(tp)
+        bad.discard()  # else kafka-python's next poll at this position never returns
+        with self._lock:
+            mine = bad.tp in self._assigned
+        if not mine:
+            return
+        offset = consumer.position(bad.tp)
         self._settle(None)  # a failed or refused enqueue rewinds the partition before it
         with self._lock:
-            mine = tp in self._assigned
-        if not mine or self._broker_retry_at is not None or consumer.position(tp) != offset:
+            mine = bad.tp in self._assigned
+        if not mine or self._broker_retry_at is not None or consumer.position(bad.tp) != offset:
             return  # records before it come again first; so will it
+        skip = batches.offsets_to_skip(offset, bad, self.settings.kafka.max_poll_records)
+        error = UndecodableBatchError(
+            f"{bad.describe()}: Kafka's client cannot decode this record batch: {exc!r}"
+        )
+        error.__cause__ = exc
+        log.error("%s: Kafka's client cannot decode the record batch (%r): dead-lettering "
+                  "offsets %d..%d with their coordinates only", bad.describe(), exc, skip[0],
+                  skip[-1], extra=at(topic=bad.tp.topic, partition=bad.tp.partition,
+                                     offset=offset))  # fmt: skip
+        self._dead_letter_offsets(consumer, bad.tp, skip, error)
+
+    def _dead_letter_offsets(
+        self, consumer: KafkaConsumer, tp: TopicPartition, offsets: range, error: Exception
+    ) -> None:
+        """Dead-letter ``offsets`` of ``tp`` as undecodable, accept those written and go on
+        after them; stop at the first write that fails (the broker's outage handling takes
+        over, and the rest is fetched again once it is over)."""
         route = self.router.route_for(tp.topic)
-        # No key and an empty value: Kafka's producer needs one of them.
-        record = Record(
-            tp.topic, tp.partition, offset, -1, None, b"", (), route.value_format,
-            timestamp_type=TimestampType.NO_TIMESTAMP_TYPE,
-        )  # fmt: skip
-        log.error("%s[%d]@%d: Kafka's client cannot parse the record (%s): dead-lettered "
-                  "with its coordinates only", tp.topic, tp.partition, offset, exc,
-                  extra=at(record))  # fmt: skip
-        try:
-            self._dead_letter_undecodable(route, record, exc)
-        except PublishError as err:
-            self._broker_failed(err)  # paused; it is raised again once resumed
-            return
-        with self._lock:
-            self.offsets.accept(Partition(tp.topic, tp.partition), offset)
-        self.hooks.after_accept({Partition(tp.topic, tp.partition): (offset, offset + 1)})
-        consumer.seek(tp, offset + 1)
+        partition, done = Partition(tp.topic, tp.partition), offsets.start
+        for offset in offsets:
+            # No key and an empty value: Kafka's producer needs one of them.
+            record = Record(
+                tp.topic, tp.partition, offset, -1, None, b"", (), route.value_format,
+                timestamp_type=TimestampType.NO_TIMESTAMP_TYPE,
+            )  # fmt: skip
+            try:
+                self._dead_letter_undecodable(route, record, error)
+            except PublishError as err:
+                self._broker_failed(err)  # paused; it is fetched again once resumed
+                break
+            with self._lock:
+                self.offsets.accept(partition, offset)
+            done = offset + 1
+        if done > offsets.start:
+            self.hooks.after_accept({partition: (offsets.start, done)})
+            consumer.seek(tp, done)
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (safe from a signal handler, and
@@ -304,7 +330,8 @@ class Bridge:
         with self._lock:
             mine = {tp: r for tp, r in polled.items() if r and tp in self._assigned}
             assignment = self._assignments
-        batch = Batch(self._admit(mine), assignment=assignment)
+        topic_ids = incarnations.topic_ids(self._consumer, {tp.topic for tp in mine})
+        batch = Batch(self._admit(mine), assignment=assignment, topic_ids=topic_ids)
         try:
             for tp, records in batch.records.items():
                 batch.messages += [self._message(tp, msg, batch) for msg in records]
@@ -398,6 +425,10 @@ class Bridge:
         for r in held:
             self._consumer.seek(TopicPartition(r.topic, r.partition), r.offset)
             where = at(topic=r.topic, partition=r.partition, offset=r.offset)
+            if r.full == "watermark":
+                log.error(incarnations.stopped_why(r.topic, r.partition, r.offset, r.watch),
+                          extra=where)  # fmt: skip
+                continue
             log.warning("%s[%d]@%d: its %s has %d records waiting: partition paused",
                         r.topic, r.partition, r.offset, r.full, r.limit, extra=where)  # fmt: skip
         return held
@@ -555,7 +586,12 @@ class Bridge:
         with self._lock:
             released = self._holds.update(counts)
         for tp in released:
-            log.info("%s[%d]: waiting records drained, partition resumed", tp.topic, tp.partition,
+            what = (
+                "its watermark is gone"
+                if held[tp].kind == "watermark"
+                else "waiting records drained"
+            )
+            log.info("%s[%d]: %s, partition resumed", tp.topic, tp.partition, what,
                      extra=at(topic=tp.topic, partition=tp.partition))  # fmt: skip
 
     # -- background: delayed retries and dead letters Kafka did not take yet -----------------
@@ -812,15 +848,6 @@ def _to_record(msg: Any, route: Route) -> Record:
         value_format=route.value_format,
         timestamp_type=TimestampType.of(msg.timestamp_type),
     )
-
-
-def corrupt_partition(consumer: KafkaConsumer) -> TopicPartition | None:
-    """The partition whose record made ``poll`` raise ``CorruptRecordError``: kafka-python
-    (3.0) does not say, but its fetcher still holds that partition's records; its position is
-    the record's offset. ``None`` if the fetcher no longer looks like that."""
-    records = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
-    tp = getattr(records, "topic_partition", None)
-    return tp if isinstance(tp, TopicPartition) else None
 
 
 def _names(partitions: Iterable[Any]) -> str:

@@ -7,6 +7,7 @@ id, ``argsrepr``, argument and delivery tag go. Only the final ``LPUSH`` differs
 poll batch goes to Redis in one Lua script that also advances a per-partition *published watermark*
 (:func:`bridge.keys.published_watermark`). A record below its partition's watermark was
 already enqueued and is skipped, so a record is enqueued once however often it is consumed.
+Each watermark belongs to one incarnation of its topic (:mod:`bridge.incarnations`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -39,22 +40,30 @@ from bridge.settings import CelerySettings
 log = logging.getLogger(__name__)
 
 # KEYS: n watermark keys, n waiting counters (same partitions), the ordered heads set, the queue
-# keys, the key FIFOs. ARGV: n, TTL (s), number of queues, head deadline (ms), then per record:
-# partition index, offset, kind (0: advance only, 1: push to a queue, 2: append to a key FIFO),
-# queue or FIFO index, key limit, partition limit, payload.
+# keys, the key FIFOs. ARGV: n, TTL (s), number of queues, head deadline (ms), n flags (1: a
+# record below its partition's watermark is refused, code 3, instead of skipped: the watermark
+# may be another incarnation's of the topic), then per record: partition index, offset, kind
+# (0: advance only, 1: push to a queue, 2: append to a key FIFO), queue or FIFO index, key
+# limit, partition limit, payload.
 _ENQUEUE = (
     ordering.LUA_PARTS
     + ordering.LUA_APPEND
     + """
 local n, ttl, nq, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local heads = KEYS[2 * n + 1]
-local marks, stopped = {}, {}
-for i = 1, n do marks[i] = tonumber(redis.call('GET', KEYS[i]) or '-1') end
+local marks, stopped, strict = {}, {}, {}
+for i = 1, n do
+  marks[i] = tonumber(redis.call('GET', KEYS[i]) or '-1')
+  strict[i] = ARGV[4 + i] == '1'
+end
 local result = {0, 0, 0}
-for j = 5, #ARGV, 7 do
+for j = 5 + n, #ARGV, 7 do
   local w, offset, kind, x = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), ARGV[j + 2], ARGV[j + 3]
   if stopped[w] then
     -- a record of this partition was refused: the later ones wait for the next poll
+  elseif offset < marks[w] and strict[w] then
+    stopped[w] = true
+    for _, v in ipairs({w, offset, 3, 0}) do table.insert(result, v) end
   elseif offset < marks[w] then
     result[2] = result[2] + 1
   else
@@ -83,6 +92,7 @@ return result
 )
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_UNVERIFIED = 3  # the script's refusal code of a record below a watermark it cannot verify
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +121,19 @@ class Message(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """An ordered record not appended because its key or partition holds too many records.
+    """A record not enqueued: an ordered record whose key or partition holds too many records
+    (``full``: ``key`` or ``partition``), or a record below a watermark that may be another
+    incarnation's of its topic (``watermark``: the topic's id is unknown).
 
     Nothing after it in its partition was accepted either; ``watch`` is the Redis key whose
-    length (a FIFO) or value (a partition's counter) must fall before it is tried again.
+    length (a FIFO) or value (a partition's counter, the watermark) must fall (to 0 for the
+    watermark: it is deleted or expires) before it is tried again.
     """
 
     topic: str
     partition: int
     offset: int
-    full: str  # "key" | "partition"
+    full: str  # "key" | "partition" | "watermark"
     watch: str
     limit: int
 
@@ -396,25 +409,34 @@ class Dispatcher:
         key, payload = capture.lpush()
         return _Template.parse(key, _text(payload), data)
 
-    def publish(self, messages: Sequence[Message], head_deadline_ms: int = 0) -> Outcome:
+    def publish(
+        self,
+        messages: Sequence[Message],
+        head_deadline_ms: int = 0,
+        topic_ids: Mapping[str, str | None] | None = None,
+    ) -> Outcome:
         """Enqueue ``messages`` (in offset order per partition) atomically, skipping any
         record at or past which its partition was already enqueued. Ordered records are
         appended to their key's FIFO (published at once if the key was idle, with
         ``head_deadline_ms`` as its stall deadline); one refused for a full key or partition
         stops its partition's part of the batch there.
 
+        :param topic_ids: each topic's id (:mod:`bridge.incarnations`): its partitions'
+            watermarks are that incarnation's. A topic whose id is ``None`` (or missing) keeps
+            an id-less watermark, and a record below it is refused (``watermark``), not
+            skipped. ``None``: the watermarks are not tied to topic ids (replay's, of DLTs).
         :raises PublishError: Redis did not run the script (nothing or everything was done).
         """
         if not messages:
             return Outcome(0, 0)
-        batch = _Batch(self._group_id)
+        batch = _Batch(self._group_id, topic_ids)
         for m in messages:
             batch.add(m)
         try:
             result = self._script(
                 keys=batch.keys(),
                 args=[len(batch.marks), self._ttl_s, len(batch.queues), head_deadline_ms,
-                      *batch.argv],
+                      *batch.strict(), *batch.argv],
             )  # fmt: skip
         except redis.RedisError as exc:
             raise PublishError(f"{len(messages)} task messages not enqueued: {exc!r}") from exc
@@ -466,8 +488,9 @@ def task_of(message: bytes) -> tuple[str, dict[str, Any]]:
 class _Batch:
     """The keys and arguments of one run of the enqueue script."""
 
-    def __init__(self, group_id: str) -> None:
+    def __init__(self, group_id: str, topic_ids: Mapping[str, str | None] | None) -> None:
         self.group_id = group_id
+        self.topic_ids = topic_ids
         self.marks: dict[tuple[str, int], int] = {}
         self.queues: dict[str, int] = {}
         self.fifos: dict[str, int] = {}
@@ -488,10 +511,20 @@ class _Batch:
             self.argv += [w, m.offset, 2, f, o.max_per_key, o.max_per_partition, m.payload]
 
     def keys(self) -> list[str]:
-        marks = [keys.published_watermark(self.group_id, t, p) for t, p in self.marks]
+        marks = [self._watermark(t, p) for t, p in self.marks]
         waiting = [keys.ordered_waiting(self.group_id, t, p) for t, p in self.marks]
         heads = keys.ordered_heads(self.group_id)
         return [*marks, *waiting, heads, *self.queues, *self.fifos]
+
+    def strict(self) -> list[int]:
+        """Per partition: 1 where a record below the watermark is refused, not skipped."""
+        if self.topic_ids is None:
+            return [0] * len(self.marks)
+        return [int(self.topic_ids.get(t) is None) for t, _ in self.marks]
+
+    def _watermark(self, topic: str, partition: int) -> str:
+        topic_id = None if self.topic_ids is None else self.topic_ids.get(topic)
+        return keys.published_watermark(self.group_id, topic, partition, topic_id)
 
     def refusals(self, flat: Sequence[int]) -> tuple[Refusal, ...]:
         partitions = list(self.marks)
@@ -499,6 +532,10 @@ class _Batch:
         found = []
         for w, offset, code, f in zip(*[iter(flat)] * 4, strict=True):
             topic, partition = partitions[w - 1]
+            if code == _UNVERIFIED:
+                watch = self._watermark(topic, partition)
+                found.append(Refusal(topic, partition, offset, "watermark", watch, 1))
+                continue
             watch = (
                 fifos[f - 1] if code == 1 else keys.ordered_waiting(self.group_id, topic, partition)
             )

@@ -24,6 +24,12 @@ class UnroutableError(BridgeError):
     ``RecordTask`` of its route's task name (not registered, or not built on ``RecordTask``)."""
 
 
+class UndecodableBatchError(BridgeError):
+    """Raised (into the dead letters of its records) when Kafka's client cannot decode a record
+    batch: no library for its codec, an unknown codec, data that does not decompress, a CRC
+    that does not match, or a record it cannot parse."""
+
+
 class PublishError(BridgeError):
     """Raised when a record could not be handed to the Celery broker."""
 

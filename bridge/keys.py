@@ -14,13 +14,18 @@ def group_prefix(group_id: str) -> str:
     return f"{PREFIX}:{group_id}:"
 
 
-def published_watermark(group_id: str, topic: str, partition: int) -> str:
+def published_watermark(
+    group_id: str, topic: str, partition: int, topic_id: str | None = None
+) -> str:
     """The next offset of ``topic[partition]`` not yet enqueued for ``group_id``.
 
     Written in the same Lua script that enqueues the records, so a record consumed twice
     (after a crash between publish and commit, or a rebalance) is never enqueued twice.
+    ``topic_id`` (Kafka's, see :mod:`bridge.incarnations`) ties it to one incarnation of the
+    topic: a topic created again, or another cluster's, has other offsets and another key.
     """
-    return f"{group_prefix(group_id)}published:{topic}:{partition}"
+    key = f"{group_prefix(group_id)}published:{topic}:{partition}"
+    return key if topic_id is None else f"{key}:{topic_id}"
 
 
 def delayed_retries(group_id: str) -> str:

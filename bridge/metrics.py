@@ -158,9 +158,10 @@ class BridgeMetrics(BridgeHooks):
                                 "to their key's FIFO in Redis.", registry=r)  # fmt: skip
         self.skipped = Counter("bridge_records_skipped", "Re-consumed records not enqueued "
                                "again: they already were.", registry=r)  # fmt: skip
-        self.refused = Counter("bridge_records_refused", "Ordered records not appended because "
-                               "their key or partition was full (consumed again later).",
-                               ["full"], registry=r)  # fmt: skip
+        self.refused = Counter("bridge_records_refused", "Records not enqueued because their "
+                               "key or partition was full (ordered), or their watermark cannot "
+                               "be verified (consumed again later).", ["full"],
+                               registry=r)  # fmt: skip
         self.committed = Counter("bridge_records_committed", "Records whose offsets the bridge "
                                  "committed to Kafka.", ["topic"], registry=r)  # fmt: skip
         self.dead_letters = Counter("bridge_dead_letters", "Dead letters the bridge wrote to "

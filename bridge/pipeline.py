@@ -14,7 +14,7 @@ to drop when an earlier batch's outcome says so. :class:`Publisher` is the threa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,12 +38,14 @@ class Undecodable:
 class Batch:
     """What one poll returned, by partition (kafka-python's ``TopicPartition`` keys), and the
     task messages built for it, in the same order; ``assignment`` counts the assignments the
-    bridge had been given when it was polled."""
+    bridge had been given when it was polled; ``topic_ids`` its topics' ids then
+    (:mod:`bridge.incarnations`)."""
 
     records: dict[Any, Sequence[Any]]
     messages: list[Message] = field(default_factory=list)
     assignment: int = 0
     undecodable: list[Undecodable] = field(default_factory=list)
+    topic_ids: dict[str, str | None] | None = None
 
     def first_offsets(self) -> dict[Any, int]:
         """The first offset of each partition's records: where a rewind goes."""
@@ -87,7 +89,7 @@ def rewind_points(failed: Batch, following: Batch | None) -> dict[Any, int]:
     return {**points, **failed.first_offsets()}
 
 
-Publish = Callable[[Sequence[Message], int], Outcome]
+Publish = Callable[[Sequence[Message], int, Mapping[str, str | None] | None], Outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +122,20 @@ class Publisher:
 
     def submit(self, batch: Batch, head_deadline_ms: int) -> InFlight:
         """Start enqueueing ``batch``'s messages."""
-        future = self._executor.submit(self._timed, batch.messages, head_deadline_ms)
+        future = self._executor.submit(
+            self._timed, batch.messages, head_deadline_ms, batch.topic_ids
+        )
         return InFlight(batch, future)
 
-    def _timed(self, messages: Sequence[Message], head_deadline_ms: int) -> Published:
+    def _timed(
+        self,
+        messages: Sequence[Message],
+        head_deadline_ms: int,
+        topic_ids: Mapping[str, str | None] | None,
+    ) -> Published:
         started = time.perf_counter()
         try:
-            outcome = self._publish(messages, head_deadline_ms)
+            outcome = self._publish(messages, head_deadline_ms, topic_ids)
         except PublishError as exc:
             return Published(None, exc, time.perf_counter() - started)
         return Published(outcome, None, time.perf_counter() - started)

@@ -313,8 +313,10 @@ def start_bridge(
         wait_assigned: bool = True,
         sections: dict[str, dict[str, Any]] | None = None,
         args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> BridgeProcess:
-        """``args``: more options of ``run`` (e.g. ``--metrics-port``)."""
+        """``args``: more options of ``run`` (e.g. ``--metrics-port``); ``env``: more
+        environment variables."""
         group_id = group_id or f"g-{uuid.uuid4().hex[:10]}"
         config = tmp_path / f"{group_id}.toml"
         routes = [{"queue": worker_queue, **route} for route in routes]
@@ -324,7 +326,8 @@ def start_bridge(
         log = tmp_path / f"{group_id}-{len(started)}.log"
         cmd = [sys.executable, "-m", "bridge", "run", "--config", str(config), *(args or [])]
         with log.open("wb") as out:
-            proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **(env or {})})  # fmt: skip
         bridge = BridgeProcess(proc, log, config, group_id)
         started.append(bridge)
         if not wait_assigned:

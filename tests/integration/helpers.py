@@ -100,10 +100,15 @@ def task_ids(group_id: str, topic: Topic, sent: list[Any]) -> set[str]:
 
 
 def published_by_partition(ledger: Ledger, group_id: str, topic: Topic) -> dict[int, int]:
-    """The bridge's published watermark in Redis, per partition that has one."""
-    keys = [f"bridge:{group_id}:published:{topic.name}:{p}" for p in range(topic.partitions)]
-    values = ledger.client.mget(keys)
-    return {p: int(v) for p, v in enumerate(values) if v is not None}
+    """The bridge's published watermark in Redis, per partition that has one (the topic's
+    only incarnation: its key ends with the topic's id)."""
+    found = {}
+    for p in range(topic.partitions):
+        for key in ledger.client.keys(f"bridge:{group_id}:published:{topic.name}:{p}:*"):
+            value = ledger.client.get(key)
+            if value is not None:
+                found[p] = int(value)
+    return found
 
 
 def published_watermarks(ledger: Ledger, group_id: str, topic: Topic) -> int:

@@ -105,6 +105,28 @@ def test_a_record_at_or_below_the_watermark_is_not_enqueued_again(
         dispatcher.close()
 
 
+def test_a_watermark_is_one_incarnations_of_its_topic(ledger_redis: redis.Redis) -> None:
+    """The enqueue script against real Redis: a watermark skips the records of its own topic id,
+    not those of a topic created again (another id); with no id, it refuses, never skips."""
+    queue, group_id = f"q-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    dispatcher = Dispatcher(CelerySettings(broker_url=BROKER_URL), group_id)
+    batch = [dispatcher.message("t", queue, envelope(o, group_id)) for o in range(3)]
+    old, new = {"orders": "id-old"}, {"orders": "id-new"}
+    try:
+        assert dispatcher.publish(batch, 0, old).enqueued == 3
+        assert dispatcher.publish(batch, 0, old).skipped == 3  # re-consumed after a crash
+        assert dispatcher.publish(batch, 0, new).enqueued == 3  # the topic was created again
+        assert dispatcher.publish(batch, 0, {"orders": None}).enqueued == 3  # no id: none yet
+        unverified = dispatcher.publish(batch, 0, {"orders": None})
+        assert (unverified.enqueued, unverified.skipped) == (0, 0)
+        [refusal] = unverified.refused
+        assert (refusal.offset, refusal.full) == (0, "watermark")
+        assert ledger_redis.llen(queue) == 9
+    finally:
+        ledger_redis.delete(queue, *ledger_redis.keys(f"bridge:{group_id}:*"))
+        dispatcher.close()
+
+
 def test_rewound_group_offsets_enqueue_nothing_twice(
     make_topic: MakeTopic,
     start_bridge: StartBridge,

@@ -1,7 +1,9 @@
-"""The bridge's poll outlives a broker that is unreachable (kafka-python 3.0 raises then)."""
+"""The bridge's poll outlives a broker that is unreachable (kafka-python 3.0 raises then), and
+lets other errors through unless they come from a batch it cannot decode (test_batches.py)."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -33,7 +35,11 @@ def test_a_poll_that_finds_the_broker_unreachable_brings_nothing(
     assert Bridge._poll(bridge, Failing(KafkaConnectionError("111 ECONNREFUSED"))) == {}
 
 
-def test_a_kafka_error_that_is_not_retriable_still_stops_the_bridge() -> None:
+@pytest.mark.parametrize("error", [TopicAuthorizationFailedError(), RuntimeError("a bug")])
+def test_an_error_that_is_neither_retriable_nor_a_bad_batch_still_stops_the_bridge(
+    error: Exception,
+) -> None:
     bridge: Any = SimpleNamespace(settings=SETTINGS)
-    with pytest.raises(TopicAuthorizationFailedError):
-        Bridge._poll(bridge, Failing(TopicAuthorizationFailedError()))
+    bridge._skip_undecodable = functools.partial(Bridge._skip_undecodable, bridge)
+    with pytest.raises(type(error)):
+        Bridge._poll(bridge, Failing(error))
