@@ -23,6 +23,11 @@ Several keys alternate: a script moves from the first non-empty key without bloc
 all are empty the channel blocks on one key (in turn) for ``block_s``. A busy key is served at
 once; an idle worker notices a new message within about ``block_s`` times the number of keys.
 
+A channel whose queues are all consumed without acknowledgement (``no_ack``: e.g. the reply
+queues of ``celery inspect`` and Flower) pops with ``BRPOP`` as kombu does: such a consumer is at
+most once, and a processing list would only make it deliver again a message whose callback
+raised, or that a half-open connection kept it from settling.
+
 This module is pure: which command to send, and what a reply holds. The Redis I/O is in
 :mod:`bridge.worker_transport`.
 """
@@ -83,7 +88,7 @@ class Fetcher:
     States, for several queue keys: *scan* (send ``MOVE_FIRST`` over all keys) and *block*
     (send ``BLMOVE`` on one key, taking turns, for ``block_s``). A scan that finds nothing
     goes to block; any block reply goes back to scan. One key is always ``BLMOVE`` with the
-    caller's timeout.
+    caller's timeout. A fetch without a processing list (``keep=False``) is kombu's ``BRPOP``.
     """
 
     token: str
@@ -99,9 +104,18 @@ class Fetcher:
         """The Redis command in flight, for redis-py's ``parse_response``."""
         return self._name
 
-    def command(self, sources: list[str], timeout_s: float) -> list[Any]:
+    @property
+    def kept(self) -> bool:
+        """Whether the element of the last reply waits in its processing list (not ``BRPOP``)."""
+        return self._name != "BRPOP"
+
+    def command(self, sources: list[str], timeout_s: float, *, keep: bool = True) -> list[Any]:
         """The command that fetches one element from ``sources`` (queue keys, in the order the
-        channel would serve them); ``timeout_s`` is how long one key blocks (0: forever)."""
+        channel would serve them); ``timeout_s`` is how long one key blocks (0: forever);
+        ``keep=False``: pop it (``BRPOP``), with no processing list."""
+        if not keep:
+            self._sent, self._name = list(sources), "BRPOP"
+            return ["BRPOP", *sources, timeout_s]
         if len(sources) == 1 or self._blocking:
             source = sources[self._turn % len(sources)]
             wait_s = timeout_s if len(sources) == 1 else self.block_s
@@ -114,6 +128,11 @@ class Fetcher:
     def reply(self, reply: Any) -> tuple[str, bytes] | None:
         """The queue key and element that the reply to the last :meth:`command` holds, or
         ``None`` when it found nothing (a ``BLMOVE`` timeout or an empty scan)."""
+        if self._name == "BRPOP":
+            if reply is None:
+                return None
+            key, element = reply
+            return _text(key), bytes(element)
         if self._name == "BLMOVE":
             self._blocking, self._turn = False, self._turn + 1
             return None if reply is None else (self._sent[0], bytes(reply))
@@ -123,9 +142,17 @@ class Fetcher:
         index, element = reply
         return self._sent[int(index)], bytes(element)
 
+    def named(self) -> list[str]:
+        """Every processing list this fetcher has named, sorted."""
+        return sorted(self._lists.values())
+
     def processing(self, source: str) -> str:
         """This channel's processing list for queue key ``source`` (named once per key)."""
         name = self._lists.get(source)
         if name is None:
             name = self._lists[source] = processing_key(self.token, source)
         return name
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

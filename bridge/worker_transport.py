@@ -24,6 +24,38 @@ error". A channel here keeps the parameters it was opened with.
 Flower and ``celery inspect`` see a Redis broker as before. It reads two more transport
 options: ``processing_lease_s`` (how long a channel's heartbeat may be missing before other
 workers restore its processing lists) and ``multi_key_block_s`` (see :mod:`bridge.fetch`).
+
+**The heartbeat tells who consumes what.** ``_kombu.processing_index`` holds one entry per
+channel and queue key it consumes (the processing list's name carries both), scored with the
+channel's last heartbeat (every ``unacked_restore_interval``). A consumer cancelled on a queue
+(``celery control cancel_consumer``) stops that queue's heartbeat. The bridge and ``status``
+read it to find routed queues that no worker consumes (:mod:`bridge.queue_consumers`).
+
+Differences from kombu's Redis transport, by design
+----------------------------------------------------
+
+``scripts/kombu_tests.sh`` runs kombu's own Redis transport tests against this module; each
+test that fails here by design is listed, with its reason, in
+``scripts/kombu_tests/expected_failures.txt``. The differences:
+
+- **Fetch.** ``BLMOVE`` into a processing list, not ``BRPOP``. Several queue keys (several
+  queues, or kombu's priority steps) are fetched by a non-blocking scan, then a block on one key
+  at a time for ``multi_key_block_s``, instead of one ``BRPOP`` blocking on all keys: a fetch
+  in flight may come back empty although a message arrived meanwhile (the next fetch takes it).
+  The bridge's workers use one priority step (``celeryconfig.py``), so one key per queue.
+- **Consumers without acknowledgement** (``no_ack``, e.g. the reply queues of ``celery
+  inspect``) are at most once, as with kombu: a channel that consumes only such queues pops
+  with kombu's ``BRPOP``; in a channel that also consumes queues with acknowledgements, such a
+  message leaves its processing list (``LREM`` on the connection that fetched it) before its
+  callback runs.
+- **The periodic restore** (``restore_visible``) also refreshes this channel's heartbeat and
+  restores the processing lists of dead channels (a ``ZRANGE`` of the index, at most every
+  ``unacked_restore_interval / 2`` s, besides kombu's own calls).
+- **``global_keyprefix`` is refused** (``ConfigError`` when a channel opens): the fetch, the
+  processing lists and the bridge's own keys are unprefixed.
+- **Garbage is dropped** (see above) where kombu stops the worker.
+- **Sentinel** (``sentinel://``) keeps kombu's transport: :func:`install` maps ``redis`` and
+  ``rediss`` only.
 """
 
 from __future__ import annotations
@@ -42,6 +74,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from bridge.errors import ConfigError
 from bridge.fetch import PROCESSING_INDEX, RESTORE, Fetcher, source_of
 
 log = logging.getLogger(__name__)
@@ -98,14 +131,19 @@ class Channel(kombu_redis.Channel):
     connection_errors: tuple[type[BaseException], ...]
     unacked_restore_interval: float
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
+        if connection.client.transport_options.get("global_keyprefix"):
+            # Fetch, processing lists and the bridge's own keys are unprefixed (see above).
+            raise ConfigError("broker_transport_options: global_keyprefix is not supported by "
+                              "bridge.worker_transport")  # fmt: skip
+        super().__init__(connection, *args, **kwargs)
         self._opened_with = {False: self._connparams(), True: self._connparams(asynchronous=True)}
         self._fetcher = Fetcher(token=uuid.uuid4().hex, block_s=self.multi_key_block_s)
         self._lists: set[str] = set()  # this channel's processing lists, in the index
         self._unsettled: set[str] = set()  # lists holding an element that was not delivered
         self._tended_at = float("-inf")  # monotonic: last heartbeat
         self._swept_at = float("-inf")  # monotonic: last look for dead channels' lists
+        self._no_ack_queues: set[str] = set()  # consumed without acknowledgement
         #: (processing list, element) fetched and not yet recorded as unacknowledged
         self.in_flight: tuple[str, bytes] | None = None
 
@@ -120,16 +158,38 @@ class Channel(kombu_redis.Channel):
         params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[misc]
         return params
 
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        # kombu keeps no_ack only in the consumer's callback; the fetch needs it per queue.
+        (self._no_ack_queues.add if no_ack else self._no_ack_queues.discard)(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _basic_cancel(self, consumer_tag: str) -> Any:
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super()._basic_cancel(consumer_tag)  # type: ignore[misc]  # not in kombu's stubs
+        if queue is not None and queue not in self._active_queues:
+            self._no_ack_queues.discard(queue)
+            self._retire_lists(queue)
+        return result
+
+    def _retire_lists(self, queue: str) -> None:
+        """Stop the heartbeat of ``queue``'s processing lists: the bridge then sees no consumer
+        of it here, and once the lease is over any worker restores what they still hold (a
+        fetch in flight may still land in one)."""
+        keys = {self._q_for_pri(queue, pri) for pri in self.priority_steps}
+        self._lists -= {self._fetcher.processing(key) for key in keys}
+
     def _brpop_start(self, timeout: float | None = None) -> None:
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
         sources = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-        self._prepare_lists(sources)
+        keep = not self._no_ack_queues.issuperset(queues)  # else at most once, as kombu
+        self._prepare_lists(sources if keep else [])
         wait_s = self.brpop_timeout if timeout is None else timeout
-        command = self._fetcher.command(sources, wait_s or 0)
+        command = self._fetcher.command(sources, wait_s or 0, keep=keep)
         self._in_poll = self.client.connection
-        self._brpop_sent_at = time.monotonic()
+        # kombu's health check compares this with its own clock (the same monotonic clock)
+        self._brpop_sent_at = kombu_redis.monotonic()  # type: ignore[attr-defined]
         self.client.connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
@@ -153,22 +213,47 @@ class Channel(kombu_redis.Channel):
     def _deliver_fetched(self, source: str, element: bytes) -> None:
         queue = source.rsplit(self.sep, 1)[0]
         self._queue_cycle.rotate(queue)
+        if not self._fetcher.kept:  # popped, as kombu does
+            self._deliver_element(element, queue)
+            return
         processing = self._fetcher.processing(source)
+        if queue in self._no_ack_queues:  # out of Redis before its callback runs, as kombu
+            self._settle(processing, element)
+            self._deliver_element(element, queue)
+            return
         self.in_flight = (processing, element)
         try:
-            self.connection._deliver(loads(bytes_to_str(element)), queue)
-        except ValueError as exc:  # JSONDecodeError: the element is not a kombu message
-            log.error("dropped a queue element kombu cannot decode (not a kombu message) "
-                      "from queue %s: %r", queue, exc)  # fmt: skip
+            self._deliver_element(element, queue)
         except BaseException:
             if self.in_flight is not None:  # not recorded: back to its queue before the next fetch
                 self._unsettled.add(processing)
             self.in_flight = None
             raise
-        if self.in_flight is not None:  # dropped, or consumed without acknowledgement
+        if self.in_flight is not None:  # dropped: not a kombu message
             self.in_flight = None
-            with self.conn_or_acquire() as client:
-                client.lrem(processing, 1, element)
+            self._settle(processing, element)
+
+    def _deliver_element(self, element: bytes, queue: str) -> None:
+        try:
+            message = loads(bytes_to_str(element))
+        except ValueError as exc:  # JSONDecodeError: the element is not a kombu message
+            log.error("dropped a queue element kombu cannot decode (not a kombu message) "
+                      "from queue %s: %r", queue, exc)  # fmt: skip
+            return
+        self.connection._deliver(message, queue)
+
+    def _settle(self, processing: str, element: bytes) -> None:
+        """Take ``element`` out of ``processing`` on the connection that fetched it, which has
+        just answered (a pooled one may be half-open). If that fails, the element goes back
+        to its queue before the next fetch: it was not delivered."""
+        connection = self.client.connection
+        try:
+            connection.send_command("LREM", processing, 1, element)
+            self.client.parse_response(connection, "LREM")
+        except self.connection_errors:
+            connection.disconnect()
+            self._unsettled.add(processing)
+            raise
 
     def _prepare_lists(self, sources: Iterable[str]) -> None:
         """Index this channel's processing lists before anything can land in them, and put
@@ -176,7 +261,7 @@ class Channel(kombu_redis.Channel):
         lists = {self._fetcher.processing(source) for source in sources}
         if not lists <= self._lists:
             self._heartbeat(lists | self._lists)
-        elif time.monotonic() - self._tended_at > self.unacked_restore_interval:
+        elif self._lists and time.monotonic() - self._tended_at > self.unacked_restore_interval:
             self._heartbeat(self._lists)
         for processing in list(self._unsettled):
             self._restore_list(processing, forget=False)
@@ -227,9 +312,10 @@ class Channel(kombu_redis.Channel):
     def close(self) -> None:
         if not self.closed:
             self._closing = True
-            if self._in_poll:
+            if self._in_poll:  # its reply may hold an element in a processing list
                 with contextlib.suppress(Empty):
                     self._brpop_read()
+                self._in_poll = None  # read once: kombu's close would read it again
             self._release_lists()
         super().close()
 
@@ -238,7 +324,7 @@ class Channel(kombu_redis.Channel):
         cannot be reached (kombu may close a channel whose connection is gone), the other
         workers restore them after the lease."""
         try:
-            for processing in sorted(self._lists):
+            for processing in self._fetcher.named():  # retired ones too
                 self._restore_list(processing, forget=True)
         except Exception as exc:  # a channel closes anyway; the lease is the backstop
             log.warning("left this worker's processing lists to the lease: %r", exc)

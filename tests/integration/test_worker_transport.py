@@ -4,13 +4,17 @@ it in its processing list, and a live worker puts it back and runs it (bridge.fe
 
 from __future__ import annotations
 
+import socket
 import uuid
 from pathlib import Path
 
 import pytest
 import redis
 from celery import Celery
+from kombu import Connection, Consumer, Producer, Queue
+from kombu.message import Message
 
+from bridge import worker_transport
 from bridge.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, services, start_worker, text
@@ -81,3 +85,34 @@ def test_a_worker_with_a_task_in_hand_survives_a_redis_restart(
         assert "Unrecoverable error" not in log
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["alone", "beside-an-acked-queue"])
+def test_a_no_ack_consumer_whose_callback_raises_does_not_get_the_message_again(
+    beside: bool,
+) -> None:
+    """At most once, as kombu's BRPOP: the message left Redis before its callback ran, alone
+    (the channel pops) or on a channel that also consumes a queue with acknowledgements (the
+    message leaves its processing list first)."""
+    name = f"no-ack-{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(BROKER_URL)
+    calls: list[object] = []
+
+    def failing(body: object, message: Message) -> None:
+        calls.append(body)
+        raise RuntimeError("callback failed")
+
+    with Connection(BROKER_URL, transport=worker_transport.Transport) as conn:
+        channel = conn.channel()
+        if beside:
+            Consumer(channel, [Queue(f"{name}-acked")], callbacks=[lambda b, m: None]).consume()
+        Consumer(channel, [Queue(name)], no_ack=True, callbacks=[failing]).consume()
+        Producer(conn).publish({"n": 1}, routing_key=name, serializer="json")
+        with pytest.raises(RuntimeError, match="callback failed"):
+            conn.drain_events(timeout=5)
+        with pytest.raises(socket.timeout):
+            conn.drain_events(timeout=1)  # fetches again: nothing
+        assert processing_lists(client, name) == {}
+    assert calls == [{"n": 1}]
+    assert client.llen(name) == 0
+    client.delete(name, f"{name}-acked")

@@ -58,3 +58,17 @@ def test_several_keys_scan_all_then_block_on_each_in_turn() -> None:
     fetcher.command(keys, 1)
     assert fetcher.reply(b"x") == ("b", b"x")
     assert fetcher.command(keys, 1)[0] == "EVAL"
+
+
+def test_a_fetch_without_processing_lists_is_kombus_brpop() -> None:
+    fetcher = Fetcher(token=TOKEN, block_s=0.1)
+    keys = ["a", "b"]
+    assert fetcher.command(keys, 1, keep=False) == ["BRPOP", "a", "b", 1]
+    assert fetcher.command_name == "BRPOP"
+    assert fetcher.reply(None) is None
+    fetcher.command(keys, 1, keep=False)
+    assert fetcher.reply([b"b", b"x"]) == ("b", b"x")
+    assert (fetcher.kept, fetcher.named()) == (False, [])  # no processing list named
+    fetcher.command(keys, 1)
+    lists = sorted(processing_key(TOKEN, key) for key in keys)
+    assert (fetcher.kept, fetcher.named()) == (True, lists)

@@ -1,8 +1,10 @@
 import pytest
 from celery import Celery
+from kombu import Connection
 from kombu import transport as kombu_transport
 
 from bridge import worker_transport
+from bridge.errors import ConfigError
 from bridge.settings import BridgeSettings
 from bridge.worker import unsafe_worker_config
 
@@ -56,3 +58,12 @@ def test_kombus_own_redis_transport_is_refused(monkeypatch: pytest.MonkeyPatch) 
     )
     [problem] = unsafe_worker_config(app(), SETTINGS)
     assert "call bridge.worker_transport.install()" in problem
+
+
+def test_the_workers_transport_refuses_a_global_key_prefix() -> None:
+    options = {"global_keyprefix": "app:"}
+    with (
+        Connection("redis://127.0.0.1:1/0", transport_options=options) as connection,
+        pytest.raises(ConfigError, match="global_keyprefix is not supported"),
+    ):
+        connection.channel()  # refused before it connects
