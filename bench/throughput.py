@@ -124,7 +124,10 @@ def bridge_run(
     """Records/s of one bridge (in this process) over ``count`` records of ``topic``."""
     group = f"bench-bridge-{'ordered-' if ordered else ''}{uuid.uuid4().hex[:6]}"
     queue = group
-    route: dict[str, Any] = {"topic": topic, "task": "bench.handle", "queue": queue}
+    # No worker: the queue only grows. A limit above the record count never pauses the run,
+    # yet the bridge checks the depth before every poll, as with the default limit.
+    route: dict[str, Any] = {"topic": topic, "task": "bench.handle", "queue": queue,
+                             "max_queue_depth": count + 1}  # fmt: skip
     if ordered:  # no worker: every key's FIFO only grows, so no limit may pause a partition
         route |= {"ordered": True, "max_waiting_per_key": count,
                   "max_waiting_per_partition": count}  # fmt: skip

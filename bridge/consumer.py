@@ -75,6 +75,8 @@ from bridge.pipeline import (
     partitions_of,
     rewind_points,
 )
+from bridge.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
+from bridge.queue_consumers import QueueWatch
 from bridge.record import Record, TimestampType, check_value, task_id
 from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, Every, Scheduler
@@ -140,6 +142,9 @@ class Bridge:
             Every("delayed-retry mover", interval_s, self._move_due_retries),
             Every("dead-letter writer", max(interval_s, 0.5), self._write_pending_dead_letters),
         ]
+        watch = QueueWatch(self._dispatcher.client, self.router.routes,
+                           settings.celery.processing_lease_s)  # fmt: skip
+        self._threads.append(Every("queue consumer watch", WATCH_INTERVAL_S, watch.check))
         if any(route.ordered for route in self.router.routes):
             watch_s = settings.ordering.watchdog_interval_ms / 1000
             self._threads.append(Every("ordered-key watchdog", watch_s, self._republish_stalled))

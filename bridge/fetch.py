@@ -39,6 +39,7 @@ from typing import Any
 
 PROCESSING_PREFIX = "_kombu.processing."
 PROCESSING_INDEX = "_kombu.processing_index"
+LEASE_S = 60.0  # default processing_lease_s: a channel silent this long is taken for dead
 _TOKEN_CHARS = 32  # a uuid4's hex
 
 # KEYS: the queue keys, then their processing lists in the same order. Returns {index, element}
@@ -75,10 +76,20 @@ def source_of(processing: str) -> str:
     Raises:
         ValueError: ``processing`` is not such a name.
     """
+    return parse_processing(processing)[1]
+
+
+def parse_processing(processing: str) -> tuple[str, str]:
+    """The channel token and the queue key of a processing list (named by
+    :func:`processing_key`).
+
+    Raises:
+        ValueError: ``processing`` is not such a name.
+    """
     head = len(PROCESSING_PREFIX) + _TOKEN_CHARS
     if not processing.startswith(PROCESSING_PREFIX) or processing[head : head + 1] != ".":
         raise ValueError(f"not a processing list: {processing!r}")
-    return processing[head + 1 :]
+    return processing[len(PROCESSING_PREFIX) : head], processing[head + 1 :]
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bridge.credentials import mask_url, secrets_from_files, with_credentials
 from bridge.errors import ConfigError
+from bridge.fetch import LEASE_S
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 ValueFormat = Literal["json", "text", "bytes"]
@@ -34,6 +35,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+MAX_QUEUE_DEPTH = 10_000  # default max_queue_depth: messages in a route's Celery queue
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -149,7 +151,7 @@ class CelerySettings(_Section):
         if "global_keyprefix" in options:
             raise ValueError("global_keyprefix is not supported: the bridge publishes and keeps "
                              "its state under unprefixed keys")  # fmt: skip
-        lease_s = options.get("processing_lease_s", 60)
+        lease_s = options.get("processing_lease_s", LEASE_S)
         interval_s = options.get("unacked_restore_interval", 10)
         if not isinstance(lease_s, int | float) or not isinstance(interval_s, int | float):
             raise ValueError("processing_lease_s and unacked_restore_interval are seconds")
@@ -159,6 +161,11 @@ class CelerySettings(_Section):
                              f"interval: a shorter lease restores messages live workers are "
                              f"receiving")  # fmt: skip
         return options
+
+    @property
+    def processing_lease_s(self) -> float:
+        """How long a worker's heartbeat may be missing before it counts as gone (s)."""
+        return float(self.transport_options.get("processing_lease_s", LEASE_S))
 
     @model_validator(mode="before")
     @classmethod
@@ -265,7 +272,9 @@ class RouteSettings(_Section):
     ordered: bool = False
     value_format: ValueFormat = "json"
     dlt_topic: str | None = None
-    max_queue_depth: int | None = Field(default=None, ge=1)
+    # Backpressure: pause the route at this Celery queue depth (Kafka stays the buffer, also
+    # when no worker consumes the queue), resume at resume_queue_depth (default: half of it).
+    max_queue_depth: int = Field(default=MAX_QUEUE_DEPTH, ge=1)
     resume_queue_depth: int | None = Field(default=None, ge=0)
     # Retry defaults for the route's records; a task's own options win over these.
     max_retries: int | None = Field(default=None, ge=0)
@@ -300,22 +309,17 @@ class RouteSettings(_Section):
 
     @model_validator(mode="after")
     def _resume_below_max(self) -> RouteSettings:
-        if self.resume_queue_depth is not None and (
-            self.max_queue_depth is None or self.resume_queue_depth >= self.max_queue_depth
-        ):
-            raise ValueError("resume_queue_depth needs a larger max_queue_depth")
+        if self.resume_queue_depth is not None and self.resume_queue_depth >= self.max_queue_depth:
+            raise ValueError(f"resume_queue_depth needs a larger max_queue_depth (default "
+                             f"{MAX_QUEUE_DEPTH})")  # fmt: skip
         return self
 
     @property
-    def resume_depth(self) -> int | None:
+    def resume_depth(self) -> int:
         """Depth at which a held route resumes: ``resume_queue_depth``, else half the max."""
-        if self.max_queue_depth is None:
-            return None
-        return (
-            self.resume_queue_depth
-            if self.resume_queue_depth is not None
-            else (self.max_queue_depth // 2)
-        )
+        if self.resume_queue_depth is not None:
+            return self.resume_queue_depth
+        return self.max_queue_depth // 2
 
     def dead_letter_topic(self, group_id: str) -> str:
         """The route's DLT: ``dlt_topic`` if set, else ``{topic}.{group_id}.dlt``."""

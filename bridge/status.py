@@ -23,6 +23,7 @@ from bridge.hooks import LoopState, PartitionState
 from bridge.kafka_auth import security_configs
 from bridge.members import read_members
 from bridge.ordering import KeyQueues, KeyState
+from bridge.queue_consumers import no_consumer_warning, read_consumers
 from bridge.routing import Route, Router
 from bridge.schedule import DeadLetterStore, RetrySummary, Scheduler
 from bridge.settings import BridgeSettings
@@ -117,6 +118,8 @@ class RedisView:
     keys_parked: list[KeyState] = field(default_factory=list)
     unroutable: dict[str, UnroutableCount] = field(default_factory=dict)
     workers: list[Registration] = field(default_factory=list)
+    #: queue -> worker channels on the bridge's transport that consume it (a live heartbeat)
+    consumers: dict[str, int] = field(default_factory=dict)
 
 
 def redis_view(settings: BridgeSettings) -> RedisView:
@@ -148,6 +151,7 @@ def redis_view(settings: BridgeSettings) -> RedisView:
             keys_parked=keys.parked_keys(now_ms),
             unroutable=read_unroutable(client, group_id),
             workers=read_registrations(client),
+            consumers=read_consumers(client, queues, settings.celery.processing_lease_s),
         )
     finally:
         client.close()
@@ -164,6 +168,7 @@ def status_doc(
     Kafka or Redis could not be read; ``errors`` then says why."""
     now_ms = held.now_ms if held is not None else int(time.time() * 1000)
     owners = _owners(held.members if held is not None else ())
+    routes = list(routes)
     doc: dict[str, Any] = {
         "format": FORMAT,
         "group_id": group_id,
@@ -173,6 +178,7 @@ def status_doc(
         "retries": None if held is None else _retries(held, now_ms),
         "dead_letters": None if held is None else _dead_letters(held),
         "ordered": None if held is None else _ordered(held, now_ms),
+        "warnings": [] if held is None else _warnings(routes, held),
         "errors": list(errors),
     }
     return doc
@@ -193,6 +199,7 @@ def _route(
         "ordered": route.ordered,
         "dlt_topic": route.dlt_topic,
         "queue_depth": None if held is None else held.queue_depths.get(route.queue),
+        "consumers": None if held is None else held.consumers.get(route.queue),
         "dlt_records": None if kafka is None else kafka.dlt_records.get(route.dlt_topic),
         "lag": None if kafka is None else sum(p.lag for p in rows),
         "breaker": _breaker(route.topic, held.members if held is not None else ()),
@@ -210,6 +217,18 @@ def _routability(route: Route, held: RedisView | None) -> dict[str, Any]:
     count = held.unroutable.get(route.topic, UnroutableCount(0, None))
     problem = task_problem(route.task, route.queue, cover)
     return {"workers": {**cover.to_dict(), "problem": problem}, "unroutable": count.to_dict()}
+
+
+def _warnings(routes: Iterable[Route], held: RedisView) -> list[str]:
+    """One line per routed queue that no worker on the bridge's transport consumes."""
+    topics: dict[str, list[str]] = {}
+    for route in routes:
+        topics.setdefault(route.queue, []).append(route.topic)
+    return [
+        no_consumer_warning(queue, names, held.queue_depths.get(queue))
+        for queue, names in sorted(topics.items())
+        if held.consumers.get(queue) == 0
+    ]
 
 
 def _breaker(topic: str, members: Iterable[LoopState]) -> dict[str, Any] | None:

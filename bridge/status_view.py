@@ -17,7 +17,9 @@ def render(doc: Mapping[str, Any], console: Console) -> None:
 
 def views(doc: Mapping[str, Any]) -> list[RenderableType]:
     """The renderables of ``doc``, top to bottom."""
-    parts: list[RenderableType] = [_title(doc), _routes(doc["routes"])]
+    parts: list[RenderableType] = [_title(doc)]
+    parts += [Text(f"warning: {w}", style="bold yellow") for w in doc.get("warnings", ())]
+    parts.append(_routes(doc["routes"]))
     parts += _unroutable(doc["routes"])
     parts.append(_partitions(doc["routes"]))
     if doc["retries"] is not None:
@@ -42,15 +44,23 @@ def _title(doc: Mapping[str, Any]) -> Text:
 
 def _routes(routes: Iterable[Mapping[str, Any]]) -> Table:
     table = Table(title="routes", title_justify="left")
-    for name in ("topic", "task", "queue", "queued", "lag", "DLT", "DLT records", "breaker"):
-        table.add_column(
-            name, justify="right" if name in {"queued", "lag", "DLT records"} else "left"
-        )
+    numbers = {"queued", "consumers", "lag", "DLT records"}
+    for name in ("topic", "task", "queue", "queued", "consumers", "lag", "DLT", "DLT records",
+                 "breaker"):  # fmt: skip
+        table.add_column(name, justify="right" if name in numbers else "left")
     for r in routes:
         kind = " (ordered)" if r["ordered"] else ""
-        table.add_row(r["topic"] + kind, r["task"], r["queue"], _n(r["queue_depth"]), _n(r["lag"]),
-                      r["dlt_topic"], _n(r["dlt_records"]), _breaker(r["breaker"]))  # fmt: skip
+        table.add_row(r["topic"] + kind, r["task"], r["queue"], _n(r["queue_depth"]),
+                      _consumers(r.get("consumers")), _n(r["lag"]), r["dlt_topic"],
+                      _n(r["dlt_records"]), _breaker(r["breaker"]))  # fmt: skip
     return table
+
+
+def _consumers(consumers: int | None) -> Text:
+    """Worker channels on the bridge's transport consuming the route's queue."""
+    if consumers is None:
+        return Text("-", style="dim")
+    return Text(str(consumers), style="bold yellow" if consumers == 0 else "")
 
 
 def _breaker(breaker: Mapping[str, Any] | None) -> Text:

@@ -75,7 +75,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
 from bridge.errors import ConfigError
-from bridge.fetch import PROCESSING_INDEX, RESTORE, Fetcher, source_of
+from bridge.fetch import LEASE_S, PROCESSING_INDEX, RESTORE, Fetcher, source_of
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Channel(kombu_redis.Channel):
     still reach Redis after its connection was collected."""
 
     QoS = QoS
-    processing_lease_s: float = 60.0
+    processing_lease_s: float = LEASE_S
     multi_key_block_s: float = 0.1
     from_transport_options = (
         *kombu_redis.Channel.from_transport_options,

@@ -4,6 +4,7 @@ it in its processing list, and a live worker puts it back and runs it (bridge.fe
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from kombu.message import Message
 
 from bridge import worker_transport
 from bridge.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
+from bridge.queue_consumers import read_consumers
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, services, start_worker, text
 from tests.integration.helpers import real_record
@@ -116,3 +118,30 @@ def test_a_no_ack_consumer_whose_callback_raises_does_not_get_the_message_again(
     assert calls == [{"n": 1}]
     assert client.llen(name) == 0
     client.delete(name, f"{name}-acked")
+
+
+def test_a_cancelled_queue_leaves_the_heartbeat_the_others_keep_it() -> None:
+    """The bridge counts a queue's consumers by their heartbeat (bridge.queue_consumers): a
+    consumer cancelled on a queue (celery control cancel_consumer) stops counting for it."""
+    kept, cancelled = (f"hb-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    client = redis.Redis.from_url(BROKER_URL)
+    options = {"unacked_restore_interval": 0.2, "polling_interval": 0.1}
+    lease_s = 1.0
+    with Connection(BROKER_URL, transport=worker_transport.Transport,
+                    transport_options=options) as conn:  # fmt: skip
+        channel = conn.channel()
+        consumers = {
+            name: Consumer(channel, [Queue(name)], callbacks=[lambda b, m: None])
+            for name in (kept, cancelled)
+        }
+        for consumer in consumers.values():
+            consumer.consume()
+
+        def live() -> dict[str, int]:
+            with contextlib.suppress(socket.timeout):
+                conn.drain_events(timeout=0.1)  # fetches, and beats every 0.2 s
+            return read_consumers(client, [kept, cancelled], lease_s)
+
+        wait_for(lambda: live() == {kept: 1, cancelled: 1}, what="both queues consumed")
+        consumers[cancelled].cancel()
+        wait_for(lambda: live() == {kept: 1, cancelled: 0}, what="the cancelled queue to age out")

@@ -132,7 +132,8 @@ def test_queue_depth_limits(tmp_path: Path) -> None:
         write(tmp_path, MINIMAL + "max_queue_depth = 1000\nresume_queue_depth = 900\n")
     )
     assert settings.routes[0].resume_depth == 900
-    assert load_settings(write(tmp_path, MINIMAL)).routes[0].resume_depth is None
+    default = load_settings(write(tmp_path, MINIMAL)).routes[0]  # Kafka stays the buffer
+    assert (default.max_queue_depth, default.resume_depth) == (10_000, 5_000)
 
 
 def test_resume_depth_must_be_below_max(tmp_path: Path) -> None:

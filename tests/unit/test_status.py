@@ -64,6 +64,7 @@ def held() -> RedisView:
             }
         ],
         keys_parked=[parked],
+        consumers={"celery": 2, "pq": 0},
     )
 
 
@@ -134,3 +135,17 @@ def test_routes_show_their_unroutable_records_and_workers_that_do_not_run_their_
     text = out.getvalue()
     assert "route orders: 3 record(s) dead-lettered as unroutable" in text
     assert "route pay: task shop.pay is not a RecordTask in worker(s) w2@h" in text
+
+
+def test_a_routed_queue_without_a_worker_is_a_warning_in_the_document_and_the_tables() -> None:
+    doc = status_doc("g", ROUTES, kafka(), held())
+    orders, pay = doc["routes"]
+    assert (orders["consumers"], pay["consumers"]) == (2, 0)
+    [warning] = doc["warnings"]
+    assert warning.startswith("no worker on the bridge's transport consumes queue pq (0 waiting)")
+    assert "routed from pay" in warning
+    assert "bridge.worker_transport.install()" in warning
+    out = io.StringIO()
+    render(doc, Console(file=out, width=400))
+    assert f"warning: {warning}" in out.getvalue()
+    assert status_doc("g", ROUTES, kafka(), None)["warnings"] == []  # Redis unread: unknown
