@@ -108,6 +108,7 @@ def teach(client: Any) -> None:
     """Teach the fake client of kombu's unit tests (``t/unit/transport/test_redis.py``) the
     commands of our fetch (:class:`FetchCommands`), keeping its own for the rest."""
     client.kombu_parse_response, client.kombu_zadd = client.parse_response, client.zadd
+    client.lists = defaultdict(list)  # processing lists
     for name in ("parse_response", "lrem", "zadd", "zrange", "eval", "move", "scan"):
         setattr(client, name, getattr(FetchCommands, name))
 
@@ -116,7 +117,7 @@ class FetchCommands:
     """What the fake client answers to our fetch, as Redis would (elements are bytes).
     ``self`` is the fake client: ``queues`` (name -> ``queue.Queue``), ``sets``, ``connection``."""
 
-    lists: dict[str, list[bytes]] = defaultdict(list)  # processing lists
+    lists: dict[str, list[bytes]]
     queues: dict[str, Queue[Any]]
     sets: dict[str, set[Any]]
     connection: Any
