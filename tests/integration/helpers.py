@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.record import Envelope, Record, to_task_arg
@@ -71,9 +73,14 @@ def wait_committed_to_end(admin: KafkaAdminClient, group_id: str, topic: Topic) 
     when the commits stop advancing for 30 s (a backlog drains more slowly on a busy machine)."""
     ends = end_offsets(topic.name)
 
+    last: dict[int, int] = {}
+
     def progress() -> tuple[bool, dict[int, int]]:
-        committed = committed_offsets(admin, group_id, topic.name)
-        return committed == ends, committed
+        nonlocal last
+        # The session's admin client may still be reconnecting after a Kafka restart.
+        with contextlib.suppress(KafkaError):
+            last = committed_offsets(admin, group_id, topic.name)
+        return last == ends, last
 
     wait_progress(progress, what=f"group {group_id} to commit {topic.name} up to {ends}")
 
