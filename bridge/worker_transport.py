@@ -364,13 +364,20 @@ def malformed(message: Any) -> str | None:
 
 
 def installed() -> bool:
-    """Whether this process's ``redis`` and ``rediss`` transports are this one."""
-    return all(kombu_transport.TRANSPORT_ALIASES.get(scheme) == f"{__name__}:Transport"
-               for scheme in ("redis", "rediss"))  # fmt: skip
+    """Whether this process's ``redis`` and ``rediss`` transports are this one (as kombu
+    resolves them: its cache of resolved names included)."""
+    resolved: list[object] = [kombu_transport.get_transport_cls(s) for s in _SCHEMES]
+    return all(cls is Transport for cls in resolved)
 
 
 def install() -> None:
-    """Make kombu's ``redis`` and ``rediss`` transports this one, in this process (kombu looks
-    names up in its alias table each time it opens a connection)."""
-    for scheme in ("redis", "rediss"):
+    """Make kombu's ``redis`` and ``rediss`` transports this one, in this process. kombu
+    caches a name once resolved (``kombu.transport._transport_cache``): a connection opened
+    before this call would keep kombu's own transport for good, so the cached names go too."""
+    cache = getattr(kombu_transport, "_transport_cache", {})
+    for scheme in _SCHEMES:
         kombu_transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:Transport"
+        cache.pop(scheme, None)
+
+
+_SCHEMES = ("redis", "rediss")

@@ -52,12 +52,29 @@ def test_a_broker_other_than_redis_is_refused() -> None:
     assert "use Redis" in problem
 
 
-def test_kombus_own_redis_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def kombus_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kombu_transport, "_transport_cache", {})
     monkeypatch.setitem(
         kombu_transport.TRANSPORT_ALIASES, "redis", "kombu.transport.redis:Transport"
     )
+
+
+def test_kombus_own_redis_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    kombus_own(monkeypatch)
     [problem] = unsafe_worker_config(app(), SETTINGS)
     assert "call bridge.worker_transport.install()" in problem
+
+
+def test_installing_after_a_connection_was_opened_still_takes_effect(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kombus_own(monkeypatch)
+    assert Connection("redis://127.0.0.1:1/0").transport_cls == "redis"
+    assert Connection("redis://127.0.0.1:1/0").transport is not None  # kombu resolved it
+    assert not worker_transport.installed()
+    worker_transport.install()  # kombu had cached "redis" as its own transport
+    assert worker_transport.installed()
+    assert isinstance(Connection("redis://127.0.0.1:1/0").transport, worker_transport.Transport)
 
 
 def test_the_workers_transport_refuses_a_global_key_prefix() -> None:
