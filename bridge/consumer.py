@@ -759,6 +759,8 @@ class Bridge:
     def _ensure_dead_letter_topics(self) -> None:
         """Create the DLT of a routed topic created after the start, once it is assigned here
         (before its first record is dispatched); after a failure, try again in 5 s."""
+        if self._dead_letter_topics.complete:  # the usual case, on every loop iteration
+            return
         with self._lock:
             missing = self._dead_letter_topics.missing({tp.topic for tp in self._assigned})
         if not missing or time.monotonic() < self._topics_retry_at:

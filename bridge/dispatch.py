@@ -30,8 +30,7 @@ from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 
 from bridge import keys, ordering
-from bridge.credentials import mask_url
-from bridge.errors import ConfigError, PublishError
+from bridge.errors import PublishError
 from bridge.record import ArgWriter, Envelope, message_origin, record_repr, to_task_arg
 from bridge.record import task_id as record_task_id
 from bridge.routing import Route
@@ -91,7 +90,6 @@ return result
 """
 )
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _UNVERIFIED = 3  # the script's refusal code of a record below a watermark it cannot verify
 
 
@@ -286,11 +284,6 @@ class Dispatcher:
     """Turn envelopes into Celery task messages and enqueue them batch by batch."""
 
     def __init__(self, celery: CelerySettings, group_id: str) -> None:
-        if not celery.broker_url.startswith(_REDIS_SCHEMES):
-            raise ConfigError(
-                f"celery.broker_url: the bridge publishes to a Redis broker "
-                f"({', '.join(_REDIS_SCHEMES)}), got {mask_url(celery.broker_url)!r}"
-            )
         self._group_id = group_id
         self._ttl_s = celery.enqueue_dedup_ttl_s
         self._app = publisher_app(celery)

@@ -35,6 +35,13 @@ SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def is_redis_url(url: str) -> bool:
+    """Whether ``url`` names a Redis server (``redis://``, ``rediss://`` or ``unix://``)."""
+    return "://" in url and url.partition("://")[0].lower() in REDIS_SCHEMES
+
+
 MAX_QUEUE_DEPTH = 10_000  # default max_queue_depth: messages in a route's Celery queue
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -133,8 +140,7 @@ class CelerySettings(_Section):
     @field_validator("broker_url")
     @classmethod
     def _redis_url(cls, url: str) -> str:
-        scheme = url.partition("://")[0].lower() if "://" in url else ""
-        if scheme not in REDIS_SCHEMES:
+        if not is_redis_url(url):
             shown = mask_url(url)
             raise ValueError(f"{shown!r} is not a Redis URL: the bridge publishes to Redis and "
                              f"keeps its state there; use "

@@ -99,6 +99,11 @@ class DeadLetterTopics:
         self._bootstrap_timeout_ms = bootstrap_timeout_ms
         self._ready: set[str] = set()
 
+    @property
+    def complete(self) -> bool:
+        """Whether every route's DLT is known to exist (nothing left to look at)."""
+        return len(self._ready) == len(self._routes)
+
     def missing(self, topics: Iterable[str]) -> set[str]:
         """The routed ``topics`` whose DLT is not known to exist."""
         return {t for t in topics if t in self._routes and t not in self._ready}

@@ -22,7 +22,7 @@ from bridge.dispatch import CapturedBatch
 from bridge.errors import ConfigError
 from bridge.ordering import KeyGate, KeyQueues
 from bridge.record import Envelope
-from bridge.settings import CONFIG_ENV, BridgeSettings, load_settings
+from bridge.settings import CONFIG_ENV, BridgeSettings, is_redis_url, load_settings
 
 T = TypeVar("T")
 _lock = threading.RLock()
@@ -150,7 +150,7 @@ def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:
     """Why this Celery app's workers cannot keep the bridge's guarantees (empty: they can)."""
     problems = []
     broker = str(app.conf.broker_url or "")
-    if not broker.startswith(("redis://", "rediss://", "unix://")):
+    if not is_redis_url(broker):
         shown = mask_url(broker)
         problems.append(f"broker_url {shown!r}: delayed retries wait in Redis; use Redis")
     if not worker_transport.installed():
