@@ -5,8 +5,11 @@ One lazily created idempotent ``acks=all`` producer per sender. kafka-python alr
 inside one attempt (unbounded, until ``delivery_timeout_ms``) with the same producer id and
 sequence numbers, so a batch resent after a lost acknowledgement is written once. We start a
 new attempt only when an attempt failed as a whole: its delivery timeout expired (say, the
-broker was down), or Kafka gave a retryable error back. A batch that expired unsent was never
-written, so the next attempt writes the record exactly once.
+broker was down), or Kafka gave a retryable error back. Writes are at least once: a batch
+expires whether it waits unsent or was sent and its answer is late (a broker restarting or
+frozen), and a broker may have written a sent one; the next attempt is a new batch, which
+idempotence does not match to the old one, so the record is then written twice (seen in the
+chaos suite: a dead letter at two offsets, the first from the expired attempt).
 """
 
 from __future__ import annotations

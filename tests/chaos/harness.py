@@ -38,6 +38,10 @@ QUEUE = "chaos"
 PARTITIONS = 4
 # bridge.task's log line when a dead letter's write failed and the bridge is to write it.
 HANDED_OVER = re.compile(r"kept in Redis for the bridge, task (\S+?):? ")
+# bridge.kafka_send's log line when a write timed out and the sender tries it again itself.
+RETRIED_AFTER_TIMEOUT = re.compile(
+    r"write to \S+ failed \(KafkaTimeoutError.*?dead letter for Record\((\S+)\[(\d+)\]@(\d+) "
+)
 
 
 @dataclass
@@ -227,10 +231,13 @@ class System:
         """The handlers' ledger, in the order it was written."""
         return [parse_execution(line) for line in self.ledger().lrange(EXECUTIONS, 0, -1)]
 
-    def handed_over(self) -> set[str]:
-        """Records whose dead letter a worker handed to the bridge (its write timed out)."""
-        found = HANDED_OVER.findall("".join(w.text() for w in self.workers))
-        return {task_id.split(":", 1)[1] for task_id in found}
+    def timed_out_writes(self) -> set[str]:
+        """Records whose dead letter was written again after a write timed out: a worker
+        handed it to the bridge, or a worker or a bridge tried again itself."""
+        workers = "".join(w.text() for w in self.workers)
+        logs = workers + "".join(b.text() for b in self.bridges)
+        handed = {task_id.split(":", 1)[1] for task_id in HANDED_OVER.findall(workers)}
+        return handed | {":".join(found) for found in RETRIED_AFTER_TIMEOUT.findall(logs)}
 
     def lost_acks(self) -> int:
         """How often a worker logged that it could not acknowledge a message."""

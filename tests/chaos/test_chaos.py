@@ -156,7 +156,7 @@ def drain(
             system.killed_gens,
             acked,
             ack_loss,
-            system.handed_over(),
+            system.timed_out_writes(),
         )
 
     def settled() -> bool:

@@ -18,9 +18,12 @@ id). The verdict answers, without any I/O:
   task messages for one record, a redelivery with no fault behind it, say after a task
   outlived the broker's visibility timeout) is unexplained;
 - **DLT duplicates**: records dead-lettered more than once, explained the same way, or by a
-  timed-out write: the worker's write timed out against a frozen broker, so it handed the dead
-  letter to the bridge (``kept in Redis for the bridge``), which wrote it; the broker had
-  written the timed-out request after all when it resumed.
+  timed-out write: a write timed out against a frozen or restarting broker, so it was written
+  again, by the worker's or the bridge's sender itself (``write to … failed
+  (KafkaTimeoutError…``), or by the bridge once the worker handed the dead letter over (``kept
+  in Redis for the bridge``); the broker had written the timed-out request after all. A
+  producer expires a batch already sent as well as one still waiting, and its idempotence
+  does not cover a record sent again as a new batch.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def judge(
     killed_gens: Iterable[int],
     acked_ids: Iterable[str] = (),
     ack_loss: Iterable[Window] = (),
-    handed_over: Iterable[str] = (),
+    timed_out: Iterable[str] = (),
 ) -> Verdict:
     """The verdict of one run.
 
@@ -129,8 +132,8 @@ def judge(
     :param acked_ids: the ids of the records Kafka acknowledged to the producer.
     :param ack_loss: the windows (epoch seconds) in which Redis restarted and the worker
         reconnected: an acknowledgement sent then may be lost.
-    :param handed_over: the coordinates of the records whose dead letter a worker handed to
-        the bridge after its write timed out.
+    :param timed_out: the coordinates of the records whose dead letter was written again
+        after a write timed out.
     """
     by_coords = {s.coords: s for s in sources}
     runs = list(executions)
@@ -140,7 +143,7 @@ def judge(
     done = handled | set(dead)
     executed = {e.coords for e in runs}
     duplicates, examples = classify_duplicates(runs, faults)
-    dlt_duplicates = classify_dlt_duplicates(dead, runs, faults, set(handed_over))
+    dlt_duplicates = classify_dlt_duplicates(dead, runs, faults, set(timed_out))
     lost = sorted(set(by_coords) - done)
     violations = order_violations(runs, by_coords)
     examples.update({"lost": lost[:20], "order_violations": violations[:20]})
@@ -200,22 +203,22 @@ def classify_duplicates(
 
 
 def classify_dlt_duplicates(
-    dead: Mapping[str, int], runs: list[Execution], faults: Faults, handed_over: set[str]
+    dead: Mapping[str, int], runs: list[Execution], faults: Faults, timed_out: set[str]
 ) -> dict[str, int]:
-    """Dead letters beyond one per record: a timed-out write handed to the bridge, else the
-    cause of the record's last execution."""
+    """Dead letters beyond one per record: a timed-out write written again, else the cause of
+    the record's last execution."""
     by_coords: dict[str, list[Execution]] = defaultdict(list)
     for run in runs:
         by_coords[run.coords].append(run)
     counts = dict.fromkeys(DLT_CAUSES, 0)
     for coords, times in dead.items():
         if times > 1:
-            counts[_dlt_cause(by_coords[coords], faults, coords in handed_over)] += times - 1
+            counts[_dlt_cause(by_coords[coords], faults, coords in timed_out)] += times - 1
     return counts
 
 
-def _dlt_cause(execs: list[Execution], faults: Faults, handed_over: bool) -> str:
-    if handed_over:
+def _dlt_cause(execs: list[Execution], faults: Faults, timed_out: bool) -> str:
+    if timed_out:
         return DLT_TIMEOUT
     starts = [i for i, e in enumerate(execs) if e.event == "start"]
     return faults.cause(execs[: starts[-1]], execs[starts[-1]]) if starts else UNEXPLAINED

@@ -118,7 +118,7 @@ def test_dead_letters_written_twice_are_counted_and_classified() -> None:
 def test_a_dead_letter_handed_to_the_bridge_after_a_timeout_may_be_written_twice() -> None:
     runs = [*run(0, "dead"), *run(1, "dead")]
     dead = ["t:0:0", "t:0:0", "t:0:1"]
-    verdict = judge([src(0), src(1)], runs, dead, [], handed_over=["t:0:0"])
+    verdict = judge([src(0), src(1)], runs, dead, [], timed_out=["t:0:0"])
     assert verdict.dlt_duplicates[DLT_TIMEOUT] == 1
     assert verdict.passed
 
