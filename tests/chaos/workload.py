@@ -58,7 +58,8 @@ class Producer(threading.Thread):
     is down or frozen) is counted in ``failed`` and not repeated: whether it reached Kafka is
     read back from the topic at the end. kafka-python's producer has been seen to stop
     delivering after a broker restart, neither acknowledging nor failing its sends: after
-    ``STALL_S`` without either, it is replaced by a new one (counted in ``restarts``).
+    ``STALL_S`` without either, it is replaced by a new one (counted in ``restarts``). While
+    no new producer can bootstrap (the broker is down), each record is a failed send.
     """
 
     STALL_S = 45.0
@@ -79,29 +80,41 @@ class Producer(threading.Thread):
         next_at = progress_at = time.monotonic()
         settled = 0
         while not self._stopping.is_set():
-            self._send(producer, nth(self.sent))
+            producer = producer or self._new()
+            if producer is None:
+                self._failed(None)  # Kafka cannot be reached: this record is not sent
+            else:
+                self._send(producer, nth(self.sent))
             self.sent += 1
             if len(self.acked) + self.failed > settled:
                 settled, progress_at = len(self.acked) + self.failed, time.monotonic()
-            elif time.monotonic() - progress_at > self.STALL_S:
+            elif producer is not None and time.monotonic() - progress_at > self.STALL_S:
                 producer, progress_at = self._replace(producer), time.monotonic()
             next_at = max(next_at + 1 / self.rate_per_s, time.monotonic() - 1)
             self._stopping.wait(max(0.0, next_at - time.monotonic()))  # the production rate
-        with contextlib.suppress(KafkaError):  # what is not flushed is read back from Kafka
-            producer.flush(timeout=60)
-        close_producer(producer, timeout_s=10)
+        if producer is not None:
+            with contextlib.suppress(KafkaError):  # what is not flushed is read back from Kafka
+                producer.flush(timeout=60)
+            close_producer(producer, timeout_s=10)
 
-    def _new(self) -> KafkaProducer:
-        return KafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            acks="all",
-            linger_ms=5,
-            max_block_ms=2000,
-            request_timeout_ms=5000,
-            delivery_timeout_ms=30000,
-        )
+    def _new(self) -> KafkaProducer | None:
+        """A new producer; ``None`` while it cannot bootstrap (the broker is down or frozen:
+        the next record tries again)."""
+        try:
+            return KafkaProducer(
+                bootstrap_servers=self.bootstrap,
+                acks="all",
+                linger_ms=5,
+                max_block_ms=2000,
+                request_timeout_ms=5000,
+                delivery_timeout_ms=30000,
+                bootstrap_timeout_ms=2000,
+            )
+        except KafkaError as exc:
+            log.warning("no producer yet (%r): records are not sent until Kafka answers", exc)
+            return None
 
-    def _replace(self, producer: KafkaProducer) -> KafkaProducer:
+    def _replace(self, producer: KafkaProducer) -> KafkaProducer | None:
         log.warning("producer stalled for %.0f s (%d sent, %d settled): replacing it",
                     self.STALL_S, self.sent, len(self.acked) + self.failed)  # fmt: skip
         self.restarts += 1
