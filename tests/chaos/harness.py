@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -253,6 +253,30 @@ class System:
             "ordered_heads_out": int(client.zcard(f"bridge:{GROUP}:ordered:heads")),
         }
 
+    def whereabouts(self, coords: list[str], limit: int = 10) -> list[dict[str, Any]]:
+        """For each of the first ``limit`` records (``topic:partition:offset``), what is known
+        of it: its ledger entries, the group's committed offset on its partition, the Redis
+        keys holding its task id, and the last log lines naming it."""
+        ledger = [e for e in self.executions() if e.coords in coords]
+        committed = committed_offsets(self.services.bootstrap)
+        holders = redis_holders(self.services.redis_url(0), [f"{GROUP}:{c}" for c in coords])
+        logs = [(p.log.name, p.text()) for p in (*self.bridges, *self.workers)]
+        found = []
+        for coord in coords[:limit]:
+            topic, partition, offset = coord.rsplit(":", 2)
+            named = f"{topic}[{partition}]@{offset} "
+            lines = [f"{name}: {line[:300]}" for name, text in logs for line in text.splitlines()
+                     if named in line or f"{coord}]" in line]  # fmt: skip
+            found.append({
+                "coords": coord,
+                "ledger": [(e.event, e.attempt, e.gen, round(e.at, 3)) for e in ledger
+                           if e.coords == coord],
+                "committed": committed.get((topic, int(partition))),
+                "in_redis": holders.get(f"{GROUP}:{coord}", []),
+                "log": lines[-6:],
+            })  # fmt: skip
+        return found
+
     # ------------------------------------------------------------------ faults
 
     def kill_bridge(self) -> dict[str, Any]:
@@ -324,6 +348,52 @@ def parse_execution(line: bytes | str) -> Execution:
     return Execution(
         entry["coords"], entry["event"], int(entry["attempt"]), int(entry["gen"]), entry["at"]
     )
+
+
+# ---------------------------------------------------------------------- diagnosis
+
+
+def committed_offsets(bootstrap: str) -> dict[tuple[str, int], int]:
+    """The chaos group's committed offsets, by (topic, partition)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(GROUP).get(GROUP, {})
+        return {(tp.topic, tp.partition): int(meta.offset) for tp, meta in offsets.items()}
+    finally:
+        admin.close()
+
+
+def redis_holders(url: str, task_ids: list[str]) -> dict[str, list[str]]:
+    """Which keys of the broker's Redis hold each task id (lists, hashes, sorted sets, strings:
+    queues, unacknowledged messages, processing lists, delayed retries, key FIFOs…)."""
+    client = redis.Redis.from_url(url, decode_responses=False)
+    found: dict[str, list[str]] = {}
+    try:
+        for name in client.scan_iter(count=1000):
+            kind, text = redis_text(client, name)
+            for task_id in task_ids:
+                if task_id.encode() in text:
+                    found.setdefault(task_id, []).append(f"{kind} {name.decode()}")
+    finally:
+        client.close()
+    return found
+
+
+def redis_text(client: redis.Redis, name: bytes) -> tuple[str, bytes]:
+    """A key's type and its values, joined (empty for the types a task id is not kept in)."""
+    kind = cast(bytes, client.type(name)).decode()
+    values: list[Any]
+    if kind == "list":
+        values = client.lrange(name, 0, -1)
+    elif kind == "hash":
+        values = client.hvals(name)
+    elif kind == "zset":
+        values = client.zrange(name, 0, -1)
+    elif kind == "string":
+        values = [client.get(name)]
+    else:
+        values = []
+    return kind, b"\n".join(v for v in values if isinstance(v, bytes))
 
 
 # ---------------------------------------------------------------------- reading Kafka

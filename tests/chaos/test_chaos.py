@@ -8,6 +8,7 @@ suite's own (:mod:`tests.chaos.services`), started here and stopped at the end.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -93,15 +94,22 @@ def test_under_repeated_faults_no_record_is_lost_and_ordered_keys_keep_their_ord
         verdict = drain(system, services, produced, producer.acked, faults)
         seconds["drain"] = round(time.monotonic() - drain_began)
         pending = system.pending()
+        lost = system.whereabouts(verdict.lost) if verdict.lost else []
     finally:
         producer.stop()  # at once if it has stopped already
         supervisor.stop()
         system.stop_all()
     seconds["total"] = round(time.monotonic() - began)
     doc = results(faults, verdict, producer, system, pending, seconds, persistence)
+    doc["lost_whereabouts"] = lost
     path = report.write(doc)
 
-    assert verdict.passed, f"{verdict.to_dict()}\nlogs: {run_dir}, report: {path}"
+    assert verdict.passed, (
+        f"{verdict.to_dict()}\nlogs: {run_dir}, report: {path}\nseed {SEED}, faults:\n"
+        + "\n".join(f"  {e['at']} {e['fault']} ({e['took_s']} s)" for e in faults.entries)
+        + "\nlost records:\n"
+        + "\n".join(f"  {json.dumps(w)}" for w in lost)
+    )
     assert pending["queue"] == 0, f"tasks left in the queue: {pending}"
     assert all(n >= PROFILE.repeats for n in faults.counts().values())
     # A worker that exits by itself is restarted and reported (kombu's own failure on a Redis
