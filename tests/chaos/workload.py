@@ -57,9 +57,10 @@ class Producer(threading.Thread):
     ``acked`` holds the id of every record Kafka acknowledged; a send that fails (the broker
     is down or frozen) is counted in ``failed`` and not repeated: whether it reached Kafka is
     read back from the topic at the end. kafka-python's producer has been seen to stop
-    delivering after a broker restart, neither acknowledging nor failing its sends: after
-    ``STALL_S`` without either, it is replaced by a new one (counted in ``restarts``). While
-    no new producer can bootstrap (the broker is down), each record is a failed send.
+    delivering after a broker restart, for good: neither acknowledging nor failing its sends,
+    or failing each at once (no metadata within ``max_block_ms``). After ``STALL_S`` without
+    an acknowledgement it is replaced by a new one (counted in ``restarts``). While no new
+    producer can bootstrap (the broker is down), each record is a failed send.
     """
 
     STALL_S = 45.0
@@ -78,7 +79,7 @@ class Producer(threading.Thread):
     def run(self) -> None:
         producer = self._new()
         next_at = progress_at = time.monotonic()
-        settled = 0
+        acked = 0
         while not self._stopping.is_set():
             producer = producer or self._new()
             if producer is None:
@@ -86,8 +87,8 @@ class Producer(threading.Thread):
             else:
                 self._send(producer, nth(self.sent))
             self.sent += 1
-            if len(self.acked) + self.failed > settled:
-                settled, progress_at = len(self.acked) + self.failed, time.monotonic()
+            if len(self.acked) > acked:
+                acked, progress_at = len(self.acked), time.monotonic()
             elif producer is not None and time.monotonic() - progress_at > self.STALL_S:
                 producer, progress_at = self._replace(producer), time.monotonic()
             next_at = max(next_at + 1 / self.rate_per_s, time.monotonic() - 1)
@@ -115,8 +116,9 @@ class Producer(threading.Thread):
             return None
 
     def _replace(self, producer: KafkaProducer) -> KafkaProducer | None:
-        log.warning("producer stalled for %.0f s (%d sent, %d settled): replacing it",
-                    self.STALL_S, self.sent, len(self.acked) + self.failed)  # fmt: skip
+        log.warning("no send acknowledged for %.0f s (%d sent, %d acked, %d failed): "
+                    "replacing the producer",
+                    self.STALL_S, self.sent, len(self.acked), self.failed)  # fmt: skip
         self.restarts += 1
         close_producer(producer, timeout_s=0)
         return self._new()
