@@ -288,14 +288,15 @@ class System:
         return {"pid": victim.proc.pid}
 
     def kill_worker(self) -> dict[str, Any]:
-        """SIGKILL the worker while a task runs (within 30 s), start the next generation."""
+        """SIGKILL the worker while a task runs, start the next generation. The wait for a
+        running task outlasts the workload producer's replacement after a stall (45 s)."""
         with self.lock:
             self.supervise()
             gen = len(self.workers) - 1
             ledger = self.ledger()
             running = wait_for(
                 lambda: ledger.scard(inflight_key(gen)),
-                timeout_s=30,
+                timeout_s=90,
                 interval_s=0.005,
                 what=f"a task running in worker generation {gen}",
             )
