@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaProducer
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -172,3 +173,11 @@ def real_record(ledger: Ledger, headers: tuple[tuple[str, bytes], ...] = ()) -> 
     headers = (("ledger", ledger.prefix.encode()), *headers)
     record = Record("foreign", 0, 7, 0, b"k", b"{}", headers, "json")
     return to_task_arg(Envelope(record, "foreign-test", "foreign.foreign-test.dlt"))
+
+
+def consumed(record: Record) -> ConsumerRecord:
+    """``record`` as kafka-python's consumer hands it over."""
+    return ConsumerRecord(
+        record.topic, record.partition, -1, record.offset, record.timestamp_ms, 0, record.key,
+        record.raw_value, list(record.headers), None, -1, -1, -1,
+    )  # fmt: skip

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
 from bridge.dispatch import Dispatcher, publisher_app
@@ -27,6 +26,7 @@ from tests.integration.helpers import (
     StartBridge,
     assert_each_handled_once,
     committed_offsets,
+    consumed,
     published_by_partition,
     published_watermarks,
     send_many,
@@ -75,14 +75,6 @@ def test_messages_are_the_ones_celery_send_task_builds(
     assert ours["headers"]["origin"] == f"kafka-celery-bridge@{group_id}"
     for prop in ("correlation_id", "delivery_mode", "priority", "body_encoding", "delivery_info"):
         assert ours["properties"][prop] == theirs["properties"][prop]
-
-
-def consumed(record: Record) -> ConsumerRecord:
-    """``record`` as kafka-python's consumer hands it over."""
-    return ConsumerRecord(
-        record.topic, record.partition, -1, record.offset, record.timestamp_ms, 0, record.key,
-        record.raw_value, list(record.headers), None, -1, -1, -1,
-    )  # fmt: skip
 
 
 def test_a_record_at_or_below_the_watermark_is_not_enqueued_again(
