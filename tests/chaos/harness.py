@@ -38,6 +38,8 @@ QUEUE = "chaos"
 PARTITIONS = 4
 # bridge.task's log line when a dead letter's write failed and the bridge is to write it.
 HANDED_OVER = re.compile(r"kept in Redis for the bridge, task (\S+?):? ")
+# Celery's log line when a worker receives a task message (the worker logs in local time).
+RECEIVED = re.compile(r"^\[(\S+ \S+): INFO/MainProcess\] Task \S+\[(\S+)\] received$", re.M)
 # bridge.kafka_send's log line when a write timed out and the sender tries it again itself.
 RETRIED_AFTER_TIMEOUT = re.compile(
     r"write to \S+ failed \(KafkaTimeoutError.*?dead letter for Record\((\S+)\[(\d+)\]@(\d+) "
@@ -238,6 +240,16 @@ class System:
         logs = workers + "".join(b.text() for b in self.bridges)
         handed = {task_id.split(":", 1)[1] for task_id in HANDED_OVER.findall(workers)}
         return handed | {":".join(found) for found in RETRIED_AFTER_TIMEOUT.findall(logs)}
+
+    def received_within(self, windows: Iterable[tuple[float, float]]) -> set[str]:
+        """Records whose task message a worker received within one of ``windows`` (epoch s)."""
+        found = set()
+        for worker in self.workers:
+            for stamp, task_id in RECEIVED.findall(worker.text()):
+                at = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").astimezone().timestamp()
+                if any(a <= at <= b for a, b in windows):
+                    found.add(task_id.split(":", 1)[1])
+        return found
 
     def lost_acks(self) -> int:
         """How often a worker logged that it could not acknowledge a message."""

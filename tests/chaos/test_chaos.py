@@ -154,6 +154,7 @@ def drain(
     # An acknowledgement sent while Redis restarts, or before the worker has reconnected
     # (Celery's first reconnection comes ~2 s later), is lost.
     ack_loss = faults.windows("redis-restart", slack_s=REDIS_RECONNECT_S)
+    received_in_restart = system.received_within(ack_loss)
 
     def verdict() -> Verdict:
         dead = dead_letter_coords(read_topics(services.bootstrap, dlt_topics()))
@@ -165,6 +166,7 @@ def drain(
             acked,
             ack_loss,
             system.timed_out_writes(),
+            received_in_restart,
         )
 
     def settled() -> bool:

@@ -14,7 +14,11 @@ id). The verdict answers, without any I/O:
   message (``task_acks_late``), so Redis delivered it again. It is explained by a Redis
   restart when the earlier execution ran while Redis restarted (or while the worker
   reconnected): its acknowledgement was lost (Celery logs ``Couldn't ack``), the message stayed
-  in Redis's unacknowledged set and came back after the visibility timeout. Anything else (two
+  in Redis's unacknowledged set and came back after the visibility timeout; or when a worker
+  received the record's task message while Redis restarted: the worker restores what it holds
+  unrun when its connection drops, the restore fails with Redis down, the messages come back
+  after the visibility timeout, and a second copy of them has been seen a minute later (its
+  source is not pinned down). Anything else (two
   task messages for one record, a redelivery with no fault behind it, say after a task
   outlived the broker's visibility timeout) is unexplained;
 - **DLT duplicates**: records dead-lettered more than once, explained the same way, or by a
@@ -122,6 +126,7 @@ def judge(
     acked_ids: Iterable[str] = (),
     ack_loss: Iterable[Window] = (),
     timed_out: Iterable[str] = (),
+    received_in_restart: Iterable[str] = (),
 ) -> Verdict:
     """The verdict of one run.
 
@@ -134,10 +139,12 @@ def judge(
         reconnected: an acknowledgement sent then may be lost.
     :param timed_out: the coordinates of the records whose dead letter was written again
         after a write timed out.
+    :param received_in_restart: the coordinates of the records whose task message a worker
+        received within one of the ``ack_loss`` windows.
     """
     by_coords = {s.coords: s for s in sources}
     runs = list(executions)
-    faults = Faults(set(killed_gens), list(ack_loss))
+    faults = Faults(set(killed_gens), list(ack_loss), set(received_in_restart))
     dead = Counter(dead_letters)
     handled = {e.coords for e in runs if e.event == "ok"}
     done = handled | set(dead)
@@ -168,6 +175,7 @@ class Faults:
 
     killed: set[int]
     ack_loss: list[Window]
+    received_in_restart: set[str] = field(default_factory=set)
 
     def cause(self, earlier: Iterable[Execution], run: Execution) -> str:
         """Why ``run`` repeats one of the ``earlier`` executions of its record."""
@@ -175,6 +183,8 @@ class Faults:
         if any(e.gen in self.killed and e.gen < run.gen for e in before):
             return WORKER_KILL
         if any(a <= e.at <= b and run.at > a for e in before for a, b in self.ack_loss):
+            return REDIS_RESTART
+        if run.coords in self.received_in_restart:
             return REDIS_RESTART
         return UNEXPLAINED
 

@@ -102,6 +102,18 @@ def test_a_rerun_of_an_execution_whose_ack_a_redis_restart_lost_is_explained() -
     assert verdict.examples["duplicates-redis-restart"] == ["t:0:0#0"]
 
 
+def test_a_rerun_of_a_message_a_worker_received_while_redis_restarted_is_explained() -> None:
+    # Received in the restart, run once 45 s later and again later still: both copies came
+    # from Redis's bookkeeping of a delivery the restart cut.
+    restarts = [(100.0, 106.0)]
+    runs = [*run(0, at=150.0), *run(0, at=175.0), *run(1, at=150.0), *run(1, at=175.0)]
+    verdict = judge(
+        [src(0), src(1)], runs, [], [], ack_loss=restarts, received_in_restart=["t:0:0"]
+    )
+    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 1, UNEXPLAINED: 1}
+    assert verdict.examples["duplicates-redis-restart"] == ["t:0:0#0"]
+
+
 def test_dead_letters_written_twice_are_counted_and_classified() -> None:
     runs = [*run(0, "dead", gen=0), *run(0, "dead", gen=1), *run(1, "dead", gen=0),
             *run(1, "dead", gen=0)]  # fmt: skip
