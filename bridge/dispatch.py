@@ -30,6 +30,7 @@ from kombu.exceptions import OperationalError
 from kombu.serialization import dumps
 
 from bridge import keys, ordering
+from bridge.backends.redis import scripts
 from bridge.errors import PublishError
 from bridge.record import ArgWriter, Envelope, message_origin, record_repr, to_task_arg
 from bridge.record import task_id as record_task_id
@@ -38,57 +39,8 @@ from bridge.settings import CelerySettings
 
 log = logging.getLogger(__name__)
 
-# KEYS: n watermark keys, n waiting counters (same partitions), the ordered heads set, the queue
-# keys, the key FIFOs. ARGV: n, TTL (s), number of queues, head deadline (ms), n flags (1: a
-# record below its partition's watermark is refused, code 3, instead of skipped: the watermark
-# may be another incarnation's of the topic), then per record: partition index, offset, kind
-# (0: advance only, 1: push to a queue, 2: append to a key FIFO), queue or FIFO index, key
-# limit, partition limit, payload.
-_ENQUEUE = (
-    ordering.LUA_PARTS
-    + ordering.LUA_APPEND
-    + """
-local n, ttl, nq, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local heads = KEYS[2 * n + 1]
-local marks, stopped, strict = {}, {}, {}
-for i = 1, n do
-  marks[i] = tonumber(redis.call('GET', KEYS[i]) or '-1')
-  strict[i] = ARGV[4 + i] == '1'
-end
-local result = {0, 0, 0}
-for j = 5 + n, #ARGV, 7 do
-  local w, offset, kind, x = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), ARGV[j + 2], ARGV[j + 3]
-  if stopped[w] then
-    -- a record of this partition was refused: the later ones wait for the next poll
-  elseif offset < marks[w] and strict[w] then
-    stopped[w] = true
-    for _, v in ipairs({w, offset, 3, 0}) do table.insert(result, v) end
-  elseif offset < marks[w] then
-    result[2] = result[2] + 1
-  else
-    local refused = 0
-    if kind == '1' then
-      redis.call('LPUSH', KEYS[2 * n + 1 + tonumber(x)], ARGV[j + 6])
-      result[1] = result[1] + 1
-    elseif kind == '2' then
-      refused = append(KEYS[2 * n + 1 + nq + tonumber(x)], KEYS[n + w], heads, ARGV[j + 6],
-                       tonumber(ARGV[j + 4]), tonumber(ARGV[j + 5]), deadline)
-      if refused == 0 then result[3] = result[3] + 1 end
-    end
-    if refused == 0 then
-      marks[w] = offset + 1
-    else
-      stopped[w] = true
-      for _, v in ipairs({w, offset, refused, tonumber(x)}) do table.insert(result, v) end
-    end
-  end
-end
-for i = 1, n do
-  if marks[i] >= 0 then redis.call('SET', KEYS[i], marks[i], 'EX', ttl) end
-end
-return result
-"""
-)
+# One poll batch in one script (bridge/backends/redis/lua/enqueue.lua documents its KEYS and ARGV).
+_ENQUEUE = scripts.script("enqueue")
 
 _UNVERIFIED = 3  # the script's refusal code of a record below a watermark it cannot verify
 

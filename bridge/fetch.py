@@ -37,32 +37,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge.backends.redis import scripts
+
 PROCESSING_PREFIX = "_kombu.processing."
 PROCESSING_INDEX = "_kombu.processing_index"
 LEASE_S = 60.0  # default processing_lease_s: a channel silent this long is taken for dead
 _TOKEN_CHARS = 32  # a uuid4's hex
 
-# KEYS: the queue keys, then their processing lists in the same order. Returns {index, element}
-# of the first queue key that had one, or nil.
-MOVE_FIRST = """
-local n = #KEYS / 2
-for i = 1, n do
-  local element = redis.call('LMOVE', KEYS[i], KEYS[n + i], 'RIGHT', 'LEFT')
-  if element then return {i - 1, element} end
-end
-return nil
-"""
-
-# KEYS: a processing list, its queue key, the index. ARGV[1]: "1" to drop the list from the
-# index too. Moves every element back to the front of the queue, oldest first in line.
-RESTORE = """
-local moved = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do
-  moved = moved + 1
-end
-if ARGV[1] == '1' then redis.call('ZREM', KEYS[3], KEYS[1]) end
-return moved
-"""
+# Sent in full with every scan (EVAL); bridge/backends/redis/lua/ documents both scripts.
+MOVE_FIRST = scripts.script("fetch_move_first")
+RESTORE = scripts.script("fetch_restore")
 
 
 def processing_key(token: str, source: str) -> str:

@@ -10,8 +10,8 @@ element is ``task_id \\0 appended_ms \\0 queue \\0 task message``. The states of
                               +--exhausted, on_exhausted = park--> parked --release--> head out
                                                                           (resume or skip)
 
-Every transition is one Lua script, so it is atomic against workers, bridges and operators
-acting on the same key at once:
+Every transition is one Lua script (a file of its own in ``bridge/backends/redis/lua/``), so
+it is atomic against workers, bridges and operators acting on the same key at once:
 
 - *append* runs inside the bridge's batch enqueue (:mod:`bridge.dispatch`), together with the
   published watermark, so a re-consumed record is never appended twice; it publishes the head
@@ -41,120 +41,20 @@ from typing import Any, cast
 import redis
 
 from bridge import keys
+from bridge.backends.redis import scripts
 from bridge.errors import NotParkedError
 
 log = logging.getLogger(__name__)
 
 _SEP = b"\0"
 
-# A Lua function shared by the scripts: the parts of a FIFO element.
-LUA_PARTS = """
-local function parts(el)
-  local a = string.find(el, '\\0', 1, true)
-  local b = string.find(el, '\\0', a + 1, true)
-  local c = string.find(el, '\\0', b + 1, true)
-  return string.sub(el, 1, a - 1), string.sub(el, c + 1), string.sub(el, b + 1, c - 1)
-end
-local function publish(el)
-  local _, message, queue = parts(el)
-  redis.call('LPUSH', queue, message)
-end
-local function is_head(fifo, task_id)
-  local head = redis.call('LINDEX', fifo, 0)
-  return head and parts(head) == task_id
-end
-"""
-
-# Append one element unless a limit is reached: 0 appended, 1 key full, 2 partition full.
-LUA_APPEND = """
-local function append(fifo, waiting, heads, el, max_key, max_part, deadline)
-  local depth = redis.call('LLEN', fifo)
-  if depth >= max_key then return 1 end
-  if tonumber(redis.call('GET', waiting) or '0') >= max_part then return 2 end
-  redis.call('RPUSH', fifo, el)
-  redis.call('INCR', waiting)
-  if depth == 0 then
-    publish(el)
-    redis.call('ZADD', heads, deadline, fifo)
-  end
-  return 0
-end
-"""
-
-# KEYS: fifo, heads, parked. ARGV: task id, deadline. 1: run it.
-_START = """
-if not is_head(KEYS[1], ARGV[1]) or redis.call('HEXISTS', KEYS[3], KEYS[1]) == 1 then
-  return 0
-end
-redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
-return 1
-"""
-
-# KEYS: fifo, waiting, heads, failing. ARGV: task id, deadline. 1: popped.
-_DONE = """
-if not is_head(KEYS[1], ARGV[1]) then return 0 end
-redis.call('LPOP', KEYS[1])
-redis.call('DECR', KEYS[2])
-redis.call('HDEL', KEYS[4], KEYS[1])
-local nxt = redis.call('LINDEX', KEYS[1], 0)
-if nxt then
-  publish(nxt)
-  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
-else
-  redis.call('ZREM', KEYS[3], KEYS[1])
-end
-return 1
-"""
-
-# KEYS: fifo, heads, failing. ARGV: task id, deadline, now.
-_RETRYING = """
-if not is_head(KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
-redis.call('HSETNX', KEYS[3], KEYS[1], ARGV[3])
-return 1
-"""
-
-# KEYS: fifo, heads, failing, parked. ARGV: task id, why (JSON; empty: only stop watching).
-_PARK = """
-if not is_head(KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZREM', KEYS[2], KEYS[1])
-redis.call('HDEL', KEYS[3], KEYS[1])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[4], KEYS[1], ARGV[2]) end
-return 1
-"""
-
-# KEYS: fifo, heads, parked, waiting. ARGV: head task id, 'resume' | 'skip', deadline.
-_RELEASE = """
-if redis.call('HEXISTS', KEYS[3], KEYS[1]) == 0 or not is_head(KEYS[1], ARGV[1]) then
-  return 0
-end
-redis.call('HDEL', KEYS[3], KEYS[1])
-if ARGV[2] == 'skip' then
-  redis.call('LPOP', KEYS[1])
-  redis.call('DECR', KEYS[4])
-end
-local head = redis.call('LINDEX', KEYS[1], 0)
-if head then
-  publish(head)
-  redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
-end
-return 1
-"""
-
-# KEYS: heads. ARGV: now, new deadline, limit. Publishes stalled heads again.
-_REPUBLISH = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, fifo in ipairs(due) do
-  local head = redis.call('LINDEX', fifo, 0)
-  if head then
-    publish(head)
-    redis.call('ZADD', KEYS[1], ARGV[2], fifo)
-  else
-    redis.call('ZREM', KEYS[1], fifo)
-  end
-end
-return due
-"""
+# One Lua script per transition (bridge/backends/redis/lua/ordered_*.lua documents each).
+_START = scripts.script("ordered_start")
+_DONE = scripts.script("ordered_done")
+_RETRYING = scripts.script("ordered_retrying")
+_PARK = scripts.script("ordered_park")
+_RELEASE = scripts.script("ordered_release")
+_REPUBLISH = scripts.script("ordered_republish")
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,12 +169,12 @@ class KeyQueues:
         self._heads = keys.ordered_heads(group_id)
         self._failing = keys.ordered_failing(group_id)
         self._parked = keys.ordered_parked(group_id)
-        self._start = client.register_script(LUA_PARTS + _START)
-        self._done = client.register_script(LUA_PARTS + _DONE)
-        self._retrying = client.register_script(LUA_PARTS + _RETRYING)
-        self._park = client.register_script(LUA_PARTS + _PARK)
-        self._release = client.register_script(LUA_PARTS + _RELEASE)
-        self._republish = client.register_script(LUA_PARTS + _REPUBLISH)
+        self._start = client.register_script(_START)
+        self._done = client.register_script(_DONE)
+        self._retrying = client.register_script(_RETRYING)
+        self._park = client.register_script(_PARK)
+        self._release = client.register_script(_RELEASE)
+        self._republish = client.register_script(_REPUBLISH)
 
     def fifo(self, topic: str, key: bytes | None, partition: int) -> str:
         """The Redis key of one key's FIFO."""

@@ -18,29 +18,16 @@ from typing import Any, cast
 import redis
 
 from bridge import keys
+from bridge.backends.redis import scripts
 from bridge.backoff import exponential_ms
 
 log = logging.getLogger(__name__)
 
 _SEP = "\0"
 
-# KEYS[1]: the delayed set. ARGV: now (ms), max messages to move.
-_MOVE_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, member in ipairs(due) do
-  local sep = string.find(member, '\\0', 1, true)
-  redis.call('LPUSH', string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
-  redis.call('ZREM', KEYS[1], member)
-end
-return #due
-"""
-
-# KEYS[1]: the parked hash, KEYS[2]: a queue or "". ARGV: task id, task message.
-_UNPARK = """
-local removed = redis.call('HDEL', KEYS[1], ARGV[1])
-if removed == 1 and KEYS[2] ~= '' then redis.call('LPUSH', KEYS[2], ARGV[2]) end
-return removed
-"""
+# bridge/backends/redis/lua/ documents each script.
+_MOVE_DUE = scripts.script("retries_move_due")
+_UNPARK = scripts.script("dead_letter_unpark")
 
 
 def schedule_retry(

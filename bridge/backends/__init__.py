@@ -1,0 +1,1 @@
+"""What the bridge keeps in its backends: Redis (:mod:`bridge.backends.redis`)."""

@@ -1,0 +1,1 @@
+"""The Redis side of the bridge: its Lua scripts, one file each (:mod:`.scripts`)."""
