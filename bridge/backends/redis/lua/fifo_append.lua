@@ -8,6 +8,7 @@
 --   el        the FIFO element (see fifo_parts.lua)
 --   max_key, max_part   the route's limits on records waiting per key and per partition
 --   deadline  the stall deadline (ms since the epoch) of a head published now
+-- KEYS, ARGV: none of its own (enqueue.lua passes these from its own).
 --
 -- Transition: idle -> head out (the FIFO was empty: its element is published at once and the
 -- key enters heads with score deadline), or one more record waits behind the head. The
