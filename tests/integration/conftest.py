@@ -84,7 +84,12 @@ def admin() -> Iterator[KafkaAdminClient]:
 
 @pytest.fixture(scope="session")
 def ledger_redis() -> redis.Redis:
-    client = redis.Redis.from_url(BROKER_URL)
+    return reachable_redis(BROKER_URL)
+
+
+def reachable_redis(url: str) -> redis.Redis:
+    """A client of the test Redis at ``url``; the test fails at once if Redis is down."""
+    client = redis.Redis.from_url(url)
     try:
         client.ping()
     except redis.ConnectionError as exc:  # pragma: no cover - environment problem

@@ -22,12 +22,14 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, cast
 
 import pytest
 import redis
 
 from bridge import keys
+from bridge.backends.redis import scripts
 from bridge.dispatch import Dispatcher, Message, Ordered
 from bridge.errors import NotParkedError
 from bridge.fetch import PROCESSING_INDEX, RESTORE, Fetcher, processing_key
@@ -36,6 +38,7 @@ from bridge.record import task_id
 from bridge.schedule import DeadLetterStore, Scheduler, schedule_retry
 from bridge.settings import CelerySettings
 from tests.conftest import REDIS_PORT
+from tests.integration.conftest import reachable_redis
 
 URL = f"redis://127.0.0.1:{REDIS_PORT}/3"
 TOPIC = "t"
@@ -245,11 +248,7 @@ class Case:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(URL)
-    try:
-        connection.ping()
-    except redis.ConnectionError as exc:  # pragma: no cover - environment problem
-        pytest.fail(f"Redis not reachable on port {REDIS_PORT} ({exc}): run `make services`")
+    connection = reachable_redis(URL)
     yield connection
     connection.close()
 
@@ -261,24 +260,9 @@ def world(client: redis.Redis) -> Iterator[World]:
     made.close()
 
 
-def check(world: World, case: Case) -> None:
-    world.load(case.given)
-    if isinstance(case.returns, type) and issubclass(case.returns, Exception):
-        with pytest.raises(case.returns):
-            case.call(world)
-    else:
-        assert case.call(world) == case.returns
-    expected = {**case.given, **case.then}
-    assert world.state() == {k: v for k, v in expected.items() if v is not None}
-
-
-def table(*cases: Case) -> pytest.MarkDecorator:
-    return pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])
-
-
 # -- enqueue.lua: one poll batch (Dispatcher.publish) ------------------------------------------
 
-ENQUEUE = table(
+ENQUEUE = (
     Case("push: records to their queue, the watermark past the last",
          lambda w: w.publish([w.push(0), w.push(1)]), (2, 0, 0, []),
          then={"q1": [1, 0], "mark0": 2}),
@@ -339,11 +323,6 @@ ENQUEUE = table(
 )  # fmt: skip
 
 
-@ENQUEUE
-def test_enqueue(world: World, case: Case) -> None:
-    check(world, case)
-
-
 def test_enqueue_sets_every_watermark_again_with_its_ttl(world: World) -> None:
     world.load({"mark0": 5})  # no TTL yet
     assert world.publish([world.push(3), world.push(0, partition=1)]) == (1, 1, 0, [])
@@ -353,7 +332,7 @@ def test_enqueue_sets_every_watermark_again_with_its_ttl(world: World) -> None:
 
 # -- ordered_*.lua: the key FIFOs' transitions (KeyQueues) -------------------------------------
 
-START = table(
+START = (
     Case("the head runs: its stall deadline is set",
          lambda w: w.queues.start(w.keys["fifo"], w.tid(0), DEADLINE), True,
          given={"fifo": [0, 1], "heads": {"fifo": 5}}, then={"heads": {"fifo": DEADLINE}}),
@@ -374,7 +353,7 @@ START = table(
          then={"heads": {"fifo": DEADLINE}}),
 )  # fmt: skip
 
-DONE = table(
+DONE = (
     Case("the next record becomes the head and is published",
          lambda w: w.queues.done(w.keys["fifo"], 0, w.tid(0), DEADLINE), True,
          given={"fifo": [0, 1, 2], "waiting0": 3, "heads": {"fifo": 5, "fifo2": 7},
@@ -394,7 +373,7 @@ DONE = table(
          then={"fifo3": None, "waiting1": 0, "heads": None}),
 )  # fmt: skip
 
-RETRYING = table(
+RETRYING = (
     Case("the head stays, its deadline moves past the retry, the key is failing since now",
          lambda w: w.queues.retrying(w.keys["fifo"], w.tid(0), 800, 1000), None,
          given={"fifo": [0, 1], "heads": {"fifo": 5}},
@@ -408,7 +387,7 @@ RETRYING = table(
          given={"fifo": [1], "heads": {"fifo": 5}}),
 )  # fmt: skip
 
-PARK = table(
+PARK = (
     Case("an exhausted head parks its key: out of the stall watch, why kept",
          lambda w: w.queues.park(w.keys["fifo"], w.tid(0), WHY), True,
          given={"fifo": [0, 1], "heads": {"fifo": 5, "fifo2": 6}, "failing": {"fifo": 100}},
@@ -422,7 +401,7 @@ PARK = table(
          given={"fifo": [1], "heads": {"fifo": 5}, "failing": {"fifo": 100}}),
 )  # fmt: skip
 
-RELEASE = table(
+RELEASE = (
     Case("resume: the same head is published again",
          lambda w: w.queues.release(w.keys["fifo"], w.head(0), skip=False, deadline_ms=DEADLINE),
          None, given={"fifo": [0, 1], "waiting0": 2, "parked": {"fifo": WHY}},
@@ -444,7 +423,7 @@ RELEASE = table(
          NotParkedError, given={"fifo": [1], "waiting0": 1, "parked": {"fifo": WHY}}),
 )  # fmt: skip
 
-REPUBLISH = table(
+REPUBLISH = (
     Case("a head at its deadline is published again, with a new one",
          lambda w: [w.names[f] for f in w.queues.republish_stalled(100, 900)], ["fifo"],
          given={"fifo": [0, 1], "fifo2": [3], "heads": {"fifo": 100, "fifo2": 101}},
@@ -462,39 +441,9 @@ REPUBLISH = table(
 )  # fmt: skip
 
 
-@START
-def test_ordered_start(world: World, case: Case) -> None:
-    check(world, case)
-
-
-@DONE
-def test_ordered_done(world: World, case: Case) -> None:
-    check(world, case)
-
-
-@RETRYING
-def test_ordered_retrying(world: World, case: Case) -> None:
-    check(world, case)
-
-
-@PARK
-def test_ordered_park(world: World, case: Case) -> None:
-    check(world, case)
-
-
-@RELEASE
-def test_ordered_release(world: World, case: Case) -> None:
-    check(world, case)
-
-
-@REPUBLISH
-def test_ordered_republish(world: World, case: Case) -> None:
-    check(world, case)
-
-
 # -- retries_move_due.lua and dead_letter_unpark.lua (bridge.schedule) -------------------------
 
-MOVE_DUE = table(
+MOVE_DUE = (
     Case("due retries go to their queues, the later ones wait",
          lambda w: Scheduler(w.client, w.group).move_due(100), 2,
          given={"delayed": {("q1", 1): 5, ("q2", 2): 100, ("q1", 3): 101}},
@@ -512,7 +461,7 @@ MOVE_DUE = table(
          given={"delayed": {("q1", 1): 101}}),
 )  # fmt: skip
 
-UNPARK = table(
+UNPARK = (
     Case("redriven with its message: forgotten and enqueued in one step",
          lambda w: DeadLetterStore(w.client, w.group).unpark(w.tid(0), (w.keys["q1"], b"msg-9")),
          True, given={"dl_parked": {0: {"n": 0}, 1: {"n": 1}}},
@@ -526,11 +475,6 @@ UNPARK = table(
 )  # fmt: skip
 
 
-@MOVE_DUE
-def test_retries_move_due(world: World, case: Case) -> None:
-    check(world, case)
-
-
 def test_a_scheduled_retry_is_what_move_due_moves(world: World) -> None:
     schedule_retry(world.client, world.group, world.keys["q2"], b"msg-4", 5)
     assert world.state() == {"delayed": {("q2", 4): 5}}
@@ -538,14 +482,9 @@ def test_a_scheduled_retry_is_what_move_due_moves(world: World) -> None:
     assert world.state() == {"q2": [4]}
 
 
-@UNPARK
-def test_dead_letter_unpark(world: World, case: Case) -> None:
-    check(world, case)
-
-
 # -- fetch_move_first.lua and fetch_restore.lua (the workers' transport) ------------------------
 
-MOVE_FIRST = table(
+MOVE_FIRST = (
     Case("the front element of the first non-empty queue, into its processing list",
          lambda w: w.fetch(["qa", "qb"]), ("qb", 1), given={"qb": [2, 1]},
          then={"qb": [2], "pb": [1]}),
@@ -558,7 +497,7 @@ MOVE_FIRST = table(
     Case("all empty: nothing", lambda w: w.fetch(["qa", "qb"]), None),
 )  # fmt: skip
 
-RESTORE_ = table(
+RESTORE_CASES = (
     Case("every element back to the front of its queue, the oldest first in line; forgotten",
          lambda w: w.restore(forget=True), 3,
          given={"pa": [3, 2, 1], "qa": [4], "index": {"pa": 1000, "pb": 1001}},
@@ -573,19 +512,52 @@ RESTORE_ = table(
 )  # fmt: skip
 
 
-@MOVE_FIRST
-def test_fetch_move_first(world: World, case: Case) -> None:
-    check(world, case)
-
-
-@RESTORE_
-def test_fetch_restore(world: World, case: Case) -> None:
-    check(world, case)
-
-
 def test_fetched_then_restored_the_queue_is_as_it_was(world: World) -> None:
     world.load({"qa": [3, 2, 1]})
     assert [world.fetch(["qa", "qb"]) for _ in range(4)] == [("qa", 1), ("qa", 2), ("qa", 3), None]
     assert world.state() == {"pa": [3, 2, 1]}
     assert world.restore(forget=True) == 3
     assert world.state() == {"qa": [3, 2, 1]}
+
+
+# -- every script's table ------------------------------------------------------------------------
+
+SCRIPTS = {
+    "enqueue": ENQUEUE,
+    "ordered_start": START,
+    "ordered_done": DONE,
+    "ordered_retrying": RETRYING,
+    "ordered_park": PARK,
+    "ordered_release": RELEASE,
+    "ordered_republish": REPUBLISH,
+    "retries_move_due": MOVE_DUE,
+    "dead_letter_unpark": UNPARK,
+    "fetch_move_first": MOVE_FIRST,
+    "fetch_restore": RESTORE_CASES,
+}
+
+
+def test_every_script_has_its_table() -> None:
+    lua = resources.files("bridge.backends.redis").joinpath("lua")
+    names = {entry.name.removesuffix(".lua") for entry in lua.iterdir()}
+    shared = {part for uses in scripts.USES.values() for part in uses}
+    assert set(SCRIPTS) == names - shared
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=f"{name}: {case.id}")
+        for name, cases in SCRIPTS.items()
+        for case in cases
+    ],
+)
+def test_script(world: World, case: Case) -> None:
+    world.load(case.given)
+    if isinstance(case.returns, type) and issubclass(case.returns, Exception):
+        with pytest.raises(case.returns):
+            case.call(world)
+    else:
+        assert case.call(world) == case.returns
+    expected = {**case.given, **case.then}
+    assert world.state() == {k: v for k, v in expected.items() if v is not None}
