@@ -157,19 +157,22 @@ class RetryingSender:
                 out.topic, value=out.value, key=out.key, headers=sendable(out.headers)
             )
             meta: Any = future.get(timeout=self._policy.delivery_timeout_ms / 1000 + 5)
-        except KafkaTimeoutError:
+        except KafkaTimeoutError as exc:
             self._known_topics.discard(out.topic)  # deleted meanwhile? the next attempt asks
-            if future is not None and not future.is_done:
-                self._discard_wedged(producer)
+            if future is None or not future.is_done:
+                self._discard_wedged(producer, exc)
             raise
         return int(meta.partition), int(meta.offset)
 
-    def _discard_wedged(self, producer: KafkaProducer) -> None:
-        """Close a producer that left a send unanswered past its own delivery timeout; the next
-        attempt creates a new one. Seen after a broker restart: once kafka-python's idempotent
-        producer had expired a batch it was retrying, it answered no later send."""
-        log.warning("Kafka producer %s answered no send within delivery_timeout_ms + 5 s: "
-                    "replacing it", self._client_id)  # fmt: skip
+    def _discard_wedged(self, producer: KafkaProducer, exc: KafkaTimeoutError) -> None:
+        """Close a producer that timed out before its send was answered (it found no metadata
+        within ``max_block_ms``, or left the send unanswered past its own delivery timeout);
+        the next attempt creates a new one. Both were seen after broker restarts, for good:
+        once kafka-python's idempotent producer had expired a batch it was retrying, it
+        answered no later send; a producer found no metadata again, each send failing after
+        ``max_block_ms`` (the chaos suite's own producer, 140 s until the run gave up)."""
+        log.warning("Kafka producer %s timed out before Kafka answered (%s): replacing it",
+                    self._client_id, exc)  # fmt: skip
         with self._lock:
             if self._producer is producer:
                 self._producer = None

@@ -284,3 +284,23 @@ def test_a_producer_that_answers_no_send_is_replaced(monkeypatch: pytest.MonkeyP
         sender.send(Outgoing("t", b"v", key=b"k"))
     assert len(Unanswered.made) == 3  # one per attempt: each wedged one was dropped
     assert all(producer.forced and producer._closed for producer in Unanswered.made)
+
+
+class WithoutMetadata(Unanswered):
+    """A producer that never finds metadata again (kafka-python's, after a broker restart):
+    each send fails once ``max_block_ms`` has passed."""
+
+    def send(self, topic: str, **record: Any) -> Unanswered:
+        raise KafkaTimeoutError("Failed to update metadata after 5.0 secs.")
+
+
+def test_a_producer_that_finds_no_metadata_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bridge.kafka_send.KafkaProducer", WithoutMetadata)
+    Unanswered.made.clear()
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", group_id="unit")
+    policy = SendRetrySettings(retries=2, retry_backoff_ms=1, retry_backoff_max_ms=1)
+    sender = RetryingSender(kafka, policy, client_suffix="unit")
+    with pytest.raises(KafkaTimeoutError, match="metadata"):
+        sender.send(Outgoing("t", b"v", key=b"k"))
+    assert len(Unanswered.made) == 3  # one per attempt: each one without metadata was dropped
+    assert all(producer.forced and producer._closed for producer in Unanswered.made)
