@@ -238,7 +238,7 @@ def test_the_redactor_masks_secrets_in_log_lines_as_text_and_in_bytes(tmp_path: 
 
 
 def test_without_secrets_no_redactor_is_installed(tmp_path: Path) -> None:
-    logger = logging.getLogger(f"test-{tmp_path.name}")
+    logger = logging.getLogger(f"test-{tmp_path}")  # new in each run, in one process too
     logger.addHandler(logging.NullHandler())
     redact_handlers(load(tmp_path), logger)
     assert logger.handlers[0].filters == []
