@@ -73,6 +73,14 @@ def test_probe_decides_once_enough_finished() -> None:
     assert (breaker.room(), breaker.pausing) == (None, False)
 
 
+def test_a_probe_at_exactly_the_ratio_succeeds() -> None:
+    breaker = tripped(now_s=100.0)
+    breaker.observe(Outcomes(), 130.0)
+    passed = breaker.observe(Outcomes(handled=2, dead_lettered=2), 131.0)  # 0.5 is not > 0.5
+    assert moved(passed) == ("closed", "probe succeeded")
+    assert (breaker.trips, breaker.since_s) == (1, 131.0)
+
+
 def test_closed_counts_only_what_finished_since_it_closed() -> None:
     breaker = FloodBreaker("orders", POLICY)
     assert breaker.counting_since(1000.0) == 940.0  # the window

@@ -170,3 +170,10 @@ def test_dead_letter_round_trips_through_its_redis_form() -> None:
     data = json.loads(json.dumps(to_dict(dl, write_attempts=2)))
     assert data["write_attempts"] == 2
     assert from_dict(data) == dl
+
+
+def test_an_ordered_dead_letter_stays_ordered_through_its_redis_form() -> None:
+    dl = dead_letter(ordered=True)
+    data = json.loads(json.dumps(to_dict(dl)))
+    assert from_dict(data).ordered is True
+    assert from_dict(json.loads(json.dumps(to_dict(dead_letter())))).ordered is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from bridge.dispatch import Message, Ordered
-from bridge.pipeline import Batch, rewind_points
+from bridge.pipeline import Batch, Undecodable, rewind_points
 
 
 class Tp(NamedTuple):
@@ -40,6 +40,16 @@ def test_dropping_partitions_forgets_their_records_and_messages_only() -> None:
     assert list(following.records) == [B0]
     assert [(m.topic, m.offset) for m in following.messages] == [("b", 7), ("b", 8)]
     assert following.size == 2
+
+
+def test_dropping_partitions_keeps_the_undecodable_records_of_the_others() -> None:
+    following = batch({A0: range(15, 17), A1: range(3, 4), B0: range(7, 8)})
+    error = ValueError("not JSON")
+    following.undecodable = [Undecodable(tp, Rec(o), error) for tp, o in [(A0, 15), (B0, 7)]]
+    following.drop({("a", 0), ("a", 1)})
+    assert [(u.tp, u.record.offset) for u in following.undecodable] == [(B0, 7)]
+    following.drop(set())  # nothing stopped: all stays
+    assert (following.size, len(following.undecodable)) == (1, 1)
 
 
 def test_clear_forgets_everything() -> None:

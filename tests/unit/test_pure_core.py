@@ -76,6 +76,16 @@ def test_offsets_forget_revoked_partitions() -> None:
     assert tracker.to_commit()[P0] == 1
 
 
+def test_offsets_forget_a_partition_that_never_accepted_a_record() -> None:
+    tracker = OffsetTracker()
+    tracker.accept(P0, 5)
+    tracker.committed({P0: 6})
+    tracker.forget([("orders", 9), ("orders", 0)])  # assigned, revoked before any record
+    assert (tracker.position(P0), tracker.last_committed(P0), tracker.to_commit()) == (
+        None, None, {},
+    )  # fmt: skip
+
+
 def test_exponential_backoff_doubles_up_to_the_cap() -> None:
     delays = [exponential_ms(n, initial_ms=100, max_ms=1000) for n in range(1, 7)]
     assert delays == [100, 200, 400, 800, 1000, 1000]
@@ -112,8 +122,10 @@ def wrapped(inner: Exception) -> Exception:
         PermanentError("no"),
         validation_error(),
         json.JSONDecodeError("bad", "{", 0),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
         wrapped(PermanentError("deep")),
         wrapped(validation_error()),
+        wrapped(wrapped(PermanentError("two levels down"))),
     ],
 )
 def test_non_retryable_by_type_or_cause(exc: Exception) -> None:
@@ -135,6 +147,15 @@ def test_reason() -> None:
     assert reason_for(TimeoutError(), exhausted=True) is Reason.EXHAUSTED
     assert reason_for(ValueError(), exhausted=False) is Reason.NON_RETRYABLE
     assert reason_for(wrapped(UndecodableRecordError("x")), exhausted=False) is Reason.UNDECODABLE
+    deep = wrapped(wrapped(UndecodableRecordError("x")))
+    assert reason_for(deep, exhausted=True) is Reason.UNDECODABLE
+
+
+def test_chain_follows_causes_before_contexts_and_each_to_the_end() -> None:
+    root, cause, context = KeyError("root"), ValueError("cause"), TypeError("context")
+    top = RuntimeError("top")
+    top.__cause__, top.__context__, cause.__cause__ = cause, context, root
+    assert list(chain(top)) == [top, cause, context, root]
 
 
 def test_before_its_first_commit_a_partition_counts_as_committed_where_it_started() -> None:

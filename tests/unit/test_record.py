@@ -87,6 +87,8 @@ def test_undecodable_value_raises(raw: bytes, fmt: str) -> None:
         {"v": 99},
         {"v": 1, "topic": "t"},
         {**to_task_arg(Envelope(sample(), "g", "d")), "key": "not base64!"},
+        # base64 with a foreign character: leniently decoded it would be another key
+        {**to_task_arg(Envelope(sample(), "g", "d")), "key": "AGv/\n!"},
         {**to_task_arg(Envelope(sample(), "g", "d")), "value_format": "xml"},
     ],
 )

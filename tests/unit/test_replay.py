@@ -285,3 +285,25 @@ def test_describe_lists_binary_keys_as_base64() -> None:
     assert (line["topic"], line["partition"], line["offset"]) == ("orders", 2, 41)
     assert line["replays"] == 1
     assert struct.unpack(">q", view.header("kafka_dlt-original-offset") or b"")[0] == 41
+
+
+def test_since_and_until_flags_bound_the_filter_they_build() -> None:
+    flt = build_filter(since="2026-11-22T10:00:00Z", until="2026-11-22T10:00:07Z")
+    assert (flt.since, flt.until) == (
+        datetime(2026, 11, 22, 10, tzinfo=UTC), datetime(2026, 11, 22, 10, 0, 7, tzinfo=UTC),
+    )  # fmt: skip
+    assert flt.matches(dead(at="2026-11-22T10:00:06.999Z"))
+    assert not flt.matches(dead(at="2026-11-22T10:00:07.000Z"))  # --until is exclusive
+    assert not flt.matches(dead(at="2026-11-22T09:59:59.999Z"))  # a dropped --since takes it
+
+
+def test_exception_flags_select_by_the_dead_letters_exception() -> None:
+    flt = build_filter(exceptions=["TimeoutError", "KeyError"])
+    assert flt.matches(dead())
+    assert not flt.matches(dead(error=ErrorInfo("builtins.ValueError", "bad", "")))
+    assert not flt.matches(DeadView((("kafka_dlt-original-topic", b"t"),), b"k1"))  # none named
+
+
+def test_a_key_b64_with_foreign_characters_is_refused_not_stripped() -> None:
+    with pytest.raises(ReplayError, match="--key-b64"):
+        build_filter(key_b64="AP8=\n!")  # decoded leniently: b"\x00\xff", a wrong key
