@@ -21,8 +21,10 @@ def test_routes_sharing_a_queue_are_held_by_their_own_limits() -> None:
 
 
 def test_unknown_depth_counts_as_empty() -> None:
-    bp = Backpressure({"orders": ORDERS})
+    bp = Backpressure({"orders": ORDERS, "audit": Limit("a", max_depth=1, resume_depth=0)})
     assert bp.update({}) == (set(), set())
+    assert bp.update({"a": 1}) == ({"audit"}, set())
+    assert bp.update({}) == (set(), {"audit"})  # its queue is gone: empty
 
 
 def test_partitions_to_pause() -> None:

@@ -84,6 +84,8 @@ def bad(base: int | None, last: int | None) -> BadBatch:
         (7, 10, 19, 500, range(10, 20)),  # 7..9 hold no record: passed over
         (10, None, None, 500, range(10, 11)),  # no batch header: that offset only
         (25, 10, 19, 500, range(25, 26)),  # a header that does not fit: that offset only
+        (10, None, 19, 500, range(10, 11)),  # half a header is no header
+        (10, 10, None, 500, range(10, 11)),
     ],
 )
 def test_offsets_to_skip(
@@ -98,4 +100,28 @@ def test_a_missing_codec_library_is_named(
     assert batches.missing_codecs() == []  # every codec Kafka defines, out of the box
     monkeypatch.setattr("kafka.codec.has_zstd", lambda: False)
     batches.check_codecs()
-    assert "no zstd library (pip install zstandard)" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "no zstd library (pip install zstandard): record batches compressed with zstd will be "
+        "dead-lettered as undecodable"
+    ]
+    monkeypatch.setattr("kafka.codec.has_snappy", lambda: False)
+    monkeypatch.setattr("kafka.codec.has_lz4", lambda: False)
+    assert batches.missing_codecs() == ["snappy", "lz4", "zstd"]
+
+
+def test_a_batch_is_described_as_far_as_it_is_known() -> None:
+    assert BadBatch(TP, None, None, None, None).describe() == "orders[3]"
+    assert BadBatch(TP, 10, 19, None, None).describe() == "orders[3]@10..19"
+    assert BadBatch(TP, None, None, "lz4", None).describe() == "orders[3] (lz4)"
+
+
+class Spent:
+    topic_partition = TP
+
+    def drain(self) -> None:
+        pass
+
+
+def test_a_failure_before_any_batch_header_knows_only_the_partition() -> None:
+    bad = batches._bad_batch(Spent(), None)  # kafka-python failed before it read a batch
+    assert (bad.tp, bad.base_offset, bad.last_offset, bad.codec) == (TP, None, None, None)

@@ -90,6 +90,26 @@ def test_closed_counts_only_what_finished_since_it_closed() -> None:
     assert breaker.counting_since(200.0) == 140.0
 
 
+def test_each_transition_carries_its_route_outcomes_and_ratio() -> None:
+    breaker = FloodBreaker("orders", POLICY)
+    flood, probe, failed, passed = (Outcomes(2, 9), Outcomes(), Outcomes(1, 3), Outcomes(3, 1))
+    assert breaker.observe(flood, 100.0) == Transition(
+        "orders", BreakerState.CLOSED, BreakerState.OPEN, flood, "dead-letter flood", 0.5
+    )
+    assert breaker.resume(101.0) == Transition(
+        "orders", BreakerState.OPEN, BreakerState.CLOSED, flood, "resumed by command", 0.5
+    )  # the outcomes it last saw
+    breaker.observe(flood, 102.0)
+    assert breaker.trips == 2  # each trip counts, from closed as from a probe
+    change = breaker.observe(probe, 132.0)
+    assert (change and change.outcomes) == probe
+    change = breaker.observe(failed, 133.0)
+    assert (change and change.outcomes, breaker.trips) == (failed, 3)
+    breaker.observe(probe, 163.0)
+    change = breaker.observe(passed, 164.0)
+    assert (change and change.outcomes, breaker.since_s) == (passed, 164.0)
+
+
 def test_resume_closes_from_open_or_half_open_only() -> None:
     assert FloodBreaker("orders", POLICY).resume(1.0) is None
     breaker = tripped()
@@ -105,7 +125,7 @@ def test_a_probe_budget_counts_only_in_half_open() -> None:
 
 
 def test_a_breaker_needs_a_ratio() -> None:
-    with pytest.raises(ValueError, match="dead_letter_ratio"):
+    with pytest.raises(ValueError, match=r"^a breaker needs breaker\.dead_letter_ratio$"):
         FloodBreaker("orders", BreakerSettings())
 
 

@@ -68,6 +68,8 @@ def test_a_fetch_without_processing_lists_is_kombus_brpop() -> None:
     assert fetcher.reply(None) is None
     fetcher.command(keys, 1, keep=False)
     assert fetcher.reply([b"b", b"x"]) == ("b", b"x")
+    fetcher.command(keys, 1, keep=False)
+    assert fetcher.reply(["a", b"y"]) == ("a", b"y")  # a client that decodes replies
     assert (fetcher.kept, fetcher.named()) == (False, [])  # no processing list named
     fetcher.command(keys, 1)
     lists = sorted(processing_key(TOKEN, key) for key in keys)

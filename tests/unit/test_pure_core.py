@@ -76,6 +76,18 @@ def test_offsets_forget_revoked_partitions() -> None:
     assert tracker.to_commit()[P0] == 1
 
 
+def test_offsets_committed_never_go_back_and_start_at_zero() -> None:
+    tracker = OffsetTracker()
+    tracker.committed({P0: 0})
+    assert tracker.last_committed(P0) == 0
+    tracker.committed({P0: 10})
+    tracker.committed({P0: 5})  # a late answer of an earlier commit
+    assert tracker.last_committed(P0) == 10
+    tracker.accept(P0, 3)
+    assert tracker.position(P0) == 4
+    assert tracker.to_commit() == {}  # 4 is behind what is committed
+
+
 def test_offsets_forget_a_partition_that_never_accepted_a_record() -> None:
     tracker = OffsetTracker()
     tracker.accept(P0, 5)
@@ -149,6 +161,12 @@ def test_reason() -> None:
     assert reason_for(wrapped(UndecodableRecordError("x")), exhausted=False) is Reason.UNDECODABLE
     deep = wrapped(wrapped(UndecodableRecordError("x")))
     assert reason_for(deep, exhausted=True) is Reason.UNDECODABLE
+
+
+def test_chain_goes_on_past_an_exception_met_twice() -> None:
+    top, a, b, root = RuntimeError("top"), ValueError("a"), TypeError("b"), KeyError("root")
+    top.__cause__, top.__context__, a.__context__, b.__context__ = a, b, b, root
+    assert list(chain(top)) == [top, a, b, root]
 
 
 def test_chain_follows_causes_before_contexts_and_each_to_the_end() -> None:

@@ -103,6 +103,8 @@ def test_record_accessors() -> None:
     assert record.key_text == "user-1"
     assert record.header("trace") == b""
     assert record.header("missing") is None
+    three = sample(headers=(("n", b"1"), ("n", b"2"), ("n", b"3")))
+    assert three.header("n") == b"3"  # the last of them
     assert repr(record) == "Record(orders[3]@41 key=b'user-1')"
 
 

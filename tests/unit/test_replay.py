@@ -307,3 +307,40 @@ def test_exception_flags_select_by_the_dead_letters_exception() -> None:
 def test_a_key_b64_with_foreign_characters_is_refused_not_stripped() -> None:
     with pytest.raises(ReplayError, match="--key-b64"):
         build_filter(key_b64="AP8=\n!")  # decoded leniently: b"\x00\xff", a wrong key
+
+
+def test_describe_names_every_field_of_a_dead_letter() -> None:
+    view = dead(key=b"k1", reason=Reason.NON_RETRYABLE)
+    assert describe(view, plan(view, ReplayFilter(), 3)) == {
+        "topic": "orders",
+        "partition": 2,
+        "offset": 41,
+        "key": "k1",
+        "reason": "non-retryable",
+        "exception": "builtins.TimeoutError",
+        "dead_lettered_at": "2026-11-22T10:00:07.000Z",
+        "replays": 1,
+    }
+
+
+def test_describe_an_unreplayable_record_without_a_key() -> None:
+    view = DeadView(ORIGINAL, None)
+    line = describe(view, plan(view, ReplayFilter(), 3))
+    assert line == {
+        "topic": None, "partition": None, "offset": None, "key": None, "reason": None,
+        "exception": None, "dead_lettered_at": None, "replays": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"since": "soon"}, r"^--since: 'soon' is not an ISO 8601 time \(e\.g\. 2026-11-22T10:"),
+        ({"until": "later"}, "^--until: 'later' is not"),
+        ({"since": "2026-11-22", "until": "2026-11-22"}, "^--since/--until: 2026-11-22 is not"),
+        ({"key_b64": "***"}, r"^--key-b64: '\*\*\*' is not base64$"),
+    ],
+)
+def test_each_bad_flag_is_named(flags: dict[str, str], message: str) -> None:
+    with pytest.raises(ReplayError, match=message):
+        build_filter(**flags)
