@@ -85,7 +85,7 @@ def ordered_queue(group_id: str, topic: str, key: bytes | None, partition: int) 
 
 def ordered_key_of(queue_key: str) -> tuple[str, bytes | None, int | None]:
     """``(topic, key, partition)`` back from :func:`ordered_queue` (partition: keyless only)."""
-    topic, name = queue_key.split(":ordered:q:", 1)[1].split(":", 1)
+    topic, name = queue_key.rsplit(":ordered:q:", 1)[1].split(":", 1)  # the group id may hold it
     kind, _, value = name.partition(":")
     if kind == "p":
         return topic, None, int(value)

@@ -23,6 +23,13 @@ def test_key_fifo_names_round_trip(key: bytes | None, partition: int) -> None:
     assert keys.ordered_key_of(name) == ("orders.v1", key, partition if key is None else None)
 
 
+@pytest.mark.parametrize("group", ["shop:ordered:q:eu", "a:ordered:q:b:ordered:q:c"])
+def test_key_fifo_names_round_trip_whatever_the_group_id(group: str) -> None:
+    # A group id may hold colons (task ids allow for it); a topic never does.
+    name = keys.ordered_queue(group, "orders.v1", b"k", 2)
+    assert keys.ordered_key_of(name) == ("orders.v1", b"k", None)
+
+
 def test_a_key_is_one_fifo_whatever_the_partition() -> None:
     # Keyed by (topic, key): records of a key keep their order across a repartitioning.
     assert keys.ordered_queue("g", "t", b"k", 0) == keys.ordered_queue("g", "t", b"k", 9)
@@ -48,6 +55,16 @@ def test_a_full_partition_is_held_until_it_drains_a_quarter_below_the_limit() ->
     assert holds.held == {}
 
 
+def test_a_hold_says_what_is_full_and_resumes_a_quarter_below_in_whole_records() -> None:
+    holds = PartitionHolds()
+    holds.hold(("t", 0), watch="fifo-a", kind="key", limit=10)  # 10 - 10 // 4: resumes at 8
+    holds.hold(("t", 1), watch="waiting-t-1", kind="partition", limit=1)
+    assert {tp: (f.kind, f.resume_at) for tp, f in holds.held.items()} == {
+        ("t", 0): ("key", 8), ("t", 1): ("partition", 0),
+    }  # fmt: skip
+    assert holds.update({"fifo-a": 8}) == {("t", 0), ("t", 1)}  # an unknown count is 0
+
+
 def test_held_and_revoked_partitions() -> None:
     holds = PartitionHolds()
     holds.hold(("t", 0), watch="f", kind="key", limit=4)
@@ -55,7 +72,7 @@ def test_held_and_revoked_partitions() -> None:
     assert to_pause(assigned, broker_down=False, held_topics=(), held_partitions=holds.held) == {
         ("t", 0)
     }
-    holds.forget([("t", 0)])
+    holds.forget([("t", 1), ("t", 0)])  # ("t", 1) was never held
     assert holds.held == {}
 
 
