@@ -167,6 +167,7 @@ def test_fqcn_and_timestamp_format() -> None:
 
 def test_dead_letter_round_trips_through_its_redis_form() -> None:
     dl = dead_letter()
+    assert to_dict(dl)["write_attempts"] == 0  # not yet tried
     data = json.loads(json.dumps(to_dict(dl, write_attempts=2)))
     assert data["write_attempts"] == 2
     assert from_dict(data) == dl

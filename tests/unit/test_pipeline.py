@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from bridge.dispatch import Message, Ordered
-from bridge.pipeline import Batch, Undecodable, rewind_points
+import pytest
+
+from bridge.dispatch import Message, Ordered, Outcome
+from bridge.errors import PublishError
+from bridge.pipeline import Batch, Publisher, Undecodable, rewind_points
 
 
 class Tp(NamedTuple):
@@ -66,3 +71,67 @@ def test_queued_counts_only_messages_that_go_straight_to_a_queue() -> None:
         Message("a", 0, 5, "other", b"m"),
     ]
     assert b.queued() == {"q": 3, "other": 1}
+
+
+class Enqueues:
+    """A publish function for the publisher thread that notes its calls; the first call waits
+    for ``go``, and ``overlap`` is set when a call starts while another is running."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], int, Mapping[str, str | None] | None, str]] = []
+        self.go, self.overlap = threading.Event(), threading.Event()
+        self._running = 0
+
+    def __call__(
+        self, messages: Sequence[Message], deadline_ms: int, ids: Mapping[str, str | None] | None
+    ) -> Outcome:
+        if self._running:
+            self.overlap.set()
+        self._running += 1
+        self.calls.append(([m.offset for m in messages], deadline_ms, ids, thread_name()))
+        try:
+            assert self.go.wait(10.0)
+            if deadline_ms < 0:
+                raise PublishError("redis down")
+            return Outcome(enqueued=len(messages), skipped=0)
+        finally:
+            self._running -= 1
+
+
+def thread_name() -> str:
+    return threading.current_thread().name
+
+
+def test_the_publisher_enqueues_one_batch_at_a_time_in_order_on_its_thread() -> None:
+    enqueues = Enqueues()
+    publisher = Publisher(enqueues)
+    first, second = batch({A0: range(0, 3)}), batch({A0: range(3, 5)})
+    first.topic_ids = {"a": "id-a"}
+    in_flight = [publisher.submit(first, 250), publisher.submit(second, 500)]
+    # A second enqueue beside the first would reach Redis out of order: it must not start
+    # (a wrong publisher would start it at once; the right one never fails this wait).
+    assert not enqueues.overlap.wait(0.2)
+    enqueues.go.set()
+    done = [f.result() for f in in_flight]
+    publisher.close()
+    assert [(d.outcome, d.error) for d in done] == [(Outcome(3, 0), None), (Outcome(2, 0), None)]
+    assert all(0.0 <= d.seconds < 10.0 for d in done)
+    assert [call[:3] for call in enqueues.calls] == [
+        ([0, 1, 2], 250, {"a": "id-a"}), ([3, 4], 500, None),
+    ]  # fmt: skip
+    assert {call[3].rsplit("_", 1)[0] for call in enqueues.calls} == {"bridge-publish"}
+    assert in_flight[0].batch is first
+
+
+def test_close_finishes_the_batch_in_flight_and_takes_no_more() -> None:
+    enqueues = Enqueues()
+    publisher = Publisher(enqueues)
+    in_flight = publisher.submit(batch({A0: range(1)}), -1)
+    threading.Timer(0.05, enqueues.go.set).start()
+    publisher.close()
+    assert in_flight.future.done()
+    failed = in_flight.result()
+    assert (failed.outcome, str(failed.error)) == (None, "redis down")  # its error, not thrown
+    assert 0.04 <= failed.seconds < 10.0  # how long it took: at least the wait
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        publisher.submit(batch({A0: range(1)}), 1)

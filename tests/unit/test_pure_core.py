@@ -35,6 +35,16 @@ def settings() -> BridgeSettings:
     )
 
 
+def test_router_carries_every_route_setting() -> None:
+    limits = {"max_queue_depth": 40, "resume_queue_depth": 30, "max_waiting_per_partition": 9}
+    data = settings().model_dump()
+    data["routes"] = [{"topic": "raw", "task": "shop.raw", "value_format": "bytes", **limits}]
+    route = Router.from_settings(BridgeSettings.model_validate(data)).route_for("raw")
+    assert (route.task, route.value_format) == ("shop.raw", "bytes")
+    assert (route.max_queue_depth, route.resume_queue_depth) == (40, 30)
+    assert route.max_waiting_per_partition == 9
+
+
 def test_router_resolves_routes_and_dlt_names() -> None:
     router = Router.from_settings(settings())
     assert router.topics == ["audit", "orders"]
@@ -104,6 +114,8 @@ def test_exponential_backoff_doubles_up_to_the_cap() -> None:
     assert exponential_ms(10_000, initial_ms=100, max_ms=1000) == 1000
     with pytest.raises(ValueError, match="attempt"):
         exponential_ms(0, initial_ms=1, max_ms=1)
+    # The exponent stops at 62: an attempt count in the billions builds no huge number.
+    assert exponential_ms(10**9, initial_ms=1, max_ms=2**70) == 2**62
 
 
 class Model(BaseModel):

@@ -13,6 +13,8 @@ from bridge.record import (
     decode_value,
     decoded,
     from_task_arg,
+    is_bridge_origin,
+    message_origin,
     to_task_arg,
 )
 
@@ -196,3 +198,17 @@ def test_check_value_refuses_what_json_loads_refuses(raw: bytes) -> None:
         check_value(raw, "json")
     with pytest.raises(UndecodableRecordError):
         decode_value(raw, "json")
+
+
+@pytest.mark.parametrize(
+    ("origin", "bridge"),
+    [
+        (message_origin("shop"), True),
+        ("kafka-celery-bridge@", True),
+        ("gen42@worker-1", False),  # a task sent by Celery itself
+        (None, False),
+        (b"kafka-celery-bridge@shop", False),
+    ],
+)
+def test_a_bridge_sent_task_message_is_known_by_its_origin(origin: object, bridge: bool) -> None:
+    assert is_bridge_origin(origin) is bridge

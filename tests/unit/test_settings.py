@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.settings import load_settings
+from bridge.settings import is_redis_url, load_settings
 
 MINIMAL = """
 [kafka]
@@ -230,3 +230,38 @@ def test_a_broker_url_that_is_not_redis_fails_at_start_naming_the_key(
 def test_redis_urls_are_accepted(tmp_path: Path, url: str) -> None:
     text = MINIMAL.replace('"redis://127.0.0.1:6379/0"', f'"{url}"')
     assert load_settings(write(tmp_path, text)).celery.broker_url == url
+
+
+def test_the_message_names_the_file_and_each_key_on_a_line_of_its_own(tmp_path: Path) -> None:
+    text = MINIMAL.replace('group_id = "shop"', "group_id = 4").replace("shop.handle_order", "")
+    path = write(tmp_path, text.replace('task = ""', "task = 3"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value).splitlines() == [
+        f"invalid configuration in {path}:",
+        "  kafka.group_id: Input should be a valid string",
+        "  routes[0].task: Input should be a valid string",
+    ]
+
+
+def test_a_check_across_sections_is_named_top_level(tmp_path: Path) -> None:
+    text = MINIMAL.replace('"redis://127.0.0.1:6379/0"', '"redis://h/0"\nvisibility_timeout_s = 10')
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text + "\n[retry]\nredis_schedule_min_delay_ms = 6000\n"))
+    assert str(info.value).splitlines()[1].startswith("  (top level): Value error, retry.")
+
+
+@pytest.mark.parametrize(
+    ("url", "redis"),
+    [
+        ("redis://h:6379/0", True),
+        ("REDISS://h", True),
+        ("unix:///run/redis.sock", True),
+        ("redis://u:p@h/0?name=a://b", True),  # "://" again later in the URL
+        ("amqp://h//", False),
+        ("redis", False),
+        ("h:6379", False),
+    ],
+)
+def test_is_redis_url_reads_the_scheme(url: str, redis: bool) -> None:
+    assert is_redis_url(url) is redis
