@@ -150,6 +150,19 @@ def test_bridge_headers() -> None:
     assert headers["bridge-dead-lettered-at"] == b"2026-11-22T10:00:07.000Z"
 
 
+def test_the_stack_trace_is_the_whole_chain_as_python_prints_it() -> None:
+    trace = ErrorInfo.of(failing()).stacktrace
+    assert trace.startswith("Traceback (most recent call last):\n")
+    assert "ConnectionError: db down\n\nThe above exception was the direct cause" in trace
+    assert trace.endswith("TimeoutError: payment timed out\n")
+
+
+def test_a_record_without_a_timestamp_keeps_kafkas_minus_one() -> None:
+    record = replace(dead_letter().record, timestamp_ms=-1)
+    headers = dict(dead_letter_headers(dead_letter(record=record)))
+    assert headers["kafka_dlt-original-timestamp"] == b"\xff" * 8
+
+
 def test_error_info_round_trips_through_json_form() -> None:
     info = ErrorInfo.of(failing())
     assert ErrorInfo.from_dict(info.to_dict()) == info

@@ -99,6 +99,19 @@ def test_not_an_envelope_raises(broken: dict[str, object]) -> None:
         from_task_arg(broken)
 
 
+def test_a_header_name_that_is_not_a_string_is_named() -> None:
+    arg = {**to_task_arg(Envelope(sample(), "g", "d")), "headers": [[5, "AA=="]]}
+    with pytest.raises(
+        UndecodableRecordError, match=r"^not a bridge record envelope: header name 5 "
+    ):
+        from_task_arg(arg)
+
+
+def test_decoded_decodes_the_value_by_its_format() -> None:
+    assert decoded(sample()).value == {"id": 1}
+    assert decoded(sample(raw_value=b"[1]", value_format="bytes")).value == b"[1]"
+
+
 def test_record_accessors() -> None:
     record = sample(key=b"user-1")
     assert record.timestamp == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
@@ -139,6 +152,16 @@ def test_arg_writer_gives_what_to_task_arg_gives(
                        timestamp_type=record.timestamp_type.id)  # fmt: skip
     assert json.loads(text) == to_task_arg(envelope)
     assert from_task_arg(json.loads(text)) == envelope
+    head = text[: text.index(',"topic":')]  # the route's part, written once: compact
+    assert (": " in head, ", " in head) == (False, False)
+
+
+def test_arg_writer_takes_a_record_without_headers() -> None:
+    writer = ArgWriter(group_id="g", dlt_topic="d", value_format="json")
+    no_headers: list[tuple[str, bytes | None]] = []
+    for headers in (None, no_headers):
+        text = writer.json("t", 0, 1, 2, None, b"{}", headers, timestamp_type=None)
+        assert json.loads(text)["headers"] == []
 
 
 def test_a_null_header_value_stays_null_not_empty() -> None:
