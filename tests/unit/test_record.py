@@ -99,6 +99,33 @@ def test_not_an_envelope_raises(broken: dict[str, object]) -> None:
         from_task_arg(broken)
 
 
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"v": 99}, "unknown envelope version 99"),
+        ({"value_format": "xml"}, "unknown value format 'xml'"),
+        ({"partition": None}, "partition is None, not int"),
+        ({"offset": True}, "offset is True, not int"),
+        ({"first_failure_at": 5}, "first_failure_at is 5, not str"),  # optional, but not any
+        ({"retry": "often"}, "retry is 'often', not dict"),
+    ],
+)
+def test_what_is_wrong_with_an_envelope_is_named(change: dict[str, object], why: str) -> None:
+    arg = {**to_task_arg(Envelope(sample(), "g", "d")), **change}
+    with pytest.raises(UndecodableRecordError) as raised:
+        from_task_arg(arg)
+    assert str(raised.value) == f"not a bridge record envelope: {why}"
+
+
+def test_a_missing_field_is_named() -> None:
+    arg = to_task_arg(Envelope(sample(), "g", "d"))
+    del arg["partition"]
+    with pytest.raises(
+        UndecodableRecordError, match=r"^not a bridge record envelope: 'partition'$"
+    ):
+        from_task_arg(arg)
+
+
 def test_a_header_name_that_is_not_a_string_is_named() -> None:
     arg = {**to_task_arg(Envelope(sample(), "g", "d")), "headers": [[5, "AA=="]]}
     with pytest.raises(
