@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from kafka import TopicPartition
@@ -122,6 +122,37 @@ class Spent:
         pass
 
 
-def test_a_failure_before_any_batch_header_knows_only_the_partition() -> None:
-    bad = batches._bad_batch(Spent(), None)  # kafka-python failed before it read a batch
-    assert (bad.tp, bad.base_offset, bad.last_offset, bad.codec) == (TP, None, None, None)
+class Header(NamedTuple):
+    base_offset: int | None
+    last_offset: int | None
+    compression_type: int | None = None
+
+
+@pytest.mark.parametrize(
+    ("header", "known"),
+    [
+        (None, (None, None, None)),  # kafka-python failed before it read a batch
+        (Header(10, None), (None, None, None)),  # half a header is no header
+        (Header(10, 9), (None, None, None)),  # nor one that ends before it starts
+        (Header(10, 10, 3), (10, 10, "lz4")),  # a batch of one record
+        (Header(10, 19, 9), (10, 19, "codec id 9")),
+    ],
+)
+def test_what_a_batch_header_tells(header: Header | None, known: tuple[object, ...]) -> None:
+    bad = batches._bad_batch(Spent(), header)
+    assert (bad.tp, bad.base_offset, bad.last_offset, bad.codec) == (TP, *known)
+
+
+class Lookalike:
+    """Raises in a method named as kafka-python's, but is not its records (no ``drain``)."""
+
+    topic_partition = TP
+
+    def _unpack_records(self) -> None:
+        raise ValueError("elsewhere")
+
+
+def test_a_lookalike_frame_is_not_a_bad_batch() -> None:
+    with pytest.raises(ValueError, match="elsewhere") as raised:
+        Lookalike()._unpack_records()
+    assert find(raised.value) is None

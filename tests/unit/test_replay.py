@@ -344,3 +344,95 @@ def test_describe_an_unreplayable_record_without_a_key() -> None:
 def test_each_bad_flag_is_named(flags: dict[str, str], message: str) -> None:
     with pytest.raises(ReplayError, match=message):
         build_filter(**flags)
+
+
+def without(view: DeadView, *names: str) -> DeadView:
+    """``view`` less the headers ``names``."""
+    return DeadView(tuple(h for h in view.headers if h[0] not in names), view.key)
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["kafka_dlt-original-partition", "kafka_dlt-original-offset", "kafka_dlt-original-topic"],
+)
+def test_without_its_place_a_dead_letter_is_unreplayable(missing: str) -> None:
+    view = without(dead(), missing)
+    assert view.origin() is None
+    assert plan(view, ReplayFilter(), 3) == Decision(
+        Verdict.UNREPLAYABLE, why="no kafka_dlt-original-* headers"
+    )
+
+
+def test_origin_defaults_when_the_timestamp_and_group_are_missing() -> None:
+    view = without(dead(), "kafka_dlt-original-timestamp", "kafka_dlt-original-consumer-group")
+    assert view.origin() == Origin("orders", 2, 41, 0, "")
+
+
+def test_origin_keeps_kafkas_minus_one_timestamp() -> None:
+    stamp = struct.pack(">q", -1)
+    headers = tuple(
+        (n, stamp if n == "kafka_dlt-original-timestamp" else v) for n, v in dead().headers
+    )
+    origin = DeadView(headers, b"k1").origin()
+    assert origin is not None
+    assert origin.timestamp_ms == -1
+
+
+def test_filtered_and_limited_decisions_say_where_and_why() -> None:
+    view = dead((("bridge-replays", b"3"),))
+    origin = view.origin()
+    assert plan(view, ReplayFilter(key=b"other"), 3) == Decision(Verdict.FILTERED, origin)
+    assert plan(view, ReplayFilter(), 3) == Decision(
+        Verdict.LIMITED, origin, replays=3, why="replayed 3 times already (--max-replays 3)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fqcn", "wanted", "matches"),
+    [
+        ("requests.exceptions.ConnectTimeout", "ConnectTimeout", True),
+        ("requests.exceptions.ConnectTimeout", "exceptions.ConnectTimeout", False),
+        ("Oops", "Other", False),  # a class name without a module
+        ("Oops", "Oops", True),
+    ],
+)
+def test_filter_by_exception_of_any_depth(fqcn: str, wanted: str, matches: bool) -> None:
+    view = dead(error=ErrorInfo(fqcn, "m", ""))
+    assert ReplayFilter(exceptions=frozenset({wanted})).matches(view) is matches
+
+
+def test_select_dlt_defaults_to_source_and_asks_for_a_topic() -> None:
+    assert select_dlt(router(), "payments", None) == "payments.shop.dlt"  # ordered: to source
+    assert select_dlt(router(), "orders", None, to="task") == "orders.shop.dlt"
+    with pytest.raises(ReplayError) as raised:
+        select_dlt(router(), None, None)
+    assert str(raised.value) == (
+        "--topic or --dlt-topic: say which dead-letter topic to replay (or --parked for the "
+        "dead letters parked in Redis)"
+    )
+
+
+def test_select_dlt_refusals_say_what_to_do() -> None:
+    with pytest.raises(ReplayError) as raised:
+        select_dlt(router(), "nope", None)
+    assert str(raised.value) == "--topic: 'nope' is not a routed topic (routes: orders, payments)"
+    with pytest.raises(ReplayError) as raised:
+        select_dlt(Router([]), "nope", None)
+    assert str(raised.value).endswith("(routes: none)")
+    with pytest.raises(ReplayError) as raised:
+        select_dlt(router(), "payments", None, to="task")
+    assert str(raised.value) == (
+        "--to task: route payments is ordered; its records run only as their key's head: use "
+        "--to source"
+    )
+
+
+def test_summary_counts_every_dead_letter_and_lists_them_on_a_dry_run() -> None:
+    summary = Summary(dry_run=True)
+    for verdict in [Verdict.FILTERED, Verdict.LIMITED, Verdict.UNREPLAYABLE] * 2:
+        summary.count(Decision(verdict))
+    summary.listed.append({"offset": 41})
+    doc = summary.to_dict()
+    assert (doc["skipped_by_filter"], doc["skipped_by_limit"], doc["unreplayable"]) == (2, 2, 2)
+    assert doc["would_replay"] == [{"offset": 41}]
+    assert "listed" not in doc
