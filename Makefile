@@ -45,7 +45,7 @@ test: install services lint
 # Mutation testing (mutmut 3) of the modules listed in pyproject.toml's [tool.mutmut] against
 # tests/unit, from a fresh mutants/ each time (mutmut keeps old verdicts when only the tests
 # change), then the score with the equivalent mutants of tests/unit/MUTATION.md set aside.
-# One child process by default, niced (~40 min on a busy 2-core machine); MUTATION_JOBS=n.
+# One child process by default, niced (~8-15 min on a busy 2-core machine); MUTATION_JOBS=n.
 MUTATION_JOBS ?= 1
 mutation: install
 	rm -rf mutants

@@ -436,3 +436,14 @@ def test_summary_counts_every_dead_letter_and_lists_them_on_a_dry_run() -> None:
     assert (doc["skipped_by_filter"], doc["skipped_by_limit"], doc["unreplayable"]) == (2, 2, 2)
     assert doc["would_replay"] == [{"offset": 41}]
     assert "listed" not in doc
+
+
+def test_dead_lettered_at_reads_naive_stamps_as_utc_and_keeps_offsets() -> None:
+    assert dead(at="2026-11-22T10:00:07").dead_lettered_at() == datetime(
+        2026, 11, 22, 10, 0, 7, tzinfo=UTC
+    )
+    paris = dead(at="2026-11-22T11:00:07+01:00").dead_lettered_at()
+    assert paris is not None
+    assert paris.utcoffset() == timedelta(hours=1)
+    assert dead(at="not a time").dead_lettered_at() == datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
+    assert DeadView((), None, 0).dead_lettered_at() is None  # neither stamp nor timestamp
