@@ -61,6 +61,8 @@ def main() -> int:
           f"reached by no unit test {len(untested)}, other {_other(counts)}")  # fmt: skip
     for name in survivors:
         print(f"  survived: {name}")
+    for function in sorted({name.rsplit("__mutmut_", 1)[0] for name in untested}):
+        print(f"  reached by no unit test: {function}")
     print(f"mutation score: {score:.1f} % ({killed}/{scored})")
     return 0 if score >= args.min else 1
 
