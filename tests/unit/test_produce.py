@@ -274,18 +274,6 @@ class Unanswered(PendingSends):
         raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
 
 
-def test_a_producer_that_answers_no_send_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bridge.kafka_send.KafkaProducer", Unanswered)
-    Unanswered.made.clear()
-    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", group_id="unit")
-    policy = SendRetrySettings(retries=2, retry_backoff_ms=1, retry_backoff_max_ms=1)
-    sender = RetryingSender(kafka, policy, client_suffix="unit")
-    with pytest.raises(KafkaTimeoutError):
-        sender.send(Outgoing("t", b"v", key=b"k"))
-    assert len(Unanswered.made) == 3  # one per attempt: each wedged one was dropped
-    assert all(producer.forced and producer._closed for producer in Unanswered.made)
-
-
 class WithoutMetadata(Unanswered):
     """A producer that never finds metadata again (kafka-python's, after a broker restart):
     each send fails once ``max_block_ms`` has passed."""
@@ -294,13 +282,20 @@ class WithoutMetadata(Unanswered):
         raise KafkaTimeoutError("Failed to update metadata after 5.0 secs.")
 
 
-def test_a_producer_that_finds_no_metadata_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bridge.kafka_send.KafkaProducer", WithoutMetadata)
+@pytest.mark.parametrize(
+    ("wedged", "error"),
+    [(Unanswered, "Timeout after waiting"), (WithoutMetadata, "metadata")],
+    ids=["answers-no-send", "finds-no-metadata"],
+)
+def test_a_producer_that_times_out_is_replaced(
+    monkeypatch: pytest.MonkeyPatch, wedged: type[Unanswered], error: str
+) -> None:
+    monkeypatch.setattr("bridge.kafka_send.KafkaProducer", wedged)
     Unanswered.made.clear()
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", group_id="unit")
     policy = SendRetrySettings(retries=2, retry_backoff_ms=1, retry_backoff_max_ms=1)
     sender = RetryingSender(kafka, policy, client_suffix="unit")
-    with pytest.raises(KafkaTimeoutError, match="metadata"):
+    with pytest.raises(KafkaTimeoutError, match=error):
         sender.send(Outgoing("t", b"v", key=b"k"))
-    assert len(Unanswered.made) == 3  # one per attempt: each one without metadata was dropped
+    assert len(Unanswered.made) == 3  # one per attempt: each timed-out one was dropped
     assert all(producer.forced and producer._closed for producer in Unanswered.made)
