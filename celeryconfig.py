@@ -12,7 +12,8 @@ _settings = load_settings()
 broker_url = _settings.celery.broker_url
 broker_connection_retry_on_startup = True
 # Shorter retries stay Celery countdowns, which the settings keep well below this; longer
-# ones wait in Redis until due (bridge.schedule), so none outlives it inside a worker.
+# ones wait in Redis until due (bridge.backends.redis.schedule), so none outlives it inside a
+# worker.
 # One Redis list per queue (no priority steps): a worker then fetches with one blocking move.
 broker_transport_options = {
     "priority_steps": [0],

@@ -4,7 +4,8 @@ A kombu consumer (no Celery: the transport alone) takes ``BENCH_FETCH_MESSAGES``
 Celery-sized messages off a Redis queue and acknowledges each, as a worker's connection does:
 (A) through kombu's own Redis transport, which pops with ``BRPOP``; (B) through
 ``bridge.worker_transport``, which moves each message into a processing list and takes it out
-when it records it as unacknowledged (``bridge.fetch``). Messages/s from the first message to
+when it records it as unacknowledged (``bridge.backends.redis.fetch``). Messages/s from the first
+message to
 the last. The runs alternate (A B B A…, ``BENCH_FETCH_ROUNDS`` rounds, default 3), each on a
 queue of its own. Target: B / A >= 0.8. For reference, the same with the messages spread over
 two queues, which B serves with a script instead of one blocking move.

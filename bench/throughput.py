@@ -34,8 +34,8 @@ from kafka.structs import OffsetAndMetadata
 
 from bench.harness import KAFKA, REDIS, create_topic, delete_topics, produce_orders
 from bench.report import Row, Target, ratio
+from bridge.backends.redis.dispatch import Dispatcher, publisher_app
 from bridge.consumer import Bridge
-from bridge.dispatch import Dispatcher, publisher_app
 from bridge.hooks import BridgeHooks
 from bridge.offsets import Partition
 from bridge.routing import Route

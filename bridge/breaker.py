@@ -2,8 +2,8 @@
 
 When a downstream outage makes every record fail, a bridge would drain its topic into the
 dead-letter topic at full speed. The breaker watches the share of the route's finished records
-(handled or dead-lettered, as counted by :mod:`bridge.outcomes`) that were dead-lettered, and
-stops consumption of the route when that share passes a ratio. The states, after
+(handled or dead-lettered, as counted by :mod:`bridge.backends.redis.outcomes`) that were
+dead-lettered, and stops consumption of the route when that share passes a ratio. The states, after
 resilience4j's circuit breaker::
 
     closed ──(window: ≥ min_records finished, dead-lettered share > ratio)──> open

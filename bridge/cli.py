@@ -309,7 +309,7 @@ def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
     import redis
 
-    from bridge.outcomes import request_resume
+    from bridge.backends.redis.outcomes import request_resume
 
     routed = [route.topic for route in settings.routes]
     topics = args.topic or routed

@@ -39,6 +39,14 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bridge import batches, incarnations, keys
+from bridge.backends.kafka.auth import security_configs
+from bridge.backends.kafka.patches import await_pending_joins
+from bridge.backends.kafka.topics import DeadLetterTopics
+from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered, Outcome, Refusal
+from bridge.backends.redis.ordering import KeyQueues, parked_why
+from bridge.backends.redis.outcomes import OutcomeReader
+from bridge.backends.redis.outcomes import count as count_outcome
+from bridge.backends.redis.schedule import DeadLetterStore, Every, Scheduler
 from bridge.backoff import exponential_ms
 from bridge.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
 from bridge.deadletter import (
@@ -49,7 +57,6 @@ from bridge.deadletter import (
 )
 from bridge.deadletter import from_dict as dead_letter_from_dict
 from bridge.deadletter import to_dict as dead_letter_to_dict
-from bridge.dispatch import Dispatcher, Message, Ordered, Outcome, Refusal
 from bridge.errors import (
     DeadLetterError,
     DeadLetterRefusedError,
@@ -60,13 +67,8 @@ from bridge.errors import (
 from bridge.failures import Reason
 from bridge.flood import Breakers
 from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
-from bridge.kafka_auth import security_configs
-from bridge.kafka_patches import await_pending_joins
 from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
-from bridge.ordering import KeyQueues, parked_why
-from bridge.outcomes import OutcomeReader
-from bridge.outcomes import count as count_outcome
 from bridge.pipeline import (
     Batch,
     InFlight,
@@ -79,9 +81,7 @@ from bridge.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
 from bridge.queue_consumers import QueueWatch
 from bridge.record import Record, TimestampType, check_value, task_id
 from bridge.routing import Route, Router
-from bridge.schedule import DeadLetterStore, Every, Scheduler
 from bridge.settings import BridgeSettings
-from bridge.topics import DeadLetterTopics
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from bridge.backends.kafka.send import Outgoing, RetryingSender
 from bridge.errors import DeadLetterError, DeadLetterRefusedError
 from bridge.failures import Reason
-from bridge.kafka_send import Outgoing, RetryingSender
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.settings import DeadLetterSettings, KafkaSettings
 

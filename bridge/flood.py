@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.breaker import BreakerState, FloodBreaker, Outcomes, Transition
 from bridge.hooks import BreakerReport
 from bridge.logs import at
-from bridge.outcomes import OutcomeReader
 from bridge.settings import BreakerSettings
 
 log = logging.getLogger(__name__)

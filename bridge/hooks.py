@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bridge.offsets import Partition
 
 if TYPE_CHECKING:
-    from bridge.dispatch import Outcome
+    from bridge.backends.redis.dispatch import Outcome
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

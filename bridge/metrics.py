@@ -29,16 +29,16 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from bridge.backends.redis.waiting import RedisCounts, read_counts
 from bridge.breaker import level as breaker_level
 from bridge.errors import ConfigError
 from bridge.hooks import BridgeHooks, LoopState
 from bridge.offsets import Partition
-from bridge.waiting import RedisCounts, read_counts
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from bridge.dispatch import Outcome
+    from bridge.backends.redis.dispatch import Outcome
     from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)

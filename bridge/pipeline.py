@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.dispatch import Message, Outcome
+from bridge.backends.redis.dispatch import Message, Outcome
 from bridge.errors import PublishError
 
 Tp = tuple[str, int]

@@ -29,8 +29,8 @@ import prometheus_client
 from kafka.errors import KafkaError
 
 from bridge import payload
+from bridge.backends.kafka.send import Outgoing, RetryingSender
 from bridge.errors import ProduceError, ProduceRefusedError
-from bridge.kafka_send import Outgoing, RetryingSender
 from bridge.payload import HeadersIn, Value
 from bridge.settings import KafkaSettings, ProduceSettings
 from bridge.worker import settings

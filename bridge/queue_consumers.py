@@ -28,7 +28,7 @@ from typing import Any
 
 import redis
 
-from bridge.fetch import PROCESSING_INDEX, parse_processing
+from bridge.backends.redis.fetch import PROCESSING_INDEX, parse_processing
 from bridge.logs import at
 from bridge.routing import Route
 

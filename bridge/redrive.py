@@ -4,7 +4,8 @@ A DLT is read with a consumer group of its own (default ``{group_id}.replay``) f
 committed offsets up to the end offsets taken at start, so a run always ends. Each poll batch
 is decided by :func:`bridge.replay.plan`, the chosen records are written (``--to source``:
 an idempotent ``acks=all`` producer, waiting for every write) or enqueued (``--to task``:
-through :mod:`bridge.dispatch`), and only then are the batch's offsets committed, explicitly.
+through :mod:`bridge.backends.redis.dispatch`), and only then are the batch's offsets committed,
+explicitly.
 A stopped run (SIGINT/SIGTERM) finishes and commits the batch in hand; a rerun goes on from
 there.
 
@@ -31,11 +32,13 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from bridge import keys
+from bridge.backends.kafka.auth import security_configs
+from bridge.backends.kafka.send import close_producer, sendable
+from bridge.backends.kafka.topics import admin_client, partition_counts
+from bridge.backends.redis.dispatch import Dispatcher, Message
+from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.deadletter import dead_letter_headers, from_dict
-from bridge.dispatch import Dispatcher, Message
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
-from bridge.kafka_auth import security_configs
-from bridge.kafka_send import close_producer, sendable
 from bridge.record import Envelope, Record
 from bridge.replay import (
     DeadView,
@@ -49,9 +52,7 @@ from bridge.replay import (
     task_route,
 )
 from bridge.routing import Route, Router
-from bridge.schedule import DeadLetterStore
 from bridge.settings import BridgeSettings
-from bridge.topics import admin_client, partition_counts
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import redis
 
+from bridge.backends.redis.dispatch import task_of
+from bridge.backends.redis.ordering import Head, KeyQueues
+from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.deadletter import DeadLetter, DeadLetterProducer, ErrorInfo, to_dict, utc_now_iso
-from bridge.dispatch import task_of
 from bridge.errors import DeadLetterRefusedError, NotParkedError
 from bridge.failures import Reason
-from bridge.ordering import Head, KeyQueues
 from bridge.record import from_task_arg
-from bridge.schedule import DeadLetterStore
 from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)

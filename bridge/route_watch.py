@@ -2,7 +2,8 @@
 no live worker of its queue (a typo in ``task``, a worker that does not import the handler) or
 is not a ``RecordTask`` there: its records are dead-lettered as ``unroutable`` meanwhile.
 
-It reads what workers register (:mod:`bridge.worker_registry`) every :data:`INTERVAL_S`
+It reads what workers register (:mod:`bridge.backends.redis.worker_registry`) every
+:data:`INTERVAL_S`
 seconds on its own Redis client with short timeouts, and logs a problem when it appears or
 changes, and once more when it is gone.
 """
@@ -15,11 +16,16 @@ from collections.abc import Sequence
 
 import redis
 
+from bridge.backends.redis.worker_registry import (
+    Registration,
+    coverage,
+    read_registrations,
+    task_problem,
+)
 from bridge.hooks import BridgeHooks, LoopState
 from bridge.logs import at
 from bridge.routing import Route
 from bridge.settings import BridgeSettings
-from bridge.worker_registry import Registration, coverage, read_registrations, task_problem
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.backends.redis.fetch import LEASE_S
 from bridge.credentials import mask_url, secrets_from_files, with_credentials
 from bridge.errors import ConfigError
-from bridge.fetch import LEASE_S
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 ValueFormat = Literal["json", "text", "bytes"]

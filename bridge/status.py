@@ -18,20 +18,25 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, TopicPartition
 
+from bridge.backends.kafka.auth import security_configs
+from bridge.backends.kafka.topics import admin_client
+from bridge.backends.redis.ordering import KeyQueues, KeyState
+from bridge.backends.redis.schedule import DeadLetterStore, RetrySummary, Scheduler
+from bridge.backends.redis.waiting import RedisCounts, read_counts
+from bridge.backends.redis.worker_registry import (
+    Registration,
+    coverage,
+    read_registrations,
+    task_problem,
+)
 from bridge.breaker import level as breaker_level
 from bridge.hooks import LoopState, PartitionState
-from bridge.kafka_auth import security_configs
 from bridge.members import read_members
-from bridge.ordering import KeyQueues, KeyState
 from bridge.queue_consumers import no_consumer_warning, read_consumers
 from bridge.routing import Route, Router
-from bridge.schedule import DeadLetterStore, RetrySummary, Scheduler
 from bridge.settings import BridgeSettings
-from bridge.topics import admin_client
 from bridge.unroutable import UnroutableCount
 from bridge.unroutable import read_counts as read_unroutable
-from bridge.waiting import RedisCounts, read_counts
-from bridge.worker_registry import Registration, coverage, read_registrations, task_problem
 
 FORMAT = 1
 

@@ -8,14 +8,15 @@ Retries: a route may give defaults (``max_retries``, backoff factor and cap, jit
 in each record's envelope; a task's own options win. A retry delayed by
 ``retry.redis_schedule_min_delay_ms`` or more does not become a Celery countdown: Celery and
 kombu build the very message ``retry()`` would send, and it waits in a Redis sorted set until
-the bridge moves it to its queue (see :mod:`bridge.schedule`), so it runs once however long
+the bridge moves it to its queue (see :mod:`bridge.backends.redis.schedule`), so it runs once
+however long
 the delay, and costs Redis memory, not worker memory.
 
 On ordered routes a task runs only as its key's head, and tells the key when it is done, retries
-or gives up (see :mod:`bridge.ordering`).
+or gives up (see :mod:`bridge.backends.redis.ordering`).
 
 Dead letters that Kafka does not take wait in Redis and the bridge writes them later; those it
-refuses for good are parked there (see :class:`bridge.schedule.DeadLetterStore`).
+refuses for good are parked there (see :class:`bridge.backends.redis.schedule.DeadLetterStore`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from bridge import outcomes, worker, worker_consumer, worker_metrics
+from bridge import worker, worker_consumer, worker_metrics
+from bridge.backends.redis import outcomes
+from bridge.backends.redis.ordering import KeyGate, parked_why
+from bridge.backends.redis.schedule import DeadLetterStore, schedule_retry
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import (
     ConfigError,
@@ -43,9 +47,7 @@ from bridge.errors import (
 )
 from bridge.failures import Reason, is_non_retryable, reason_for
 from bridge.logs import at
-from bridge.ordering import KeyGate, parked_why
 from bridge.record import Envelope, Record, decoded, from_task_arg
-from bridge.schedule import DeadLetterStore, schedule_retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -10,7 +10,8 @@ rejects the message, which on Redis is an acknowledgement, and only then sends i
 lost.
 
 Here the worker's consumer stores the record's dead letter in Redis among the dead letters
-Kafka has not taken yet (:class:`~bridge.schedule.DeadLetterStore`, pending, due at once) and
+Kafka has not taken yet (:class:`~bridge.backends.redis.schedule.DeadLetterStore`, pending, due at
+once) and
 only then acknowledges the message; the bridge's dead-letter writer writes it to the route's
 DLT within a second. Why not write to Kafka from the worker: its consumer runs in the worker's
 event loop, which a Kafka write (with its retries) would hold for seconds, whereas one Redis
@@ -20,11 +21,11 @@ transaction leaves the message unacknowledged: it is delivered again.
 
 An ordered record is dead-lettered only as its key's head (a stale copy is dropped, as
 ``RecordTask`` drops it). Its key leaves the stall watch and goes on once the bridge has
-written the dead letter, as after any pending dead letter (:mod:`bridge.ordering`).
+written the dead letter, as after any pending dead letter (:mod:`bridge.backends.redis.ordering`).
 
 Each group counts its unroutable records per topic (:func:`bridge.keys.unroutable`), and
 keeps the last one, for ``status``; they count as dead letters for the route's flood breaker
-(:mod:`bridge.outcomes`), which pauses a route whose every record is unroutable.
+(:mod:`bridge.backends.redis.outcomes`), which pauses a route whose every record is unroutable.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ from typing import Any, cast
 
 import redis
 
-from bridge import keys, outcomes
+from bridge import keys
+from bridge.backends.redis import outcomes
+from bridge.backends.redis.ordering import KeyQueues
+from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
 from bridge.errors import UndecodableRecordError, UnroutableError
 from bridge.failures import Reason
-from bridge.ordering import KeyQueues
 from bridge.record import Envelope, from_task_arg
-from bridge.schedule import DeadLetterStore
 
 
 def envelope_in(body: Any) -> Envelope | None:

@@ -16,11 +16,11 @@ import redis
 from kombu import Connection, Producer
 
 from bridge import worker_transport
+from bridge.backends.redis.dispatch import CapturedBatch
+from bridge.backends.redis.ordering import KeyGate, KeyQueues
 from bridge.credentials import mask_url
 from bridge.deadletter import DeadLetter, DeadLetterProducer
-from bridge.dispatch import CapturedBatch
 from bridge.errors import ConfigError
-from bridge.ordering import KeyGate, KeyQueues
 from bridge.record import Envelope
 from bridge.settings import CONFIG_ENV, BridgeSettings, is_redis_url, load_settings
 

@@ -1,7 +1,7 @@
 """The bridge's step in each Celery worker's consumer (the main process, which fetches task
 messages and hands them to the pool): a record that no ``RecordTask`` can run is
 dead-lettered as ``unroutable`` (:mod:`bridge.unroutable`) instead of lost, and the worker
-says which tasks it runs on which queues (:mod:`bridge.worker_registry`).
+says which tasks it runs on which queues (:mod:`bridge.backends.redis.worker_registry`).
 
 Celery hands a message whose task name the worker does not register to
 ``Consumer.on_unknown_task`` (which discards it), and any other message to its task's
@@ -24,7 +24,8 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 from celery.exceptions import NotRegistered
 
-from bridge import unroutable, worker_metrics, worker_registry
+from bridge import unroutable, worker_metrics
+from bridge.backends.redis import worker_registry
 from bridge.errors import UnroutableError
 from bridge.logs import at
 from bridge.record import Envelope, is_bridge_origin

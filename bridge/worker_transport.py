@@ -4,7 +4,7 @@
 records it as unacknowledged only afterwards; a worker SIGKILLed in between loses it, after the
 bridge has committed its offset. Here a worker moves each element into its own processing list
 and takes it out in the same transaction that records it as unacknowledged; lists of dead
-workers go back to their queues (:mod:`bridge.fetch` has the design).
+workers go back to their queues (:mod:`bridge.backends.redis.fetch` has the design).
 
 **Garbage is dropped.** A stock Celery worker on Redis stops with ``Unrecoverable error:
 JSONDecodeError`` when anything pushes bytes that are not a JSON kombu message onto its queue
@@ -23,7 +23,8 @@ error". A channel here keeps the parameters it was opened with.
 ``redis`` and ``rediss`` transport names stand for this one. The broker URL keeps its scheme, so
 Flower and ``celery inspect`` see a Redis broker as before. It reads two more transport
 options: ``processing_lease_s`` (how long a channel's heartbeat may be missing before other
-workers restore its processing lists) and ``multi_key_block_s`` (see :mod:`bridge.fetch`).
+workers restore its processing lists) and ``multi_key_block_s`` (see
+:mod:`bridge.backends.redis.fetch`).
 
 **The heartbeat tells who consumes what.** ``_kombu.processing_index`` holds one entry per
 channel and queue key it consumes (the processing list's name carries both), scored with the
@@ -74,8 +75,8 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from bridge.backends.redis.fetch import LEASE_S, PROCESSING_INDEX, RESTORE, Fetcher, source_of
 from bridge.errors import ConfigError
-from bridge.fetch import LEASE_S, PROCESSING_INDEX, RESTORE, Fetcher, source_of
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel, fetching with ``BLMOVE`` into processing lists
-    (:mod:`bridge.fetch`); a queue element that does not decode as JSON is dropped; it can
-    still reach Redis after its connection was collected."""
+    (:mod:`bridge.backends.redis.fetch`); a queue element that does not decode as JSON is
+    dropped; it can still reach Redis after its connection was collected."""
 
     QoS = QoS
     processing_lease_s: float = LEASE_S

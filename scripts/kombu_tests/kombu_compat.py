@@ -28,7 +28,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils import eventio
 
 from bridge import worker_transport
-from bridge.fetch import RESTORE
+from bridge.backends.redis.fetch import RESTORE
 
 EXPECTED = Path(__file__).with_name("expected_failures.txt")
 _MARKERS = ("env(name): kombu's", "flaky(reruns, reruns_delay): kombu's (pytest-rerunfailures)",

@@ -40,7 +40,7 @@ PARTITIONS = 4
 HANDED_OVER = re.compile(r"kept in Redis for the bridge, task (\S+?):? ")
 # Celery's log line when a worker receives a task message (the worker logs in local time).
 RECEIVED = re.compile(r"^\[(\S+ \S+): INFO/MainProcess\] Task \S+\[(\S+)\] received$", re.M)
-# bridge.kafka_send's log line when a write timed out and the sender tries it again itself.
+# bridge.backends.kafka.send's log line when a write timed out and the sender tries it again itself.
 RETRIED_AFTER_TIMEOUT = re.compile(
     r"write to \S+ failed \(KafkaTimeoutError.*?dead letter for Record\((\S+)\[(\d+)\]@(\d+) "
 )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from bridge.kafka_send import close_producer
+from bridge.backends.kafka.send import close_producer
 
 UNORDERED_TOPIC = "chaos-unordered"
 ORDERED_TOPIC = "chaos-ordered"

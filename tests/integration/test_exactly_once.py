@@ -15,7 +15,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from bridge.dispatch import Dispatcher, publisher_app
+from bridge.backends.redis.dispatch import Dispatcher, publisher_app
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.routing import Route
 from bridge.settings import CelerySettings

@@ -13,7 +13,7 @@ import pytest
 import redis
 from celery import Celery
 
-from bridge.fetch import PROCESSING_PREFIX
+from bridge.backends.redis.fetch import PROCESSING_PREFIX
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, WorkerProcess, start_worker
 from tests.integration.helpers import real_record
@@ -84,6 +84,6 @@ def test_a_worker_refuses_foreign_messages_and_goes_on(
     wait_for(lambda: all(line in log() for line in said),
              what=f"the worker to log {[line for line in said if line not in log()]}")  # fmt: skip
     wait_for(lambda: client.llen(queue) == 0, what=f"{queue} drained")
-    # Dropped elements leave the worker's processing list too (bridge.fetch).
+    # Dropped elements leave the worker's processing list too (bridge.backends.redis.fetch).
     assert client.keys(f"{PROCESSING_PREFIX}*.{queue}") == []
     assert ledger.done() == {good}

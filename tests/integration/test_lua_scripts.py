@@ -30,12 +30,12 @@ import redis
 
 from bridge import keys
 from bridge.backends.redis import scripts
-from bridge.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.fetch import PROCESSING_INDEX, RESTORE, Fetcher, processing_key
+from bridge.backends.redis.ordering import KeyQueues, element, parse_element
+from bridge.backends.redis.schedule import DeadLetterStore, Scheduler, schedule_retry
 from bridge.errors import NotParkedError
-from bridge.fetch import PROCESSING_INDEX, RESTORE, Fetcher, processing_key
-from bridge.ordering import KeyQueues, element, parse_element
 from bridge.record import task_id
-from bridge.schedule import DeadLetterStore, Scheduler, schedule_retry
 from bridge.settings import CelerySettings
 from tests.conftest import REDIS_PORT
 from tests.integration.conftest import reachable_redis
@@ -441,7 +441,8 @@ REPUBLISH = (
 )  # fmt: skip
 
 
-# -- retries_move_due.lua and dead_letter_unpark.lua (bridge.schedule) -------------------------
+# -- retries_move_due.lua and dead_letter_unpark.lua (bridge.backends.redis.schedule)
+# -------------------------
 
 MOVE_DUE = (
     Case("due retries go to their queues, the later ones wait",

@@ -22,8 +22,8 @@ from kafka.admin import NewTopic
 from kafka.errors import MessageSizeTooLargeError, UnknownTopicOrPartitionError
 from prometheus_client import REGISTRY
 
+from bridge.backends.kafka.send import is_retryable
 from bridge.errors import ProduceRefusedError
-from bridge.kafka_send import is_retryable
 from bridge.payload import headers_to_task_arg, to_task_arg
 from bridge.producer import Produced, Producer
 from bridge.settings import KafkaSettings, ProduceSettings

@@ -14,10 +14,10 @@ from typing import Any
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
+from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers, to_dict
 from bridge.failures import Reason
 from bridge.record import Headers, Record
-from bridge.schedule import DeadLetterStore
 from tests.conftest import wait_for
 from tests.integration.conftest import (
     REPO,

@@ -11,10 +11,10 @@ from typing import Any
 
 from kafka import KafkaProducer
 
+from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict
 from bridge.failures import Reason
 from bridge.record import Record
-from bridge.schedule import DeadLetterStore
 from tests.conftest import wait_for
 from tests.integration.conftest import REPO, BridgeProcess, Ledger
 from tests.integration.helpers import MakeTopic, StartBridge, route_named, send, status_json

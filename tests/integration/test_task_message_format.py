@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import redis
 
-from bridge import keys, ordering
-from bridge.dispatch import Dispatcher, Ordered
+from bridge import keys
+from bridge.backends.redis import ordering
+from bridge.backends.redis.dispatch import Dispatcher, Ordered
 from bridge.record import Envelope, Record
 from bridge.routing import Route
 from bridge.settings import CelerySettings

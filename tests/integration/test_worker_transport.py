@@ -1,6 +1,7 @@
 """The workers' transport loses nothing between fetch and acknowledgement: a worker SIGKILLed
 after it took a message from its queue, and before kombu recorded it as unacknowledged, leaves
-it in its processing list, and a live worker puts it back and runs it (bridge.fetch)."""
+it in its processing list, and a live worker puts it back and runs it
+(bridge.backends.redis.fetch)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from kombu import Connection, Consumer, Producer, Queue
 from kombu.message import Message
 
 from bridge import worker_transport
-from bridge.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
+from bridge.backends.redis.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
 from bridge.queue_consumers import read_consumers
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, services, start_worker, text

@@ -8,9 +8,9 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from bridge.backends.redis.dispatch import Message, Outcome
 from bridge.backpressure import PartitionHolds
 from bridge.consumer import Bridge
-from bridge.dispatch import Message, Outcome
 from bridge.hooks import HookChain
 from bridge.offsets import OffsetTracker, Partition
 from bridge.pipeline import Batch

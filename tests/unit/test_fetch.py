@@ -1,10 +1,16 @@
-"""The reliable fetch's commands and replies (bridge.fetch), without Redis."""
+"""The reliable fetch's commands and replies (bridge.backends.redis.fetch), without Redis."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.fetch import MOVE_FIRST, PROCESSING_PREFIX, Fetcher, processing_key, source_of
+from bridge.backends.redis.fetch import (
+    MOVE_FIRST,
+    PROCESSING_PREFIX,
+    Fetcher,
+    processing_key,
+    source_of,
+)
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from bridge import keys
+from bridge.backends.redis.dispatch import Message, Refusal, _Batch
 from bridge.backpressure import pause_reasons
-from bridge.dispatch import Message, Refusal, _Batch
 from bridge.incarnations import stopped_why, topic_ids
 
 OLD, NEW = uuid.UUID(int=1), uuid.UUID(int=2)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from kafka.coordinator.base import BaseCoordinator
 
-from bridge.kafka_patches import await_pending_joins
+from bridge.backends.kafka.patches import await_pending_joins
 
 
 def test_a_join_in_flight_counts_as_a_rejoin_needed() -> None:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from bridge.backends.redis.waiting import RedisCounts
 from bridge.cli import main
 from bridge.errors import ConfigError
 from bridge.hooks import LoopState, PartitionState
@@ -29,7 +30,6 @@ from bridge.metrics import (
 )
 from bridge.offsets import Partition
 from bridge.settings import load_settings
-from bridge.waiting import RedisCounts
 from bridge.worker_metrics import WorkerMetrics, fresh_multiproc_dir, outcome_of
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "kafka-celery-bridge.json"

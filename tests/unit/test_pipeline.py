@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import pytest
 
-from bridge.dispatch import Message, Ordered, Outcome
+from bridge.backends.redis.dispatch import Message, Ordered, Outcome
 from bridge.errors import PublishError
 from bridge.pipeline import Batch, Publisher, Undecodable, rewind_points
 

@@ -31,14 +31,14 @@ from kafka.errors import (
 from pydantic import ValidationError
 
 from bridge import payload
-from bridge.errors import ProduceRefusedError
-from bridge.kafka_send import (
+from bridge.backends.kafka.send import (
     Outgoing,
     RetryingSender,
     close_producer,
     is_retryable,
     retry_delays_ms,
 )
+from bridge.errors import ProduceRefusedError
 from bridge.producer import Produced, Producer
 from bridge.settings import BridgeSettings, KafkaSettings, ProduceSettings, SendRetrySettings
 
@@ -290,7 +290,7 @@ class WithoutMetadata(Unanswered):
 def test_a_producer_that_times_out_is_replaced(
     monkeypatch: pytest.MonkeyPatch, wedged: type[Unanswered], error: str
 ) -> None:
-    monkeypatch.setattr("bridge.kafka_send.KafkaProducer", wedged)
+    monkeypatch.setattr("bridge.backends.kafka.send.KafkaProducer", wedged)
     Unanswered.made.clear()
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", group_id="unit")
     policy = SendRetrySettings(retries=2, retry_backoff_ms=1, retry_backoff_max_ms=1)

@@ -26,11 +26,11 @@ from pydantic import BaseModel
 
 import bridge
 from bridge import keys
+from bridge.backends.redis.fetch import PROCESSING_INDEX, processing_key
+from bridge.backends.redis.waiting import RedisCounts
 from bridge.cli import _parser
-from bridge.fetch import PROCESSING_INDEX, processing_key
 from bridge.metrics import BridgeMetrics, redis_families
 from bridge.settings import CONFIG_ENV, BridgeSettings
-from bridge.waiting import RedisCounts
 from bridge.worker_metrics import WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -329,7 +329,8 @@ REDIS_KEYS: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
     ("a replay's watermark", lambda: keys.published_watermark(
         keys.replay_namespace("shop", "shop.replay"), "orders.shop.dlt", 0), (),
      "bridge:shop:replay:shop.replay:published:orders.shop.dlt:0"),
-    # The workers' reliable fetch (bridge.fetch): a processing list per channel and queue.
+    # The workers' reliable fetch (bridge.backends.redis.fetch): a processing list per channel and
+    # queue.
     ("processing_key", processing_key, ("0123456789abcdef0123456789abcdef", "celery"),
      "_kombu.processing.0123456789abcdef0123456789abcdef.celery"),
     ("PROCESSING_INDEX", lambda: PROCESSING_INDEX, (), "_kombu.processing_index"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.fetch import processing_key
+from bridge.backends.redis.fetch import processing_key
 from bridge.queue_consumers import GRACE_S, REPEAT_S, NoConsumerAlarm, Notice, consumers_of
 
 A, B = "a" * 32, "b" * 32

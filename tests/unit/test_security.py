@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from bridge.backends.kafka.auth import security_configs
 from bridge.credentials import mask_url, read_secret_file, with_credentials
 from bridge.errors import ConfigError
-from bridge.kafka_auth import security_configs
 from bridge.redact import Redactor, configured_secrets, redact_handlers
 from bridge.settings import BridgeSettings, load_settings
 

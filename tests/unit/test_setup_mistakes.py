@@ -11,6 +11,7 @@ from celery import Celery
 from celery.exceptions import NotRegistered, Reject
 
 from bridge import RecordTask, worker, worker_transport
+from bridge.backends.redis.worker_registry import Registration, coverage, task_problem
 from bridge.errors import ConfigError
 from bridge.failures import Reason
 from bridge.record import Envelope, Record, to_task_arg
@@ -18,7 +19,6 @@ from bridge.route_watch import RouteWatch, route_problems
 from bridge.routing import Route
 from bridge.settings import BridgeSettings
 from bridge.unroutable import dead_letter, envelope_in, not_a_record_task, not_registered
-from bridge.worker_registry import Registration, coverage, task_problem
 
 SETTINGS = BridgeSettings.model_validate(
     {

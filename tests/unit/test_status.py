@@ -8,15 +8,15 @@ from dataclasses import replace
 
 from rich.console import Console
 
+from bridge.backends.redis.ordering import KeyState
+from bridge.backends.redis.schedule import RetrySummary
+from bridge.backends.redis.waiting import RedisCounts
+from bridge.backends.redis.worker_registry import Registration
 from bridge.hooks import LoopState, PartitionState
-from bridge.ordering import KeyState
 from bridge.routing import Route
-from bridge.schedule import RetrySummary
 from bridge.status import KafkaView, PartitionStatus, RedisView, status_doc
 from bridge.status_view import render
 from bridge.unroutable import UnroutableCount
-from bridge.waiting import RedisCounts
-from bridge.worker_registry import Registration
 
 NOW_MS = 1_790_000_000_000
 ROUTES = [

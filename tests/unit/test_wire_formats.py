@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge import ordering
+from bridge.backends.redis import ordering
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers, from_dict, to_dict
 from bridge.failures import Reason
 from bridge.record import (

@@ -1,4 +1,4 @@
--- enqueue.lua: one poll batch of the bridge into Redis, atomically (bridge.dispatch).
+-- enqueue.lua: one poll batch of the bridge into Redis, atomically (bridge.backends.redis.dispatch).
 -- Sent after fifo_parts.lua and fifo_append.lua.
 --
 -- A batch spans n partitions, nq Celery queues and nf key FIFOs:

@@ -1,4 +1,4 @@
--- fetch_move_first.lua: a worker's non-blocking fetch from several queues (bridge.fetch
+-- fetch_move_first.lua: a worker's non-blocking fetch from several queues (bridge.backends.redis.fetch
 -- .Fetcher; sent in full with EVAL, hence no comment in the text sent).
 --
 -- KEYS[1 .. n]       the queue keys, in the order the channel serves them

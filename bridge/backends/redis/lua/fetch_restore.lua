@@ -2,7 +2,7 @@
 -- closing channel, or any worker for a channel whose heartbeat is older than the lease).
 --
 -- KEYS[1] a processing list   KEYS[2] its queue key   KEYS[3] the processing index
---                             (bridge.fetch.PROCESSING_INDEX)
+--                             (bridge.backends.redis.fetch.PROCESSING_INDEX)
 -- ARGV[1] '1': drop the list from the index too
 --
 -- Transition: processing -> queued: every element moves back to the front of its queue, the

@@ -1,7 +1,7 @@
 -- fifo_parts.lua: functions the ordered-key scripts share (sent in front of them; not run alone).
 --
 -- A key FIFO (bridge.keys.ordered_queue) holds its records in offset order, one element each:
---   task_id \0 appended_ms \0 queue \0 task message          (bridge.ordering.element)
+--   task_id \0 appended_ms \0 queue \0 task message          (bridge.backends.redis.ordering.element)
 -- Its first element is the key's head: the only record of the key that may run.
 --
 -- parts(el) -> task_id, task message, queue

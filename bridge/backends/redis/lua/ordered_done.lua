@@ -1,4 +1,4 @@
--- ordered_done.lua: the head is finished: handled or dead-lettered (bridge.ordering.KeyQueues
+-- ordered_done.lua: the head is finished: handled or dead-lettered (bridge.backends.redis.ordering.KeyQueues
 -- .done; a worker, or the bridge once it wrote a pending dead letter). Sent after fifo_parts.lua.
 --
 -- KEYS[1] the key's FIFO   KEYS[2] its partition's waiting counter   KEYS[3] the heads set

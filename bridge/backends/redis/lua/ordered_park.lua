@@ -1,10 +1,10 @@
--- ordered_park.lua: stop a key at its head (bridge.ordering.KeyQueues.park): its head is
+-- ordered_park.lua: stop a key at its head (bridge.backends.redis.ordering.KeyQueues.park): its head is
 -- exhausted on a park route, or its dead letter was refused by Kafka or is pending.
 -- Sent after fifo_parts.lua.
 --
 -- KEYS[1] the key's FIFO   KEYS[2] the heads set   KEYS[3] the failing keys hash
 -- KEYS[4] the parked keys hash
--- ARGV[1] the task id      ARGV[2] why (JSON, bridge.ordering.parked_why), or '' when the
+-- ARGV[1] the task id      ARGV[2] why (JSON, bridge.backends.redis.ordering.parked_why), or '' when the
 --                          head's dead letter is pending (the bridge calls done once written)
 --
 -- Transition: head out -> parked (ARGV[2] is kept in the parked hash until a release), or

@@ -1,4 +1,4 @@
--- ordered_release.lua: an operator lets a parked key go on (bridge.ordering.KeyQueues.release;
+-- ordered_release.lua: an operator lets a parked key go on (bridge.backends.redis.ordering.KeyQueues.release;
 -- `python -m bridge release`). Sent after fifo_parts.lua.
 --
 -- KEYS[1] the key's FIFO   KEYS[2] the heads set   KEYS[3] the parked keys hash

@@ -1,4 +1,4 @@
--- ordered_republish.lua: the bridge's stall watchdog (bridge.ordering.KeyQueues
+-- ordered_republish.lua: the bridge's stall watchdog (bridge.backends.redis.ordering.KeyQueues
 -- .republish_stalled). Sent after fifo_parts.lua.
 --
 -- KEYS[1] the heads set (key FIFOs scored by stall deadline, ms)

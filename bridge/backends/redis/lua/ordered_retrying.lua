@@ -1,4 +1,4 @@
--- ordered_retrying.lua: the head failed and will retry (bridge.ordering.KeyQueues.retrying; a
+-- ordered_retrying.lua: the head failed and will retry (bridge.backends.redis.ordering.KeyQueues.retrying; a
 -- worker). Sent after fifo_parts.lua.
 --
 -- KEYS[1] the key's FIFO   KEYS[2] the heads set   KEYS[3] the failing keys hash

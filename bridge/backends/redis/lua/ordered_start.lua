@@ -1,4 +1,4 @@
--- ordered_start.lua: may this task run? (bridge.ordering.KeyQueues.start; a worker, before the
+-- ordered_start.lua: may this task run? (bridge.backends.redis.ordering.KeyQueues.start; a worker, before the
 -- handler). Sent after fifo_parts.lua.
 --
 -- KEYS[1] the key's FIFO   KEYS[2] the ordered heads set   KEYS[3] the parked keys hash

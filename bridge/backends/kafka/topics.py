@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from bridge.kafka_auth import describe_connection, security_configs
+from bridge.backends.kafka.auth import describe_connection, security_configs
 from bridge.routing import Route
 from bridge.settings import KafkaSettings
 

@@ -13,7 +13,8 @@ element is ``task_id \\0 appended_ms \\0 queue \\0 task message``. The states of
 Every transition is one Lua script (a file of its own in ``bridge/backends/redis/lua/``), so
 it is atomic against workers, bridges and operators acting on the same key at once:
 
-- *append* runs inside the bridge's batch enqueue (:mod:`bridge.dispatch`), together with the
+- *append* runs inside the bridge's batch enqueue (:mod:`bridge.backends.redis.dispatch`), together
+  with the
   published watermark, so a re-consumed record is never appended twice; it publishes the head
   when the key was idle, and refuses records past the key's or the partition's limit.
 - *start* lets a task run only if it is its key's head (a stale copy of an earlier head, e.g.

@@ -30,8 +30,8 @@ from kafka.errors import (
     for_code,
 )
 
+from bridge.backends.kafka.auth import security_configs
 from bridge.backoff import exponential_ms
-from bridge.kafka_auth import security_configs
 from bridge.settings import KafkaSettings, SendRetrySettings
 
 log = logging.getLogger(__name__)

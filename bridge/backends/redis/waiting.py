@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from bridge.ordering import KeyQueues
-from bridge.schedule import DeadLetterStore, Scheduler
+from bridge.backends.redis.ordering import KeyQueues
+from bridge.backends.redis.schedule import DeadLetterStore, Scheduler
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Kafka I/O shared by the bridge, the workers and the commands."""
