@@ -53,7 +53,7 @@ mutation: install
 	$(BIN)/python scripts/mutation_score.py --min 90
 
 # kombu's own Redis transport tests (unit and integration, ~1.5 min, on a throwaway
-# redis-server) against bridge.worker_transport; expected failures: scripts/kombu_tests/.
+# redis-server) against bridge.worker.transport; expected failures: scripts/kombu_tests/.
 kombu-tests: install
 	bash scripts/kombu_tests.sh all
 

@@ -5,7 +5,7 @@ and the workers cannot disagree about it.
 """
 
 from bridge.settings import load_settings
-from bridge.worker_transport import install as install_worker_transport
+from bridge.worker.transport import install as install_worker_transport
 
 _settings = load_settings()
 

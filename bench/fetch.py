@@ -3,7 +3,7 @@
 A kombu consumer (no Celery: the transport alone) takes ``BENCH_FETCH_MESSAGES`` (20 000)
 Celery-sized messages off a Redis queue and acknowledges each, as a worker's connection does:
 (A) through kombu's own Redis transport, which pops with ``BRPOP``; (B) through
-``bridge.worker_transport``, which moves each message into a processing list and takes it out
+``bridge.worker.transport``, which moves each message into a processing list and takes it out
 when it records it as unacknowledged (``bridge.backends.redis.fetch``). Messages/s from the first
 message to
 the last. The runs alternate (A B B A…, ``BENCH_FETCH_ROUNDS`` rounds, default 3), each on a
@@ -24,7 +24,7 @@ from kombu.transport import redis as kombu_redis
 
 from bench.harness import REDIS
 from bench.report import Row, Target, ratio
-from bridge import worker_transport
+from bridge.worker import transport as worker_transport
 
 MESSAGES = int(os.environ.get("BENCH_FETCH_MESSAGES", "20000"))
 ROUNDS = int(os.environ.get("BENCH_FETCH_ROUNDS", "3"))

@@ -26,21 +26,21 @@ from bridge.errors import (
 )
 
 if TYPE_CHECKING:
-    from bridge.producer import Produced, produce, produce_async
     from bridge.record import Record
     from bridge.settings import BridgeSettings, load_settings
-    from bridge.task import RecordTask
+    from bridge.worker.producer import Produced, produce, produce_async
+    from bridge.worker.task import RecordTask
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "BridgeSettings": "bridge.settings",
-    "Produced": "bridge.producer",
+    "Produced": "bridge.worker.producer",
     "Record": "bridge.record",
-    "RecordTask": "bridge.task",
+    "RecordTask": "bridge.worker.task",
     "load_settings": "bridge.settings",
-    "produce": "bridge.producer",
-    "produce_async": "bridge.producer",
+    "produce": "bridge.worker.producer",
+    "produce_async": "bridge.worker.producer",
 }
 
 __all__ = [

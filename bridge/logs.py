@@ -8,7 +8,7 @@ Every log line about a record passes :func:`at` as ``extra``, so a JSON line car
 ``topic``, ``partition``, ``offset`` and ``task_id`` as fields of their own::
 
     log.error("%r dead-lettered", record, extra=at(record, task_id=task_id))
-    {"time": "...", "level": "ERROR", "logger": "bridge.task", "message": "...",
+    {"time": "...", "level": "ERROR", "logger": "bridge.worker.task", "message": "...",
      "topic": "orders", "partition": 3, "offset": 1207, "task_id": "shop:orders:3:1207"}
 """
 

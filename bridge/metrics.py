@@ -3,7 +3,7 @@ group's counts in Redis read at scrape time, and the ``/metrics`` HTTP server.
 
 The bridge is one process: its metrics live in ordinary (single-process) values, even if
 ``PROMETHEUS_MULTIPROC_DIR`` is set in its environment (that mode is for the Celery workers,
-see :mod:`bridge.worker_metrics`). Per-partition gauges carry only the partitions assigned at
+see :mod:`bridge.worker.metrics`). Per-partition gauges carry only the partitions assigned at
 the last state report: a revoked partition's label sets are removed.
 
 The counts kept in Redis (delayed retries, dead letters not in Kafka yet, ordered keys and

@@ -1,13 +1,13 @@
 """Which routed queues a worker consumes, and the warning when none does.
 
 A route whose queue no worker consumes fills it silently until backpressure pauses the route at
-``max_queue_depth``. Workers on the bridge's transport (:mod:`bridge.worker_transport`) keep a
+``max_queue_depth``. Workers on the bridge's transport (:mod:`bridge.worker.transport`) keep a
 heartbeat per channel and queue key in ``_kombu.processing_index``: a processing list's name
 carries the channel and the queue key, its score the channel's last heartbeat (every
 ``unacked_restore_interval``). A queue has a live consumer when some channel's heartbeat for it
 is younger than ``celery.transport_options.processing_lease_s``, the lease after which workers
 take a channel for dead. A worker without that transport (kombu's own, e.g. an app that does not
-call ``bridge.worker_transport.install()``) leaves no heartbeat: it counts as no consumer, and
+call ``bridge.worker.transport.install()``) leaves no heartbeat: it counts as no consumer, and
 the warning says so.
 
 :func:`consumers_of` and :class:`NoConsumerAlarm` are pure; :func:`read_consumers` reads Redis;
@@ -73,7 +73,7 @@ def no_consumer_warning(queue: str, topics: Sequence[str], depth: int | None = N
     return (f"no worker on the bridge's transport consumes queue {queue}{waiting}, routed from "
             f"{', '.join(topics)}: records wait in Redis until the route pauses at "
             f"max_queue_depth; start a worker with -Q {queue} (workers without "
-            f"bridge.worker_transport.install() do not count)")  # fmt: skip
+            f"bridge.worker.transport.install() do not count)")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,7 +134,7 @@ class CelerySettings(_Section):
     enqueue_dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     visibility_timeout_s: int = Field(default=3600, ge=1)
     # More Redis transport options for the workers: kombu's (e.g. unacked_restore_interval)
-    # and bridge.worker_transport's (processing_lease_s, multi_key_block_s).
+    # and bridge.worker.transport's (processing_lease_s, multi_key_block_s).
     transport_options: dict[str, int | float | str | bool] = Field(default_factory=dict)
 
     @field_validator("broker_url")

@@ -35,8 +35,8 @@ from bridge.members import read_members
 from bridge.queue_consumers import no_consumer_warning, read_consumers
 from bridge.routing import Route, Router
 from bridge.settings import BridgeSettings
-from bridge.unroutable import UnroutableCount
-from bridge.unroutable import read_counts as read_unroutable
+from bridge.worker.unroutable import UnroutableCount
+from bridge.worker.unroutable import read_counts as read_unroutable
 
 FORMAT = 1
 

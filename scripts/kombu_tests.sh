@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# kombu's own Redis transport tests, run against the workers' transport (bridge.worker_transport).
+# kombu's own Redis transport tests, run against the workers' transport (bridge.worker.transport).
 #
 #   scripts/kombu_tests.sh [unit|integration|all]      (default: all; `make kombu-tests`)
 #
@@ -60,7 +60,7 @@ fi
 
 # One pytest session per part, as kombu's CI: the unit tests install a fake poller for good.
 run_part() {
-    echo "kombu_tests: kombu $VERSION's Redis transport tests ($1) against bridge.worker_transport"
+    echo "kombu_tests: kombu $VERSION's Redis transport tests ($1) against bridge.worker.transport"
     shift
     (cd "$SRC" && PYTHONPATH="$REPO/scripts/kombu_tests:$REPO${PYTHONPATH:+:$PYTHONPATH}" \
         "$PYTHON" -m pytest -p kombu_compat -p no:cacheprovider -q -rfExX \

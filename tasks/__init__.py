@@ -8,11 +8,11 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 
 from bridge.logs import format_from_env, hold_repeats, use_format
 from bridge.redact import redact_handlers
-from bridge.worker import settings
-from bridge.worker_metrics import install as install_worker_metrics
+from bridge.worker.metrics import install as install_worker_metrics
+from bridge.worker.state import settings
 
-# bridge.produce_task: the "bridge.produce" task, so any app can write to Kafka by name.
-app = Celery("tasks", include=["tasks.shop", "bridge.produce_task"])
+# bridge.worker.produce_task: the "bridge.produce" task, so any app can write to Kafka by name.
+app = Celery("tasks", include=["tasks.shop", "bridge.worker.produce_task"])
 app.config_from_object("celeryconfig")
 # /metrics of the workers, when the configuration sets metrics.worker_port.
 install_worker_metrics(app)

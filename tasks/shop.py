@@ -13,7 +13,7 @@ from functools import cache
 import redis
 
 from bridge import PermanentError, Record, RecordTask
-from bridge.worker import settings
+from bridge.worker.state import settings
 from tasks import app
 
 

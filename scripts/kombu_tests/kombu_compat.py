@@ -1,10 +1,10 @@
-"""pytest plugin: run kombu's own Redis transport tests against ``bridge.worker_transport``.
+"""pytest plugin: run kombu's own Redis transport tests against ``bridge.worker.transport``.
 
 Loaded by ``scripts/kombu_tests.sh`` (``-p kombu_compat``) in kombu's unpacked sdist:
 
 - ``kombu.transport.redis``'s ``Channel``, ``QoS`` and ``Transport`` become ours before any
   test module imports them (the tests subclass them or open ``redis://`` connections, which
-  :func:`bridge.worker_transport.install` maps to ours);
+  :func:`bridge.worker.transport.install` maps to ours);
 - the fake Redis client of kombu's unit tests, which speaks ``BRPOP``, learns the commands our
   fetch sends (``BLMOVE``, the scan script, ``LREM``, the processing index), so that the tests
   that drive a fetch run ours instead of failing on the fake;
@@ -27,8 +27,8 @@ import pytest
 from kombu.transport import redis as kombu_redis
 from kombu.utils import eventio
 
-from bridge import worker_transport
 from bridge.backends.redis.fetch import RESTORE
+from bridge.worker import transport as worker_transport
 
 EXPECTED = Path(__file__).with_name("expected_failures.txt")
 _MARKERS = ("env(name): kombu's", "flaky(reruns, reruns_delay): kombu's (pytest-rerunfailures)",

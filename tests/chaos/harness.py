@@ -36,7 +36,7 @@ from tests.conftest import wait_for
 GROUP = "chaos"
 QUEUE = "chaos"
 PARTITIONS = 4
-# bridge.task's log line when a dead letter's write failed and the bridge is to write it.
+# bridge.worker.task's log line when a dead letter's write failed and the bridge is to write it.
 HANDED_OVER = re.compile(r"kept in Redis for the bridge, task (\S+?):? ")
 # Celery's log line when a worker receives a task message (the worker logs in local time).
 RECEIVED = re.compile(r"^\[(\S+ \S+): INFO/MainProcess\] Task \S+\[(\S+)\] received$", re.M)

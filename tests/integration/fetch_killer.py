@@ -10,7 +10,7 @@ import signal
 from typing import Any
 
 import tests.integration.handlers  # noqa: F401  (registers the test handlers)
-from bridge import worker_transport
+from bridge.worker import transport as worker_transport
 from tasks import app
 
 __all__ = ["app"]

@@ -25,8 +25,8 @@ from prometheus_client import REGISTRY
 from bridge.backends.kafka.send import is_retryable
 from bridge.errors import ProduceRefusedError
 from bridge.payload import headers_to_task_arg, to_task_arg
-from bridge.producer import Produced, Producer
 from bridge.settings import KafkaSettings, ProduceSettings
+from bridge.worker.producer import Produced, Producer
 from tests.conftest import BOOTSTRAP, wait_for
 from tests.integration.conftest import BROKER_URL, end_offsets, read_all, start_worker
 from tests.integration.helpers import MakeTopic, free_port, headers_of, scrape, services

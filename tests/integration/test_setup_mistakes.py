@@ -52,10 +52,10 @@ import os
 import redis
 from celery import Celery
 
-import bridge.worker_transport
+import bridge.worker.transport
 from bridge import PermanentError, Record, RecordTask
 
-bridge.worker_transport.install()
+bridge.worker.transport.install()
 app = Celery("shop_app", broker=os.environ["SHOP_BROKER_URL"])
 app.conf.update(task_serializer="json", accept_content=["json"])
 ledger = redis.Redis.from_url(os.environ["SHOP_BROKER_URL"])

@@ -16,9 +16,9 @@ from celery import Celery
 from kombu import Connection, Consumer, Producer, Queue
 from kombu.message import Message
 
-from bridge import worker_transport
 from bridge.backends.redis.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
 from bridge.queue_consumers import read_consumers
+from bridge.worker import transport as worker_transport
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, services, start_worker, text
 from tests.integration.helpers import real_record

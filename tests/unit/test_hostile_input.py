@@ -27,7 +27,7 @@ from bridge.record import (
     to_task_arg,
 )
 from bridge.settings import VALUE_FORMATS
-from bridge.worker_transport import malformed
+from bridge.worker.transport import malformed
 from tests.strategies import header_names, json_documents, json_values
 
 names = header_names

@@ -30,7 +30,7 @@ from bridge.metrics import (
 )
 from bridge.offsets import Partition
 from bridge.settings import load_settings
-from bridge.worker_metrics import WorkerMetrics, fresh_multiproc_dir, outcome_of
+from bridge.worker.metrics import WorkerMetrics, fresh_multiproc_dir, outcome_of
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "grafana" / "kafka-celery-bridge.json"
 A0, A1 = Partition("a", 0), Partition("a", 1)

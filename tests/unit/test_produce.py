@@ -39,8 +39,8 @@ from bridge.backends.kafka.send import (
     retry_delays_ms,
 )
 from bridge.errors import ProduceRefusedError
-from bridge.producer import Produced, Producer
 from bridge.settings import BridgeSettings, KafkaSettings, ProduceSettings, SendRetrySettings
+from bridge.worker.producer import Produced, Producer
 
 RETRYABLE = [
     LeaderNotAvailableError(),

@@ -31,7 +31,7 @@ from bridge.backends.redis.waiting import RedisCounts
 from bridge.cli import _parser
 from bridge.metrics import BridgeMetrics, redis_families
 from bridge.settings import CONFIG_ENV, BridgeSettings
-from bridge.worker_metrics import WorkerMetrics
+from bridge.worker.metrics import WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 

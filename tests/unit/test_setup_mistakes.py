@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 from celery.exceptions import NotRegistered, Reject
 
-from bridge import RecordTask, worker, worker_transport
+from bridge import RecordTask
 from bridge.backends.redis.worker_registry import Registration, coverage, task_problem
 from bridge.errors import ConfigError
 from bridge.failures import Reason
@@ -18,7 +18,9 @@ from bridge.record import Envelope, Record, to_task_arg
 from bridge.route_watch import RouteWatch, route_problems
 from bridge.routing import Route
 from bridge.settings import BridgeSettings
-from bridge.unroutable import dead_letter, envelope_in, not_a_record_task, not_registered
+from bridge.worker import state as worker
+from bridge.worker import transport as worker_transport
+from bridge.worker.unroutable import dead_letter, envelope_in, not_a_record_task, not_registered
 
 SETTINGS = BridgeSettings.model_validate(
     {

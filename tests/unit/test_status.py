@@ -16,7 +16,7 @@ from bridge.hooks import LoopState, PartitionState
 from bridge.routing import Route
 from bridge.status import KafkaView, PartitionStatus, RedisView, status_doc
 from bridge.status_view import render
-from bridge.unroutable import UnroutableCount
+from bridge.worker.unroutable import UnroutableCount
 
 NOW_MS = 1_790_000_000_000
 ROUTES = [
@@ -144,7 +144,7 @@ def test_a_routed_queue_without_a_worker_is_a_warning_in_the_document_and_the_ta
     [warning] = doc["warnings"]
     assert warning.startswith("no worker on the bridge's transport consumes queue pq (0 waiting)")
     assert "routed from pay" in warning
-    assert "bridge.worker_transport.install()" in warning
+    assert "bridge.worker.transport.install()" in warning
     out = io.StringIO()
     render(doc, Console(file=out, width=400))
     assert f"warning: {warning}" in out.getvalue()

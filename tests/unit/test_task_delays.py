@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bridge.task import _delay_s
+from bridge.worker.task import _delay_s
 
 
 def test_countdown_wins() -> None:

@@ -3,10 +3,10 @@ from celery import Celery
 from kombu import Connection
 from kombu import transport as kombu_transport
 
-from bridge import worker_transport
 from bridge.errors import ConfigError
 from bridge.settings import BridgeSettings
-from bridge.worker import unsafe_worker_config
+from bridge.worker import transport as worker_transport
+from bridge.worker.state import unsafe_worker_config
 
 SETTINGS = BridgeSettings.model_validate(
     {
@@ -62,7 +62,7 @@ def kombus_own(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_kombus_own_redis_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     kombus_own(monkeypatch)
     [problem] = unsafe_worker_config(app(), SETTINGS)
-    assert "call bridge.worker_transport.install()" in problem
+    assert "call bridge.worker.transport.install()" in problem
 
 
 def test_installing_after_a_connection_was_opened_still_takes_effect(

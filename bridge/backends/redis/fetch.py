@@ -29,7 +29,7 @@ most once, and a processing list would only make it deliver again a message whos
 raised, or that a half-open connection kept it from settling.
 
 This module is pure: which command to send, and what a reply holds. The Redis I/O is in
-:mod:`bridge.worker_transport`.
+:mod:`bridge.worker.transport`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 pure check), so that ``status`` and the bridge can name a route whose task no live worker
 runs before (or while) its records are dead-lettered as ``unroutable``.
 
-Each worker's consumer step (:mod:`bridge.worker_consumer`) writes its :class:`Registration`
+Each worker's consumer step (:mod:`bridge.worker.consumer_step`) writes its :class:`Registration`
 every :data:`INTERVAL_S` seconds under :func:`bridge.keys.worker_registration`, expiring after
 :data:`TTL_S`; a worker that stops deletes it. Only workers that import ``bridge`` register:
 a worker of an app that never does is not seen here.

@@ -1,4 +1,4 @@
--- fetch_restore.lua: put a processing list back in its queue (bridge.worker_transport; a
+-- fetch_restore.lua: put a processing list back in its queue (bridge.worker.transport; a
 -- closing channel, or any worker for a channel whose heartbeat is older than the lease).
 --
 -- KEYS[1] a processing list   KEYS[2] its queue key   KEYS[3] the processing index

@@ -33,7 +33,7 @@ from bridge.backends.kafka.send import Outgoing, RetryingSender
 from bridge.errors import ProduceError, ProduceRefusedError
 from bridge.payload import HeadersIn, Value
 from bridge.settings import KafkaSettings, ProduceSettings
-from bridge.worker import settings
+from bridge.worker.state import settings
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _counters() -> tuple[prometheus_client.Counter, ...]:
     """The Prometheus counters (records, retries, errors), created on first use rather than at
     import: in a prefork worker that is in the pool process, after the worker's metrics switched
     prometheus_client to multiprocess mode, so the worker's /metrics serves them
-    (:mod:`bridge.worker_metrics`)."""
+    (:mod:`bridge.worker.metrics`)."""
     return (
         prometheus_client.Counter("bridge_produce_records", "Records bridge.produce wrote."),
         prometheus_client.Counter(

@@ -1,6 +1,6 @@
 """The bridge's step in each Celery worker's consumer (the main process, which fetches task
 messages and hands them to the pool): a record that no ``RecordTask`` can run is
-dead-lettered as ``unroutable`` (:mod:`bridge.unroutable`) instead of lost, and the worker
+dead-lettered as ``unroutable`` (:mod:`bridge.worker.unroutable`) instead of lost, and the worker
 says which tasks it runs on which queues (:mod:`bridge.backends.redis.worker_registry`).
 
 Celery hands a message whose task name the worker does not register to
@@ -10,7 +10,7 @@ handling), and wraps the strategies of registered tasks that are not ``RecordTas
 record would reach such a handler as a dict. That check reads one header (``origin``) and
 decodes only what a bridge sent; ``RecordTask`` strategies are left as they are.
 
-:func:`install` adds the step to an app's workers. ``bridge.task`` does it at ``worker_init``
+:func:`install` adds the step to an app's workers. ``bridge.worker.task`` does it at ``worker_init``
 (before the worker builds its consumer) for every worker that imports ``bridge.RecordTask``.
 """
 
@@ -24,11 +24,12 @@ from typing import Any
 from celery import Celery, bootsteps, signals
 from celery.exceptions import NotRegistered
 
-from bridge import unroutable, worker_metrics
 from bridge.backends.redis import worker_registry
 from bridge.errors import UnroutableError
 from bridge.logs import at
 from bridge.record import Envelope, is_bridge_origin
+from bridge.worker import metrics as worker_metrics
+from bridge.worker import unroutable
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ def dead_letter(
 
 def registration(c: Any) -> worker_registry.Registration:
     """What the consumer ``c``'s worker runs: its queues and tasks."""
-    from bridge.task import RecordTask  # bridge.task installs this module's step
+    from bridge.worker.task import RecordTask  # bridge.worker.task installs this module's step
 
     tasks = c.app.tasks
     consumer = c.task_consumer
@@ -183,7 +184,7 @@ def registration(c: Any) -> worker_registry.Registration:
 
 def non_record_tasks(app: Celery) -> list[str]:
     """The names of ``app``'s tasks that are not ``RecordTask`` (Celery's ``celery.*`` aside)."""
-    from bridge.task import RecordTask  # bridge.task installs this module's step
+    from bridge.worker.task import RecordTask  # bridge.worker.task installs this module's step
 
     return sorted(
         name

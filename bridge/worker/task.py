@@ -33,7 +33,6 @@ from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
 from celery.utils.time import get_exponential_backoff_interval
 
-from bridge import worker, worker_consumer, worker_metrics
 from bridge.backends.redis import outcomes
 from bridge.backends.redis.ordering import KeyGate, parked_why
 from bridge.backends.redis.schedule import DeadLetterStore, schedule_retry
@@ -48,6 +47,9 @@ from bridge.errors import (
 from bridge.failures import Reason, is_non_retryable, reason_for
 from bridge.logs import at
 from bridge.record import Envelope, Record, decoded, from_task_arg
+from bridge.worker import consumer_step as worker_consumer
+from bridge.worker import metrics as worker_metrics
+from bridge.worker import state as worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """Records that reach a worker with no ``RecordTask`` to run them: dead-lettered as
 ``unroutable`` instead of lost (Redis I/O; the worker's consumer step,
-:mod:`bridge.worker_consumer`, calls it).
+:mod:`bridge.worker.consumer_step`, calls it).
 
 Two setup mistakes send a record where nothing handles it: a route whose task name no worker
 registers (a typo), and a handler declared without ``base=RecordTask`` (it gets the envelope

@@ -15,7 +15,6 @@ from typing import Any, TypeVar, cast
 import redis
 from kombu import Connection, Producer
 
-from bridge import worker_transport
 from bridge.backends.redis.dispatch import CapturedBatch
 from bridge.backends.redis.ordering import KeyGate, KeyQueues
 from bridge.credentials import mask_url
@@ -23,6 +22,7 @@ from bridge.deadletter import DeadLetter, DeadLetterProducer
 from bridge.errors import ConfigError
 from bridge.record import Envelope
 from bridge.settings import CONFIG_ENV, BridgeSettings, is_redis_url, load_settings
+from bridge.worker import transport as worker_transport
 
 T = TypeVar("T")
 _lock = threading.RLock()
@@ -156,7 +156,7 @@ def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:
     if not worker_transport.installed():
         problems.append(
             "broker transport: kombu's own Redis transport loses a message when a worker dies "
-            "between fetch and acknowledgement; call bridge.worker_transport.install() in the "
+            "between fetch and acknowledgement; call bridge.worker.transport.install() in the "
             "Celery configuration (celeryconfig.py does)"
         )
     accepted = set(app.conf.accept_content or ())
