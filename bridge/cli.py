@@ -22,7 +22,7 @@ from bridge.settings import BridgeSettings, load_settings
 
 if TYPE_CHECKING:
     from bridge.hooks import BridgeHooks
-    from bridge.replay import ReplayRequest, Summary
+    from bridge.ops.replay_plan import ReplayRequest, Summary
 
 log = logging.getLogger("bridge.cli")
 
@@ -262,9 +262,9 @@ def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bridge.credentials import mask_url
+    from bridge.ops.status import KafkaView, RedisView, kafka_view, redis_view, status_doc
+    from bridge.ops.status_view import render
     from bridge.routing import Router
-    from bridge.status import KafkaView, RedisView, kafka_view, redis_view, status_doc
-    from bridge.status_view import render
 
     errors: list[str] = []
     kafka: KafkaView | None = None
@@ -288,7 +288,7 @@ def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
 def _release(settings: BridgeSettings, args: argparse.Namespace) -> int:
     from bridge.errors import BridgeError
-    from bridge.release import release
+    from bridge.ops.release import release
 
     key = args.key.encode() if args.key is not None else None
     if args.key_b64 is not None:
@@ -339,7 +339,7 @@ def _replay(settings: BridgeSettings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
-    from bridge.redrive import Replayer
+    from bridge.ops.replay import Replayer
 
     try:
         request = _replay_request(settings, args)
@@ -364,7 +364,7 @@ def _replay(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
 def _replay_request(settings: BridgeSettings, args: argparse.Namespace) -> ReplayRequest:
     from bridge.errors import ReplayError
-    from bridge.replay import ReplayRequest, build_filter, select_dlt
+    from bridge.ops.replay_plan import ReplayRequest, build_filter, select_dlt
     from bridge.routing import Router
 
     if args.max_replays < 1:

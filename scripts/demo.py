@@ -27,8 +27,8 @@ from typing import Any
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from bridge.ops.status import partition_status
 from bridge.settings import load_settings
-from bridge.status import partition_status
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".services" / "demo"

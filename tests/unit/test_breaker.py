@@ -14,10 +14,10 @@ from bridge.breaker import BreakerState, FloodBreaker, Outcomes, Transition, lev
 from bridge.errors import ConfigError
 from bridge.hooks import BreakerReport, LoopState
 from bridge.metrics import BridgeMetrics
+from bridge.ops.status import _breaker
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.routing import Router
 from bridge.settings import BreakerSettings, BridgeSettings, load_settings
-from bridge.status import _breaker
 
 POLICY = BreakerSettings(
     dead_letter_ratio=0.5, window_s=60, min_records=10, cool_down_s=30, probe_records=4

@@ -10,8 +10,7 @@ import pytest
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers
 from bridge.errors import ReplayError
 from bridge.failures import Reason
-from bridge.record import Headers, Record, TimestampType
-from bridge.replay import (
+from bridge.ops.replay_plan import (
     DeadView,
     Decision,
     Origin,
@@ -28,6 +27,7 @@ from bridge.replay import (
     select_dlt,
     task_route,
 )
+from bridge.record import Headers, Record, TimestampType
 from bridge.routing import Route, Router
 
 ORIGINAL: Headers = (("ledger", b"x"), ("bin", b"\x00\xff"), ("bin", b""), ("e", b""))

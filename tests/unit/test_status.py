@@ -13,9 +13,9 @@ from bridge.backends.redis.schedule import RetrySummary
 from bridge.backends.redis.waiting import RedisCounts
 from bridge.backends.redis.worker_registry import Registration
 from bridge.hooks import LoopState, PartitionState
+from bridge.ops.status import KafkaView, PartitionStatus, RedisView, status_doc
+from bridge.ops.status_view import render
 from bridge.routing import Route
-from bridge.status import KafkaView, PartitionStatus, RedisView, status_doc
-from bridge.status_view import render
 from bridge.worker.unroutable import UnroutableCount
 
 NOW_MS = 1_790_000_000_000

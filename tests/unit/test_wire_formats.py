@@ -16,6 +16,7 @@ from typing import Any
 from bridge.backends.redis import ordering
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers, from_dict, to_dict
 from bridge.failures import Reason
+from bridge.ops.replay_plan import Origin, replay_task_id, replayed_headers
 from bridge.record import (
     ArgWriter,
     Envelope,
@@ -27,7 +28,6 @@ from bridge.record import (
     task_id,
     to_task_arg,
 )
-from bridge.replay import Origin, replay_task_id, replayed_headers
 from bridge.routing import Router
 from bridge.settings import BridgeSettings
 

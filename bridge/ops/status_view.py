@@ -11,7 +11,7 @@ from rich.text import Text
 
 
 def render(doc: Mapping[str, Any], console: Console) -> None:
-    """Print the status document ``doc`` (see :func:`bridge.status.status_doc`)."""
+    """Print the status document ``doc`` (see :func:`bridge.ops.status.status_doc`)."""
     console.print(Group(*views(doc)))
 
 

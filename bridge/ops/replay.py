@@ -2,7 +2,7 @@
 
 A DLT is read with a consumer group of its own (default ``{group_id}.replay``) from its
 committed offsets up to the end offsets taken at start, so a run always ends. Each poll batch
-is decided by :func:`bridge.replay.plan`, the chosen records are written (``--to source``:
+is decided by :func:`bridge.ops.replay_plan.plan`, the chosen records are written (``--to source``:
 an idempotent ``acks=all`` producer, waiting for every write) or enqueued (``--to task``:
 through :mod:`bridge.backends.redis.dispatch`), and only then are the batch's offsets committed,
 explicitly.
@@ -39,8 +39,7 @@ from bridge.backends.redis.dispatch import Dispatcher, Message
 from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
-from bridge.record import Envelope, Record
-from bridge.replay import (
+from bridge.ops.replay_plan import (
     DeadView,
     Decision,
     ReplayRequest,
@@ -51,6 +50,7 @@ from bridge.replay import (
     replay_task_id,
     task_route,
 )
+from bridge.record import Envelope, Record
 from bridge.routing import Route, Router
 from bridge.settings import BridgeSettings
 

@@ -1,0 +1,1 @@
+"""Operators' commands: status, release, replay."""
