@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from bench import throughput
 from bench.harness import KAFKA, create_topic, produce_orders
+from bridge.consumer.members import member_reporter
+from bridge.consumer.metrics import BridgeMetrics
 from bridge.hooks import BridgeHooks
-from bridge.members import member_reporter
-from bridge.metrics import BridgeMetrics
 from bridge.settings import BridgeSettings
 
 

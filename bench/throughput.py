@@ -7,7 +7,7 @@ the same machine, one after the other:
   messages of the bridge's size by pipelined ``LPUSH`` (500 per round trip);
 - **naive loop**: poll, ``send_task`` per record, commit per batch: what a hand-written
   bridge does (``BENCH_NAIVE_RECORDS``, 20 000: it is slow, and a rate is a rate);
-- **bridge, unordered**: ``bridge.consumer.Bridge`` with its defaults;
+- **bridge, unordered**: ``bridge.consumer.loop.Bridge`` with its defaults;
 - **bridge, ordered**: the same on an ordered route with the ~1000 keys the records have: each
   record is appended to its key's FIFO in Redis (the key's head published at once). No worker
   runs, so the FIFOs only grow: the limits on waiting records are set above the record count.
@@ -35,7 +35,7 @@ from kafka.structs import OffsetAndMetadata
 from bench.harness import KAFKA, REDIS, create_topic, delete_topics, produce_orders
 from bench.report import Row, Target, ratio
 from bridge.backends.redis.dispatch import Dispatcher, publisher_app
-from bridge.consumer import Bridge
+from bridge.consumer.loop import Bridge
 from bridge.hooks import BridgeHooks
 from bridge.offsets import Partition
 from bridge.routing import Route

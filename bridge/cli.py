@@ -194,7 +194,7 @@ class Stopper:
 def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
     stopper = Stopper(lambda: None)  # a signal during start-up stops the bridge once it exists
     stopper.install()
-    from bridge.consumer import Bridge
+    from bridge.consumer.loop import Bridge
 
     try:
         hooks = _hooks(settings, args)
@@ -233,15 +233,15 @@ def _redis_refuses_credentials(settings: BridgeSettings) -> str | None:
 
 def _hooks(settings: BridgeSettings, args: argparse.Namespace) -> list[BridgeHooks]:
     """The observers of the bridge loop this run needs."""
-    from bridge.members import member_reporter
-    from bridge.route_watch import route_watch
+    from bridge.consumer.members import member_reporter
+    from bridge.consumer.route_watch import route_watch
     from bridge.routing import Router
 
     routes = Router.from_settings(settings).routes
     hooks: list[BridgeHooks] = [member_reporter(settings), route_watch(settings, routes)]
     port = settings.metrics.port if args.metrics_port is None else args.metrics_port
     if port:
-        from bridge.metrics import start_bridge_metrics
+        from bridge.consumer.metrics import start_bridge_metrics
 
         addr = args.metrics_addr or settings.metrics.addr
         hooks.append(start_bridge_metrics(settings, port, addr))

@@ -12,15 +12,41 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from bridge.offsets import Partition
 
-if TYPE_CHECKING:
-    from bridge.backends.redis.dispatch import Outcome
-
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A record not enqueued: an ordered record whose key or partition holds too many records
+    (``full``: ``key`` or ``partition``), or a record below a watermark that may be another
+    incarnation's of its topic (``watermark``: the topic's id is unknown).
+
+    Nothing after it in its partition was accepted either; ``watch`` is the Redis key whose
+    length (a FIFO) or value (a partition's counter, the watermark) must fall (to 0 for the
+    watermark: it is deleted or expires) before it is tried again.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    full: str  # "key" | "partition" | "watermark"
+    watch: str
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one batch publish did."""
+
+    enqueued: int
+    skipped: int
+    appended: int = 0
+    refused: tuple[Refusal, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,8 @@ def published_watermark(
 
     Written in the same Lua script that enqueues the records, so a record consumed twice
     (after a crash between publish and commit, or a rebalance) is never enqueued twice.
-    ``topic_id`` (Kafka's, see :mod:`bridge.incarnations`) ties it to one incarnation of the
-    topic: a topic created again, or another cluster's, has other offsets and another key.
+    ``topic_id`` (Kafka's, see :mod:`bridge.consumer.incarnations`) ties it to one incarnation of
+    the topic: a topic created again, or another cluster's, has other offsets and another key.
     """
     key = f"{group_prefix(group_id)}published:{topic}:{partition}"
     return key if topic_id is None else f"{key}:{topic_id}"

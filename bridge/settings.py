@@ -24,9 +24,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.backends.redis.fetch import LEASE_S
 from bridge.credentials import mask_url, secrets_from_files, with_credentials
 from bridge.errors import ConfigError
+
+LEASE_S = 60.0  # default processing_lease_s: a channel silent this long is taken for dead
 
 CONFIG_ENV = "BRIDGE_CONFIG"
 ValueFormat = Literal["json", "text", "bytes"]

@@ -30,9 +30,9 @@ from bridge.backends.redis.worker_registry import (
     task_problem,
 )
 from bridge.breaker import level as breaker_level
+from bridge.consumer.members import read_members
+from bridge.consumer.queue_consumers import no_consumer_warning, read_consumers
 from bridge.hooks import LoopState, PartitionState
-from bridge.members import read_members
-from bridge.queue_consumers import no_consumer_warning, read_consumers
 from bridge.routing import Route, Router
 from bridge.settings import BridgeSettings
 from bridge.worker.unroutable import UnroutableCount

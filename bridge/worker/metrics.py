@@ -34,7 +34,7 @@ from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, values
 
 from bridge.errors import ConfigError
-from bridge.metrics import MetricsServer
+from bridge.metrics_server import MetricsServer
 from bridge.settings import MetricsSettings
 from bridge.worker import state as worker
 

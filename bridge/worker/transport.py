@@ -30,7 +30,7 @@ workers restore its processing lists) and ``multi_key_block_s`` (see
 channel and queue key it consumes (the processing list's name carries both), scored with the
 channel's last heartbeat (every ``unacked_restore_interval``). A consumer cancelled on a queue
 (``celery control cancel_consumer``) stops that queue's heartbeat. The bridge and ``status``
-read it to find routed queues that no worker consumes (:mod:`bridge.queue_consumers`).
+read it to find routed queues that no worker consumes (:mod:`bridge.consumer.queue_consumers`).
 
 Differences from kombu's Redis transport, by design
 ----------------------------------------------------
@@ -75,8 +75,9 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from bridge.backends.redis.fetch import LEASE_S, PROCESSING_INDEX, RESTORE, Fetcher, source_of
+from bridge.backends.redis.fetch import PROCESSING_INDEX, RESTORE, Fetcher, source_of
 from bridge.errors import ConfigError
+from bridge.settings import LEASE_S
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from kombu import Connection, Consumer, Producer, Queue
 from kombu.message import Message
 
 from bridge.backends.redis.fetch import PROCESSING_INDEX, PROCESSING_PREFIX
-from bridge.queue_consumers import read_consumers
+from bridge.consumer.queue_consumers import read_consumers
 from bridge.worker import transport as worker_transport
 from tests.conftest import wait_for
 from tests.integration.conftest import BROKER_URL, Ledger, services, start_worker, text
@@ -122,7 +122,7 @@ def test_a_no_ack_consumer_whose_callback_raises_does_not_get_the_message_again(
 
 
 def test_a_cancelled_queue_leaves_the_heartbeat_the_others_keep_it() -> None:
-    """The bridge counts a queue's consumers by their heartbeat (bridge.queue_consumers): a
+    """The bridge counts a queue's consumers by their heartbeat (bridge.consumer.queue_consumers): a
     consumer cancelled on a queue (celery control cancel_consumer) stops counting for it."""
     kept, cancelled = (f"hb-{uuid.uuid4().hex[:8]}" for _ in range(2))
     client = redis.Redis.from_url(BROKER_URL)

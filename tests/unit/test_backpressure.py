@@ -1,4 +1,4 @@
-from bridge.backpressure import Backpressure, Limit, to_pause
+from bridge.consumer.backpressure import Backpressure, Limit, to_pause
 
 ORDERS = Limit(queue="q", max_depth=100, resume_depth=50)
 

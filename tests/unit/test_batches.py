@@ -10,8 +10,8 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError, UnsupportedCodecError
 from kafka.record import MemoryRecords
 
-from bridge import batches
-from bridge.batches import BadBatch, find, offsets_to_skip
+from bridge.consumer import batches
+from bridge.consumer.batches import BadBatch, find, offsets_to_skip
 from tests.batch_bytes import DAMAGES, batch, damage
 
 TP = TopicPartition("orders", 3)

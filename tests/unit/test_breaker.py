@@ -9,11 +9,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.backends.redis.outcomes import stale_fields, tally
-from bridge.backpressure import pause_reasons
 from bridge.breaker import BreakerState, FloodBreaker, Outcomes, Transition, level
+from bridge.consumer.backpressure import pause_reasons
+from bridge.consumer.metrics import BridgeMetrics
 from bridge.errors import ConfigError
 from bridge.hooks import BreakerReport, LoopState
-from bridge.metrics import BridgeMetrics
 from bridge.ops.status import _breaker
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.routing import Router

@@ -8,12 +8,12 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from bridge.backends.redis.dispatch import Message, Outcome
-from bridge.backpressure import PartitionHolds
-from bridge.consumer import Bridge
-from bridge.hooks import HookChain
+from bridge.backends.redis.dispatch import Message
+from bridge.consumer.backpressure import PartitionHolds
+from bridge.consumer.loop import Bridge
+from bridge.consumer.pipeline import Batch
+from bridge.hooks import HookChain, Outcome
 from bridge.offsets import OffsetTracker, Partition
-from bridge.pipeline import Batch
 
 TP = TopicPartition("orders", 0)
 

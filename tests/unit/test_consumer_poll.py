@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
-from bridge import consumer
-from bridge.consumer import Bridge
+from bridge.consumer import loop as consumer
+from bridge.consumer.loop import Bridge
 
 SETTINGS = SimpleNamespace(kafka=SimpleNamespace(poll_timeout_ms=5, max_poll_records=10))
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bridge.backpressure import pause_reasons, to_pause
+from bridge.consumer.backpressure import pause_reasons, to_pause
 from bridge.hooks import BridgeHooks, HookChain, PartitionState
 
 

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from bridge import keys
-from bridge.backends.redis.dispatch import Message, Refusal, _Batch
-from bridge.backpressure import pause_reasons
-from bridge.incarnations import stopped_why, topic_ids
+from bridge.backends.redis.dispatch import Message, _Batch
+from bridge.consumer.backpressure import pause_reasons
+from bridge.consumer.incarnations import stopped_why, topic_ids
+from bridge.hooks import Refusal
 
 OLD, NEW = uuid.UUID(int=1), uuid.UUID(int=2)
 

@@ -18,16 +18,16 @@ from prometheus_client.registry import Collector
 
 from bridge.backends.redis.waiting import RedisCounts
 from bridge.cli import main
-from bridge.errors import ConfigError
-from bridge.hooks import LoopState, PartitionState
-from bridge.metrics import (
+from bridge.consumer.metrics import (
     NO_RETRY,
     BridgeMetrics,
     CommittedRecords,
-    MetricsServer,
     RedisGauges,
     redis_families,
 )
+from bridge.errors import ConfigError
+from bridge.hooks import LoopState, PartitionState
+from bridge.metrics_server import MetricsServer
 from bridge.offsets import Partition
 from bridge.settings import load_settings
 from bridge.worker.metrics import WorkerMetrics, fresh_multiproc_dir, outcome_of
@@ -118,7 +118,7 @@ def test_redis_gauges_read_at_most_once_per_interval_and_survive_redis_down(
     now = [0.0]
     client = redis.Redis(port=_closed_port(), socket_connect_timeout=0.2, retry=NO_RETRY)
     gauges = RedisGauges(client, "g", ordered=True, interval_s=5, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="bridge.metrics"):
+    with caplog.at_level(logging.WARNING, logger="bridge.consumer.metrics"):
         assert all(not f.samples for f in gauges.collect())
         now[0] = 4.9
         gauges.collect()

@@ -8,7 +8,7 @@ import pytest
 from bridge import keys
 from bridge.backends.redis.dispatch import task_of
 from bridge.backends.redis.ordering import KeyState, element, parse_element, partition_of
-from bridge.backpressure import PartitionHolds, to_pause
+from bridge.consumer.backpressure import PartitionHolds, to_pause
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
 from bridge.routing import Router
 from bridge.settings import BridgeSettings

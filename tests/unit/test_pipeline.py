@@ -8,9 +8,10 @@ from typing import NamedTuple
 
 import pytest
 
-from bridge.backends.redis.dispatch import Message, Ordered, Outcome
+from bridge.backends.redis.dispatch import Message, Ordered
+from bridge.consumer.pipeline import Batch, Publisher, Undecodable, rewind_points
 from bridge.errors import PublishError
-from bridge.pipeline import Batch, Publisher, Undecodable, rewind_points
+from bridge.hooks import Outcome
 
 
 class Tp(NamedTuple):

@@ -29,7 +29,7 @@ from bridge import keys
 from bridge.backends.redis.fetch import PROCESSING_INDEX, processing_key
 from bridge.backends.redis.waiting import RedisCounts
 from bridge.cli import _parser
-from bridge.metrics import BridgeMetrics, redis_families
+from bridge.consumer.metrics import BridgeMetrics, redis_families
 from bridge.settings import CONFIG_ENV, BridgeSettings
 from bridge.worker.metrics import WorkerMetrics
 

@@ -1,9 +1,10 @@
-"""Which routed queues a worker consumes, and when to warn (bridge.queue_consumers, pure)."""
+"""Which routed queues a worker consumes, and when to warn (bridge.consumer.queue_consumers,
+pure)."""
 
 from __future__ import annotations
 
 from bridge.backends.redis.fetch import processing_key
-from bridge.queue_consumers import GRACE_S, REPEAT_S, NoConsumerAlarm, Notice, consumers_of
+from bridge.consumer.queue_consumers import GRACE_S, REPEAT_S, NoConsumerAlarm, Notice, consumers_of
 
 A, B = "a" * 32, "b" * 32
 

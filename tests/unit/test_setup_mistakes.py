@@ -12,10 +12,10 @@ from celery.exceptions import NotRegistered, Reject
 
 from bridge import RecordTask
 from bridge.backends.redis.worker_registry import Registration, coverage, task_problem
+from bridge.consumer.route_watch import RouteWatch, route_problems
 from bridge.errors import ConfigError
 from bridge.failures import Reason
 from bridge.record import Envelope, Record, to_task_arg
-from bridge.route_watch import RouteWatch, route_problems
 from bridge.routing import Route
 from bridge.settings import BridgeSettings
 from bridge.worker import state as worker
@@ -158,7 +158,7 @@ def test_the_bridge_warns_once_per_route_problem_and_says_when_it_is_gone(
     problems = route_problems(routes, workers)
     assert list(problems) == ["orders"]
     watch = RouteWatch(None, routes)  # type: ignore[arg-type]  # not read: _report is pure
-    with caplog.at_level(logging.INFO, logger="bridge.route_watch"):
+    with caplog.at_level(logging.INFO, logger="bridge.consumer.route_watch"):
         watch._report(problems)
         watch._report(problems)
         watch._report({})

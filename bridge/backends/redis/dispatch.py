@@ -7,7 +7,7 @@ id, ``argsrepr``, argument and delivery tag go. Only the final ``LPUSH`` differs
 poll batch goes to Redis in one Lua script that also advances a per-partition *published watermark*
 (:func:`bridge.keys.published_watermark`). A record below its partition's watermark was
 already enqueued and is skipped, so a record is enqueued once however often it is consumed.
-Each watermark belongs to one incarnation of its topic (:mod:`bridge.incarnations`).
+Each watermark belongs to one incarnation of its topic (:mod:`bridge.consumer.incarnations`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from kombu.serialization import dumps
 from bridge import keys
 from bridge.backends.redis import ordering, scripts
 from bridge.errors import PublishError
+from bridge.hooks import Outcome, Refusal
 from bridge.record import ArgWriter, Envelope, message_origin, record_repr, to_task_arg
 from bridge.record import task_id as record_task_id
 from bridge.routing import Route
@@ -68,35 +69,6 @@ class Message(NamedTuple):
     queue: str | None
     payload: bytes | None
     ordered: Ordered | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A record not enqueued: an ordered record whose key or partition holds too many records
-    (``full``: ``key`` or ``partition``), or a record below a watermark that may be another
-    incarnation's of its topic (``watermark``: the topic's id is unknown).
-
-    Nothing after it in its partition was accepted either; ``watch`` is the Redis key whose
-    length (a FIFO) or value (a partition's counter, the watermark) must fall (to 0 for the
-    watermark: it is deleted or expires) before it is tried again.
-    """
-
-    topic: str
-    partition: int
-    offset: int
-    full: str  # "key" | "partition" | "watermark"
-    watch: str
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one batch publish did."""
-
-    enqueued: int
-    skipped: int
-    appended: int = 0
-    refused: tuple[Refusal, ...] = ()
 
 
 def publisher_app(celery: CelerySettings) -> Celery:
@@ -367,7 +339,7 @@ class Dispatcher:
         ``head_deadline_ms`` as its stall deadline); one refused for a full key or partition
         stops its partition's part of the batch there.
 
-        :param topic_ids: each topic's id (:mod:`bridge.incarnations`): its partitions'
+        :param topic_ids: each topic's id (:mod:`bridge.consumer.incarnations`): its partitions'
             watermarks are that incarnation's. A topic whose id is ``None`` (or missing) keeps
             an id-less watermark, and a record below it is refused (``watermark``), not
             skipped. ``None``: the watermarks are not tied to topic ids (replay's, of DLTs).

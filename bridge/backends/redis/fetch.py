@@ -41,7 +41,6 @@ from bridge.backends.redis import scripts
 
 PROCESSING_PREFIX = "_kombu.processing."
 PROCESSING_INDEX = "_kombu.processing_index"
-LEASE_S = 60.0  # default processing_lease_s: a channel silent this long is taken for dead
 _TOKEN_CHARS = 32  # a uuid4's hex
 
 # Sent in full with every scan (EVAL); bridge/backends/redis/lua/ documents both scripts.

@@ -38,17 +38,29 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from bridge import batches, incarnations, keys
+from bridge import keys
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.patches import await_pending_joins
 from bridge.backends.kafka.topics import DeadLetterTopics
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered, Outcome, Refusal
+from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
 from bridge.backends.redis.ordering import KeyQueues, parked_why
 from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.backends.redis.outcomes import count as count_outcome
 from bridge.backends.redis.schedule import DeadLetterStore, Every, Scheduler
 from bridge.backoff import exponential_ms
-from bridge.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
+from bridge.consumer import batches, incarnations
+from bridge.consumer.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
+from bridge.consumer.flood import Breakers
+from bridge.consumer.pipeline import (
+    Batch,
+    InFlight,
+    Publisher,
+    Undecodable,
+    partitions_of,
+    rewind_points,
+)
+from bridge.consumer.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
+from bridge.consumer.queue_consumers import QueueWatch
 from bridge.deadletter import (
     DeadLetter,
     DeadLetterProducer,
@@ -65,20 +77,9 @@ from bridge.errors import (
     UndecodableRecordError,
 )
 from bridge.failures import Reason
-from bridge.flood import Breakers
-from bridge.hooks import BridgeHooks, HookChain, LoopState, PartitionState
+from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, PartitionState, Refusal
 from bridge.logs import at
 from bridge.offsets import OffsetTracker, Partition
-from bridge.pipeline import (
-    Batch,
-    InFlight,
-    Publisher,
-    Undecodable,
-    partitions_of,
-    rewind_points,
-)
-from bridge.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
-from bridge.queue_consumers import QueueWatch
 from bridge.record import Record, TimestampType, check_value, task_id
 from bridge.routing import Route, Router
 from bridge.settings import BridgeSettings
@@ -239,7 +240,7 @@ class Bridge:
         return batch
 
     def _skip_undecodable(self, consumer: KafkaConsumer, exc: Exception) -> None:
-        """A record batch kafka-python cannot decode (see :mod:`bridge.batches`): once the
+        """A record batch kafka-python cannot decode (see :mod:`bridge.consumer.batches`): once the
         batch in flight is accepted, dead-letter what is known of each of its records (their
         coordinates, the error; no key or headers, an empty value; reason ``undecodable``) and
         go on after it. Otherwise (the partition was revoked, rewound, or the broker is down) it

@@ -133,7 +133,8 @@ def pause_reasons(
     ``dead-letter-flood`` (its route's flood breaker is open, or its probe took enough),
     ``backpressure`` (its route's queue is too deep), ``key-full`` / ``partition-full``
     (``held_partitions`` maps a partition to what is full: ``key`` or ``partition``), or
-    ``watermark-unverified`` (held by its ``watermark``: see :mod:`bridge.incarnations`)."""
+    ``watermark-unverified`` (held by its ``watermark``: see
+    :mod:`bridge.consumer.incarnations`)."""
     topics, flooded = set(held_topics), set(flooded_topics)
     reasons: dict[TP, str] = {}
     for tp in assigned:

@@ -18,13 +18,12 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import redis
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -33,12 +32,11 @@ from bridge.backends.redis.waiting import RedisCounts, read_counts
 from bridge.breaker import level as breaker_level
 from bridge.errors import ConfigError
 from bridge.hooks import BridgeHooks, LoopState
+from bridge.metrics_server import MetricsServer, single_process_values
 from bridge.offsets import Partition
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
-    from bridge.backends.redis.dispatch import Outcome
+    from bridge.hooks import Outcome
     from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -325,37 +323,6 @@ class RedisGauges(Collector):
         except redis.RedisError as exc:
             log.warning("metrics: Redis counts of group %s not read: %r", self._group_id, exc)
             return None
-
-
-@contextlib.contextmanager
-def single_process_values() -> Iterator[None]:
-    """Create metrics with in-process values even where multiprocess mode is on."""
-    chosen = values.ValueClass
-    values.ValueClass = values.MutexValue
-    try:
-        yield
-    finally:
-        values.ValueClass = chosen
-
-
-class MetricsServer:
-    """``/metrics`` over HTTP on a daemon thread.
-
-    :raises ConfigError: it cannot listen on ``addr:port`` (the message names ``key``).
-    """
-
-    def __init__(self, port: int, addr: str, registry: CollectorRegistry, key: str) -> None:
-        try:
-            self._httpd: WSGIServer
-            self._httpd, self._thread = start_http_server(port, addr, registry=registry)
-        except OSError as exc:
-            raise ConfigError(f"{key} {port}: cannot listen on {addr}:{port}: {exc}") from None
-        log.info("metrics served on http://%s:%d/metrics", addr, port)
-
-    def close(self) -> None:
-        """Stop serving and close the socket."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
 
 def start_bridge_metrics(settings: BridgeSettings, port: int, addr: str) -> BridgeMetrics:

@@ -19,8 +19,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.backends.redis.dispatch import Message, Outcome
+from bridge.backends.redis.dispatch import Message
 from bridge.errors import PublishError
+from bridge.hooks import Outcome
 
 Tp = tuple[str, int]
 
@@ -39,7 +40,7 @@ class Batch:
     """What one poll returned, by partition (kafka-python's ``TopicPartition`` keys), and the
     task messages built for it, in the same order; ``assignment`` counts the assignments the
     bridge had been given when it was polled; ``topic_ids`` its topics' ids then
-    (:mod:`bridge.incarnations`)."""
+    (:mod:`bridge.consumer.incarnations`)."""
 
     records: dict[Any, Sequence[Any]]
     messages: list[Message] = field(default_factory=list)
