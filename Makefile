@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services down status lint unit integration test mutation kombu-tests demo bench chaos clean
+.PHONY: install services down status lint unit unit-pythons integration test mutation kombu-tests demo bench chaos clean
 
 install: $(STAMP)
 
@@ -33,14 +33,32 @@ lint: install
 unit: install
 	$(BIN)/pytest tests/unit
 
+# The unit tests on the other supported Pythons (pyproject's classifiers; $(PYTHON) is the
+# first), each in a venv of its own (.venv-3.12, ...), re-installed when pyproject.toml changes.
+OTHER_PYTHONS ?= 3.12 3.13
+unit-pythons:
+	@set -e; for v in $(OTHER_PYTHONS); do \
+	    venv=.venv-$$v; \
+	    if [ ! -f $$venv/.installed-stamp ] || [ pyproject.toml -nt $$venv/.installed-stamp ]; then \
+	        py=$$(bash scripts/find_python.sh $$v); $$py -m venv $$venv; \
+	        $$venv/bin/python -m pip install --quiet --upgrade pip; \
+	        $$venv/bin/python -m pip install --quiet -e '.[dev]'; \
+	        touch $$venv/.installed-stamp; \
+	    fi; \
+	    echo "unit tests on Python $$v"; \
+	    $$venv/bin/python -m pytest -q -p no:cacheprovider tests/unit; \
+	done
+
 integration: install services
 	$(BIN)/pytest tests/integration
 
 # The whole suite against the real Kafka and Redis that scripts/services.sh starts, and the
-# unit part of kombu's Redis transport tests against the workers' transport (~10 s).
+# unit part of kombu's Redis transport tests against the workers' transport (~10 s), and the
+# unit tests on the other supported Pythons.
 test: install services lint
 	$(BIN)/pytest
 	bash scripts/kombu_tests.sh unit
+	$(MAKE) unit-pythons
 
 # Mutation testing (mutmut 3) of the modules listed in pyproject.toml's [tool.mutmut] against
 # tests/unit, from a fresh mutants/ each time (mutmut keeps old verdicts when only the tests
@@ -73,4 +91,4 @@ chaos: install
 	CHAOS_PROFILE=full $(BIN)/pytest -m chaos tests/chaos
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants
+	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants
