@@ -3,6 +3,7 @@
 Public API::
 
     from bridge import Record, RecordTask, PermanentError
+    from bridge import configure  # bridge.configure(app): a Celery app's workers run handlers
     from bridge import produce, produce_async, Produced  # write records to Kafka
 
 The names that need Celery or Kafka's client are imported on first use (PEP 562), so that
@@ -28,6 +29,7 @@ from bridge.errors import (
 if TYPE_CHECKING:
     from bridge.record import Record
     from bridge.settings import BridgeSettings, load_settings
+    from bridge.worker.configure import configure
     from bridge.worker.producer import Produced, produce, produce_async
     from bridge.worker.task import RecordTask
 
@@ -38,6 +40,7 @@ _LAZY = {
     "Produced": "bridge.worker.producer",
     "Record": "bridge.record",
     "RecordTask": "bridge.worker.task",
+    "configure": "bridge.worker.configure",
     "load_settings": "bridge.settings",
     "produce": "bridge.worker.producer",
     "produce_async": "bridge.worker.producer",
@@ -57,6 +60,7 @@ __all__ = [
     "RecordTask",
     "UndecodableRecordError",
     "__version__",
+    "configure",
     "load_settings",
     "produce",
     "produce_async",

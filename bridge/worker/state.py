@@ -123,7 +123,8 @@ def start_problems(app: Any, handlers: list[str], others: list[str]) -> list[str
         return [
             f"{what}: a worker with RecordTask handlers ({', '.join(handlers)}) needs the "
             f"bridge's configuration file to retry and dead-letter their records; set "
-            f"{CONFIG_ENV}=path/to/bridge.toml (the file the bridge runs with)"
+            f"{CONFIG_ENV}=path/to/bridge.toml (the file the bridge runs with) and call "
+            f"bridge.configure(app)"
         ]
     problems = unsafe_worker_config(app, conf) if handlers else []
     problems += [
@@ -156,19 +157,28 @@ def unsafe_worker_config(app: Any, conf: BridgeSettings) -> list[str]:
     if not worker_transport.installed():
         problems.append(
             "broker transport: kombu's own Redis transport loses a message when a worker dies "
-            "between fetch and acknowledgement; call bridge.worker.transport.install() in the "
-            "Celery configuration (celeryconfig.py does)"
+            "between fetch and acknowledgement; call bridge.configure(app), which installs the "
+            "workers' transport (or bridge.worker.transport.install() in the configuration)"
         )
     accepted = set(app.conf.accept_content or ())
     if accepted - {"json", "application/json"}:
         problems.append(
-            f"accept_content {sorted(accepted)}: records come from outside; accept JSON only"
+            f"accept_content {sorted(accepted)}: records come from outside; accept JSON only "
+            f"(bridge.configure(app) does)"
         )
     visibility_s = (app.conf.broker_transport_options or {}).get("visibility_timeout", 3600)
     threshold_s = conf.retry.redis_schedule_min_delay_ms / 1000
     if visibility_s < 2 * threshold_s:
         problems.append(
             f"broker_transport_options visibility_timeout {visibility_s} s: retries shorter "
-            f"than {threshold_s} s stay countdowns in workers and must stay below half of it"
+            f"than {threshold_s} s stay countdowns in workers and must stay below half of it "
+            f"(bridge.configure(app) sets celery.visibility_timeout_s)"
         )
     return problems
+
+
+def use_settings(conf: BridgeSettings) -> None:
+    """Make ``conf`` this worker's settings (``bridge.configure(app, path)`` loaded them)."""
+    global _settings
+    with _lock:
+        _settings = conf

@@ -50,6 +50,7 @@ PUBLIC_NAMES = {  # name -> what it is (an exception: its public base class)
     "Record": "class",
     "RecordTask": "class",
     "UndecodableRecordError": "exception(PermanentError)",
+    "configure": "function",
     "load_settings": "function",
     "produce": "function",
     "produce_async": "function",

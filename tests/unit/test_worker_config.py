@@ -25,7 +25,7 @@ def app(**conf: object) -> Celery:
 
 @pytest.fixture(autouse=True)
 def _bridge_transport() -> None:
-    worker_transport.install()  # as celeryconfig.py does
+    worker_transport.install()  # as bridge.configure(app) does
 
 
 def test_the_project_configuration_is_safe() -> None:
@@ -62,7 +62,7 @@ def kombus_own(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_kombus_own_redis_transport_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     kombus_own(monkeypatch)
     [problem] = unsafe_worker_config(app(), SETTINGS)
-    assert "call bridge.worker.transport.install()" in problem
+    assert "call bridge.configure(app)" in problem
 
 
 def test_installing_after_a_connection_was_opened_still_takes_effect(
