@@ -7,6 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The demo app (tasks/, celeryconfig.py) and examples/bridge.toml are read from /app, the
+# working directory (`celery -A tasks` imports from there), not from the installed package.
 WORKDIR /app
 COPY . /app
 RUN pip install --no-cache-dir . \

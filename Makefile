@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services down status lint unit unit-pythons integration test mutation kombu-tests demo bench chaos clean
+.PHONY: install services tools down status lint unit unit-pythons integration test mutation kombu-tests demo bench chaos clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ down:
 
 status:
 	bash scripts/services.sh status
+
+# docker-compose and promtool, from Debian's packages, for tests/integration/test_compose.py.
+tools:
+	bash scripts/tools.sh
 
 lint: install
 	$(BIN)/ruff check .
@@ -49,13 +53,13 @@ unit-pythons:
 	    $$venv/bin/python -m pytest -q -p no:cacheprovider tests/unit; \
 	done
 
-integration: install services
+integration: install services tools
 	$(BIN)/pytest tests/integration
 
 # The whole suite against the real Kafka and Redis that scripts/services.sh starts, and the
 # unit part of kombu's Redis transport tests against the workers' transport (~10 s), and the
 # unit tests on the other supported Pythons.
-test: install services lint
+test: install services tools lint
 	$(BIN)/pytest
 	bash scripts/kombu_tests.sh unit
 	$(MAKE) unit-pythons
