@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services tools down status lint unit unit-pythons integration test mutation kombu-tests demo bench chaos clean
+.PHONY: install services tools down status lint unit unit-pythons integration test mutation kombu-tests demo bench chaos docs docs-build clean
 
 install: $(STAMP)
 
@@ -56,10 +56,21 @@ unit-pythons:
 integration: install services tools
 	$(BIN)/pytest tests/integration
 
+# The documentation site (mkdocs.yml, docs/): `make docs` serves it on http://127.0.0.1:8000
+# and rebuilds on change; `make docs-build` builds it into site/ with --strict (a broken link or
+# anchor fails), without services. The reference pages are generated from the code
+# (scripts/docs_reference.py). NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+docs: install
+	$(DOCS_ENV) $(BIN)/mkdocs serve
+
+docs-build: install
+	$(DOCS_ENV) $(BIN)/mkdocs build --strict --quiet
+
 # The whole suite against the real Kafka and Redis that scripts/services.sh starts, and the
 # unit part of kombu's Redis transport tests against the workers' transport (~10 s), and the
-# unit tests on the other supported Pythons.
-test: install services tools lint
+# unit tests on the other supported Pythons; the documentation site first (no services).
+test: install docs-build services tools lint
 	$(BIN)/pytest
 	bash scripts/kombu_tests.sh unit
 	$(MAKE) unit-pythons
@@ -95,4 +106,4 @@ chaos: install
 	CHAOS_PROFILE=full $(BIN)/pytest -m chaos tests/chaos
 
 clean:
-	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants
+	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants site

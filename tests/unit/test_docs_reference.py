@@ -1,0 +1,93 @@
+"""The reference pages of the documentation are generated from the code
+(``scripts/docs_reference.py``, an MkDocs hook): they name every configuration key, every
+command and flag and every metric the public surface pins, and every key and flag says what it
+does, so a new key without a description fails here."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.unit.test_public_surface import (
+    BRIDGE_METRICS,
+    COMMANDS,
+    CONFIG_KEYS,
+    REDIS_METRICS,
+    WORKER_METRICS,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PRODUCE_METRICS = ("bridge_produce_records", "bridge_produce_retries", "bridge_produce_errors")
+
+
+def load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "docs_reference", REPO / "scripts" / "docs_reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ref = load_generator()
+
+
+def test_every_configuration_key_is_described() -> None:
+    assert ref.undescribed() == []
+    described = {f"{s}.{k}" for s, keys in CONFIG_KEYS.items() for k in keys}
+    stale = set(ref.DESCRIPTIONS) - described
+    assert not stale, f"descriptions of keys that do not exist: {sorted(stale)}"
+
+
+@pytest.mark.parametrize("section", list(CONFIG_KEYS))
+def test_the_configuration_page_names_every_key(section: str) -> None:
+    page = ref.configuration_reference()
+    table = "[[routes]]" if section == "routes" else f"[{section}]"
+    part = page.split(f"## `{table}`\n", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        line.split(" | ")[0].strip("| `") for line in part.splitlines() if line.startswith("| `")
+    ]
+    assert rows == list(CONFIG_KEYS[section])
+
+
+def test_the_cli_page_names_every_command_and_flag() -> None:
+    page = ref.cli_reference()
+    commands = [line[4:-1] for line in page.splitlines() if line.startswith("## `")]
+    assert commands == list(COMMANDS)
+    for command, flags in COMMANDS.items():
+        part = page.split(f"## `{command}`\n", 1)[1].split("\n## ", 1)[0]
+        for flag in flags:
+            for name in flag.split("/"):
+                assert f"`{name}`" in part, f"{command} {name}"
+    assert ref.unhelped() == []
+
+
+def test_the_metrics_page_names_every_metric() -> None:
+    page = ref.metrics_reference()
+    listed = [line.split("`")[1] for line in page.splitlines() if line.startswith("| `")]
+    families = {**BRIDGE_METRICS, **REDIS_METRICS, **WORKER_METRICS}
+    expected = [f"{n}_total" if kind == "counter" else n for n, (kind, _) in families.items()]
+    expected += [f"{n}_total" for n in PRODUCE_METRICS]
+    assert sorted(listed) == sorted(expected)
+    for line in page.splitlines()[2:]:
+        assert line.rstrip(" |").split(" | ")[-1], f"no meaning: {line}"
+
+
+def test_reports_are_listed_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ref, "RESULTS", tmp_path)
+    assert "No report in this checkout yet" in ref.reports_list()
+    (tmp_path / "chaos.md").write_text("| fault | times |\n")
+    assert ref.reports_list() == "- [chaos](results/chaos.md)\n"
+
+
+def test_the_hook_replaces_every_marker() -> None:
+    page = "\n".join(ref.GENERATORS)
+    done = ref.on_page_markdown(page)
+    assert "<!--" not in done
+    assert "`bootstrap_servers`" in done
+    assert "## `replay`" in done
