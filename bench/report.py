@@ -2,7 +2,7 @@
 
 Each part (throughput, isolation, retries, memory, scaling) returns :class:`Row` values and a
 ``detail`` dict of its raw measurements. :func:`merge` puts them into ``latest.json``;
-:func:`markdown` renders the table README's Performance section reproduces.
+:func:`markdown` renders the table of bench/results/latest.md (docs/reports/ includes it).
 """
 
 from __future__ import annotations

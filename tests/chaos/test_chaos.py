@@ -113,7 +113,8 @@ def test_under_repeated_faults_no_record_is_lost_and_ordered_keys_keep_their_ord
     assert pending["queue"] == 0, f"tasks left in the queue: {pending}"
     assert all(n >= PROFILE.repeats for n in faults.counts().values())
     # A worker that exits by itself is restarted and reported (kombu's own failure on a Redis
-    # restart, see the README); a bridge must survive every fault that is not its own SIGKILL.
+    # restart, see docs/reports/past-runs.md); a bridge must survive every fault that is not its
+    # own SIGKILL.
     bridges = [c for c in system.crashes if c["process"].startswith("bridge")]
     assert not bridges, f"a bridge exited by itself: {bridges}; logs: {run_dir}"
 

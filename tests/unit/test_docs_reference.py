@@ -91,3 +91,4 @@ def test_the_hook_replaces_every_marker() -> None:
     assert "<!--" not in done
     assert "`bootstrap_servers`" in done
     assert "## `replay`" in done
+
