@@ -91,4 +91,3 @@ def test_the_hook_replaces_every_marker() -> None:
     assert "<!--" not in done
     assert "`bootstrap_servers`" in done
     assert "## `replay`" in done
-
