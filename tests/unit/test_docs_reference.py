@@ -6,6 +6,7 @@ does, so a new key without a description fails here."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -91,3 +92,15 @@ def test_the_hook_replaces_every_marker() -> None:
     assert "<!--" not in done
     assert "`bootstrap_servers`" in done
     assert "## `replay`" in done
+
+
+def test_the_readme_is_a_front_page_whose_links_resolve() -> None:
+    """The README is not part of the site (``mkdocs build --strict`` does not see it): its
+    relative links are checked here, and its size (issue 18: about 250 lines at most)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if "://" not in link]
+    assert local, "the README links into docs/"
+    missing = [link for link in local if not (REPO / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"
