@@ -38,19 +38,19 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from bridge import keys
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer, Fate
 from bridge.backends.kafka.patches import await_pending_joins
 from bridge.backends.kafka.topics import DeadLetterTopics
 from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
-from bridge.backends.redis.ordering import KeyQueues, parked_why
+from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.backends.redis.outcomes import count as count_outcome
-from bridge.backends.redis.schedule import DeadLetterStore, Every, Scheduler
+from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.backoff import exponential_ms
 from bridge.consumer import batches, incarnations
 from bridge.consumer.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
+from bridge.consumer.duties import Duties
 from bridge.consumer.flood import Breakers
 from bridge.consumer.pipeline import (
     Batch,
@@ -60,8 +60,6 @@ from bridge.consumer.pipeline import (
     partitions_of,
     rewind_points,
 )
-from bridge.consumer.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
-from bridge.consumer.queue_consumers import QueueWatch
 from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
 from bridge.errors import (
     PublishError,
@@ -130,22 +128,10 @@ class Bridge:
         self._broker_failures = 0
         self._broker_retry_at: float | None = None
         self._commit_failing = False
-        self._scheduler = Scheduler(self._dispatcher.client, self.group_id)
-        self._pending_dead_letters = DeadLetterStore(self._dispatcher.client, self.group_id)
         self._dead_letters = DeadLetterOffice(
-            self._dead_letter_producer, self._pending_dead_letters
+            self._dead_letter_producer, DeadLetterStore(self._dispatcher.client, self.group_id)
         )
-        interval_s = settings.retry.scheduler_interval_ms / 1000
-        self._threads = [
-            Every("delayed-retry mover", interval_s, self._move_due_retries),
-            Every("dead-letter writer", max(interval_s, 0.5), self._write_pending_dead_letters),
-        ]
-        watch = QueueWatch(self._dispatcher.client, self.router.routes,
-                           settings.celery.processing_lease_s)  # fmt: skip
-        self._threads.append(Every("queue consumer watch", WATCH_INTERVAL_S, watch.check))
-        if any(route.ordered for route in self.router.routes):
-            watch_s = settings.ordering.watchdog_interval_ms / 1000
-            self._threads.append(Every("ordered-key watchdog", watch_s, self._republish_stalled))
+        self._duties = Duties(settings, self.router.routes, self._dead_letter_producer, self.hooks)
 
     @property
     def group_id(self) -> str:
@@ -167,8 +153,7 @@ class Bridge:
             consumer = self._start()
             if consumer is None:
                 return
-            for thread in self._threads:
-                thread.start()
+            self._duties.start()
             topics = ", ".join(self.router.topics)
             log.info("bridge started: group %s, topics %s", self.group_id, topics)
             while self.running:
@@ -599,58 +584,6 @@ class Bridge:
             log.info("%s[%d]: %s, partition resumed", tp.topic, tp.partition, what,
                      extra=at(topic=tp.topic, partition=tp.partition))  # fmt: skip
 
-    # -- background: delayed retries and dead letters Kafka did not take yet -----------------
-
-    def _move_due_retries(self) -> None:
-        while self._scheduler.move_due(int(time.time() * 1000), limit=_MOVE_BATCH) == _MOVE_BATCH:
-            pass  # more are due: keep moving
-
-    def _republish_stalled(self) -> None:
-        now_ms = int(time.time() * 1000)
-        stalled = self._key_queues.republish_stalled(
-            now_ms, now_ms + self.settings.stall_timeout_ms
-        )
-        for fifo in stalled:
-            log.warning("ordered key %s: no sign of its head for %d ms, published it again",
-                        fifo, self.settings.stall_timeout_ms,
-                        extra=at(topic=keys.ordered_key_of(fifo)[0]))  # fmt: skip
-
-    def _write_pending_dead_letters(self) -> None:
-        now_ms = int(time.time() * 1000)
-        for data in self._pending_dead_letters.due(now_ms, limit=50):
-            posted = self._dead_letters.resend(data)
-            dl = posted.letter
-            if posted.fate is Fate.PARKED:
-                assert posted.error is not None
-                log.critical("%r: Kafka refuses its dead letter, parked: %s", dl.record,
-                             posted.error, extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
-                if dl.ordered:
-                    self._park_key(dl, posted.error)
-                continue
-            if posted.fate is Fate.DEFERRED:
-                log.error("%r: dead letter still not written (attempt %d), next in %d ms: %s",
-                          dl.record, posted.write_attempts, posted.retry_in_ms, posted.error,
-                          extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
-                return  # Kafka is in trouble: the others wait too
-            log.warning("%r: pending dead letter (%s) written to %s, task %s",
-                        dl.record, dl.reason, dl.dlt_topic, dl.task_id,
-                        extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
-            self.hooks.after_dead_letter(dl.record.topic, str(dl.reason), True)
-            if dl.ordered:
-                self._key_done(dl)
-
-    def _park_key(self, dl: DeadLetter, exc: Exception) -> None:
-        error = ErrorInfo.of(exc).to_dict()
-        why = parked_why(dl.task_id, "dead-letter-refused", error, dl.attempts)
-        self._key_queues.park(self._fifo_of(dl.record), dl.task_id, why)
-
-    def _key_done(self, dl: DeadLetter) -> None:
-        fifo = self._fifo_of(dl.record)
-        self._key_queues.done(fifo, dl.record.partition, dl.task_id, self._head_deadline_ms())
-
-    def _fifo_of(self, record: Record) -> str:
-        return self._key_queues.fifo(record.topic, record.key, record.partition)
-
     # -- what hooks see ----------------------------------------------------------------------
 
     def _observe_poll(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
@@ -795,8 +728,7 @@ class Bridge:
 
     def _shutdown(self) -> None:
         timeout_ms = self.settings.kafka.shutdown_timeout_ms
-        for thread in self._threads:
-            thread.stop(timeout_s=timeout_ms / 1000)
+        self._duties.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
             self._settle(None)  # the batch in flight: accept it, so that it is committed
             self._commit(timeout_ms=timeout_ms)
@@ -809,7 +741,6 @@ class Bridge:
         log.info("bridge stopped: group %s", self.group_id)
 
 
-_MOVE_BATCH = 1000
 _POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
 _START_BOOTSTRAP_MS = 5_000  # one start-up attempt's wait for a broker (a stop waits for it)
 _TOPICS_RETRY_S = 5
