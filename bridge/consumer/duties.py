@@ -1,5 +1,5 @@
 """The bridge's background duties: each a small class, run on a thread of its own
-(:class:`~bridge.backends.redis.schedule.Every`: a failing round is logged and tried again after
+(:class:`~bridge.consumer.every.Every`: a failing round is logged and tried again after
 a backoff, never allowed to end the thread).
 
 =========================  ===================================================================
@@ -35,8 +35,10 @@ import redis
 
 from bridge import keys
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, Fate, Posted, Writer
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues, parked_why
-from bridge.backends.redis.schedule import DeadLetterStore, Every, Scheduler
+from bridge.backends.redis.retries import Scheduler
+from bridge.consumer.every import Every
 from bridge.consumer.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
 from bridge.consumer.queue_consumers import QueueWatch
 from bridge.deadletter import DeadLetter, ErrorInfo

@@ -42,11 +42,11 @@ from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer, Fate
 from bridge.backends.kafka.patches import await_pending_joins
 from bridge.backends.kafka.topics import DeadLetterTopics
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.backends.redis.outcomes import count as count_outcome
-from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.backoff import exponential_ms
 from bridge.consumer import batches, incarnations
 from bridge.consumer.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons

@@ -16,9 +16,9 @@ import redis
 from kombu import Connection, Producer
 
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import CapturedBatch
 from bridge.backends.redis.ordering import KeyGate, KeyQueues
-from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.credentials import mask_url
 from bridge.errors import ConfigError
 from bridge.record import Envelope

@@ -8,7 +8,7 @@ Retries: a route may give defaults (``max_retries``, backoff factor and cap, jit
 in each record's envelope; a task's own options win. A retry delayed by
 ``retry.redis_schedule_min_delay_ms`` or more does not become a Celery countdown: Celery and
 kombu build the very message ``retry()`` would send, and it waits in a Redis sorted set until
-the bridge moves it to its queue (see :mod:`bridge.backends.redis.schedule`), so it runs once
+the bridge moves it to its queue (see :mod:`bridge.backends.redis.retries`), so it runs once
 however long
 the delay, and costs Redis memory, not worker memory.
 
@@ -36,7 +36,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from bridge.backends.kafka.dead_letters import Fate, Posted
 from bridge.backends.redis import outcomes
 from bridge.backends.redis.ordering import KeyGate, parked_why
-from bridge.backends.redis.schedule import schedule_retry
+from bridge.backends.redis.retries import schedule_retry
 from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
 from bridge.errors import ConfigError, RetryNotScheduledError, UndecodableRecordError
 from bridge.failures import Reason, is_non_retryable, reason_for

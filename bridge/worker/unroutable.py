@@ -40,8 +40,8 @@ import redis
 from bridge import keys
 from bridge.backends.kafka.dead_letters import DeadLetterOffice
 from bridge.backends.redis import outcomes
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues
-from bridge.backends.redis.schedule import DeadLetterStore
 from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
 from bridge.errors import UndecodableRecordError, UnroutableError
 from bridge.failures import Reason

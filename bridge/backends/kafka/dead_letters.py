@@ -38,7 +38,7 @@ import redis
 from kafka.errors import KafkaError
 
 from bridge.backends.kafka.send import Outgoing, RetryingSender
-from bridge.backends.redis.schedule import DeadLetterStore
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backoff import exponential_ms
 from bridge.deadletter import DeadLetter, dead_letter_headers, from_dict, to_dict
 from bridge.errors import DeadLetterError, DeadLetterRefusedError
