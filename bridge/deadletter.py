@@ -1,4 +1,5 @@
-"""Dead-letter records: their headers (pure) and the producer that writes them (Kafka I/O).
+"""Dead-letter records: the model, its JSON form and the DLT headers (pure; the dead-letter
+office, :mod:`bridge.backends.kafka.dead_letters`, writes them).
 
 Headers follow Spring Kafka's ``DeadLetterPublishingRecoverer`` (3.x, 4.x): every header it
 writes for a listener failure, with its names and encodings, so tools built for Spring's DLTs
@@ -19,22 +20,14 @@ the earlier ones (``appendOriginalHeaders``), so the last value of each is this 
 
 from __future__ import annotations
 
-import logging
 import struct
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka.errors import KafkaError
-
-from bridge.backends.kafka.send import Outgoing, RetryingSender
-from bridge.errors import DeadLetterError, DeadLetterRefusedError
 from bridge.failures import Reason
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg
-from bridge.settings import DeadLetterSettings, KafkaSettings
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,33 +172,3 @@ def _utf8(text: str) -> bytes:
     """``text`` as UTF-8; a lone surrogate (an exception message may hold one, e.g. from bytes
     decoded with ``surrogateescape``) is written as its ``\\udcxx`` escape, not an error."""
     return text.encode("utf-8", "backslashreplace")
-
-
-class DeadLetterProducer:
-    """An idempotent ``acks=all`` producer that writes dead letters and waits for each write."""
-
-    def __init__(self, kafka: KafkaSettings, policy: DeadLetterSettings) -> None:
-        self._sender = RetryingSender(kafka, policy, client_suffix="dlt")
-
-    def write(self, dl: DeadLetter) -> tuple[int, int]:
-        """Write one dead letter and wait until Kafka has it.
-
-        Retryable Kafka errors are retried ``policy.retries`` times with exponential backoff.
-
-        :returns: the DLT partition and offset written.
-        :raises DeadLetterRefusedError: Kafka refused it for good (non-retryable error).
-        :raises DeadLetterError: retryable errors outlasted the retries.
-        """
-        rec = dl.record
-        out = Outgoing(dl.dlt_topic, rec.raw_value, rec.key, dead_letter_headers(dl))
-        try:
-            return self._sender.send(out, what=f"dead letter for {rec!r}")
-        except KafkaError as exc:
-            message = f"dead letter for {rec!r} not written to {dl.dlt_topic}: {exc!r}"
-            if self._sender.is_final(exc):
-                raise DeadLetterRefusedError(message) from exc
-            raise DeadLetterError(message) from exc
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Flush and close the producer."""
-        self._sender.close(timeout_s)

@@ -38,18 +38,19 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from bridge import keys
 from bridge.backends.kafka.auth import security_configs
+from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer, Fate
 from bridge.backends.kafka.patches import await_pending_joins
 from bridge.backends.kafka.topics import DeadLetterTopics
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
-from bridge.backends.redis.ordering import KeyQueues, parked_why
+from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.backends.redis.outcomes import count as count_outcome
-from bridge.backends.redis.schedule import DeadLetterStore, Every, Scheduler
 from bridge.backoff import exponential_ms
 from bridge.consumer import batches, incarnations
 from bridge.consumer.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
+from bridge.consumer.duties import Duties
 from bridge.consumer.flood import Breakers
 from bridge.consumer.pipeline import (
     Batch,
@@ -59,19 +60,8 @@ from bridge.consumer.pipeline import (
     partitions_of,
     rewind_points,
 )
-from bridge.consumer.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
-from bridge.consumer.queue_consumers import QueueWatch
-from bridge.deadletter import (
-    DeadLetter,
-    DeadLetterProducer,
-    ErrorInfo,
-    utc_now_iso,
-)
-from bridge.deadletter import from_dict as dead_letter_from_dict
-from bridge.deadletter import to_dict as dead_letter_to_dict
+from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
 from bridge.errors import (
-    DeadLetterError,
-    DeadLetterRefusedError,
     PublishError,
     UndecodableBatchError,
     UndecodableRecordError,
@@ -127,7 +117,9 @@ class Bridge:
             self.router.topics,
             settings.breaker,
         )
-        self._dead_letters: DeadLetterProducer | None = None
+        # One per process, shared by the loop (undecodable records) and the dead-letter writer:
+        # thread-safe, and its Kafka client is only created on the first write.
+        self._dead_letter_producer = DeadLetterProducer(settings.kafka, settings.dead_letter)
         self._dead_letter_topics = DeadLetterTopics(
             settings.kafka, self.router.routes, bootstrap_timeout_ms=_START_BOOTSTRAP_MS
         )
@@ -136,19 +128,10 @@ class Bridge:
         self._broker_failures = 0
         self._broker_retry_at: float | None = None
         self._commit_failing = False
-        self._scheduler = Scheduler(self._dispatcher.client, self.group_id)
-        self._dead_letter_store = DeadLetterStore(self._dispatcher.client, self.group_id)
-        interval_s = settings.retry.scheduler_interval_ms / 1000
-        self._threads = [
-            Every("delayed-retry mover", interval_s, self._move_due_retries),
-            Every("dead-letter writer", max(interval_s, 0.5), self._write_pending_dead_letters),
-        ]
-        watch = QueueWatch(self._dispatcher.client, self.router.routes,
-                           settings.celery.processing_lease_s)  # fmt: skip
-        self._threads.append(Every("queue consumer watch", WATCH_INTERVAL_S, watch.check))
-        if any(route.ordered for route in self.router.routes):
-            watch_s = settings.ordering.watchdog_interval_ms / 1000
-            self._threads.append(Every("ordered-key watchdog", watch_s, self._republish_stalled))
+        self._dead_letters = DeadLetterOffice(
+            self._dead_letter_producer, DeadLetterStore(self._dispatcher.client, self.group_id)
+        )
+        self._duties = Duties(settings, self.router.routes, self._dead_letter_producer, self.hooks)
 
     @property
     def group_id(self) -> str:
@@ -170,8 +153,7 @@ class Bridge:
             consumer = self._start()
             if consumer is None:
                 return
-            for thread in self._threads:
-                thread.start()
+            self._duties.start()
             topics = ", ".join(self.router.topics)
             log.info("bridge started: group %s, topics %s", self.group_id, topics)
             while self.running:
@@ -472,32 +454,34 @@ class Bridge:
             first_failure_at=now,
             dead_lettered_at=now,
         )
-        try:
-            self._dead_letter_producer().write(dl)
-        except DeadLetterRefusedError as err:  # for good (too large…): parked, not retried
-            self._park_dead_letter(dl, err)
-        except Exception as err:
-            raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
-        else:
-            log.warning("undecodable %r dead-lettered to %s: %s", record, route.dlt_topic, exc,
-                        extra=at(record, task_id=dl.task_id))  # fmt: skip
+        self._send_undecodable(dl, exc)
         if route.breaker_window_s is not None:
             count_outcome(self._dispatcher.client, self.group_id, record.topic, dead=True,
                           window_s=route.breaker_window_s, now_s=time.time())  # fmt: skip
         self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
 
-    def _park_dead_letter(self, dl: DeadLetter, err: Exception) -> None:
-        """Keep a dead letter Kafka refuses for good in Redis (``status`` shows it, ``replay
-        --parked`` writes it) rather than stall every partition retrying it.
+    def _send_undecodable(self, dl: DeadLetter, exc: Exception) -> None:
+        """Write the dead letter of an undecodable record; one Kafka refuses for good (too
+        large…) is parked in Redis (``status`` shows it, ``replay --parked`` writes it) rather
+        than stall every partition retrying it.
 
-        :raises PublishError: Redis is unavailable too.
+        :raises PublishError: not written (its record is fetched again), or refused and not
+            parked either.
         """
+        record = dl.record
         try:
-            self._dead_letter_store.park(dead_letter_to_dict(dl))
-        except redis.RedisError as exc:
-            raise PublishError(f"{dl.record!r}: dead letter refused, not parked: {exc!r}") from exc
-        log.critical("undecodable %r: Kafka refuses its dead letter, parked in Redis: %s",
-                     dl.record, err, extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
+            posted = self._dead_letters.send(dl)
+        except redis.RedisError as err:  # only parking touches Redis
+            raise PublishError(f"{record!r}: dead letter refused, not parked: {err!r}") from err
+        except Exception as err:
+            raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
+        where = at(record, task_id=dl.task_id)
+        if posted.fate is Fate.PARKED:
+            log.critical("undecodable %r: Kafka refuses its dead letter, parked in Redis: %s",
+                         record, posted.error, extra=where)  # fmt: skip
+        else:
+            log.warning("undecodable %r dead-lettered to %s: %s", record, dl.dlt_topic, exc,
+                        extra=where)  # fmt: skip
 
     def _rewind(self, points: Mapping[TopicPartition, int]) -> None:
         assert self._consumer is not None
@@ -599,64 +583,6 @@ class Bridge:
             )
             log.info("%s[%d]: %s, partition resumed", tp.topic, tp.partition, what,
                      extra=at(topic=tp.topic, partition=tp.partition))  # fmt: skip
-
-    # -- background: delayed retries and dead letters Kafka did not take yet -----------------
-
-    def _move_due_retries(self) -> None:
-        while self._scheduler.move_due(int(time.time() * 1000), limit=_MOVE_BATCH) == _MOVE_BATCH:
-            pass  # more are due: keep moving
-
-    def _republish_stalled(self) -> None:
-        now_ms = int(time.time() * 1000)
-        stalled = self._key_queues.republish_stalled(
-            now_ms, now_ms + self.settings.stall_timeout_ms
-        )
-        for fifo in stalled:
-            log.warning("ordered key %s: no sign of its head for %d ms, published it again",
-                        fifo, self.settings.stall_timeout_ms,
-                        extra=at(topic=keys.ordered_key_of(fifo)[0]))  # fmt: skip
-
-    def _write_pending_dead_letters(self) -> None:
-        now_ms = int(time.time() * 1000)
-        for data in self._dead_letter_store.due(now_ms, limit=50):
-            dl = dead_letter_from_dict(data)
-            try:
-                self._dead_letter_producer().write(dl)
-            except DeadLetterRefusedError as exc:
-                self._dead_letter_store.park(data)
-                log.critical("%r: Kafka refuses its dead letter, parked: %s", dl.record, exc,
-                             extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
-                if dl.ordered:
-                    self._park_key(dl, exc)
-                continue
-            except DeadLetterError as exc:
-                attempts = int(data.get("write_attempts", 0)) + 1
-                delay_ms = exponential_ms(attempts, initial_ms=1000, max_ms=60_000)
-                updated = {**data, "write_attempts": attempts}
-                self._dead_letter_store.retry_later(data, updated, now_ms + delay_ms)
-                log.error("%r: dead letter still not written (attempt %d), next in %d ms: %s",
-                          dl.record, attempts, delay_ms, exc,
-                          extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
-                return  # Kafka is in trouble: the others wait too
-            self._dead_letter_store.written(data)
-            log.warning("%r: pending dead letter (%s) written to %s, task %s",
-                        dl.record, dl.reason, dl.dlt_topic, dl.task_id,
-                        extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
-            self.hooks.after_dead_letter(dl.record.topic, str(dl.reason), True)
-            if dl.ordered:
-                self._key_done(dl)
-
-    def _park_key(self, dl: DeadLetter, exc: Exception) -> None:
-        error = ErrorInfo.of(exc).to_dict()
-        why = parked_why(dl.task_id, "dead-letter-refused", error, dl.attempts)
-        self._key_queues.park(self._fifo_of(dl.record), dl.task_id, why)
-
-    def _key_done(self, dl: DeadLetter) -> None:
-        fifo = self._fifo_of(dl.record)
-        self._key_queues.done(fifo, dl.record.partition, dl.task_id, self._head_deadline_ms())
-
-    def _fifo_of(self, record: Record) -> str:
-        return self._key_queues.fifo(record.topic, record.key, record.partition)
 
     # -- what hooks see ----------------------------------------------------------------------
 
@@ -800,29 +726,21 @@ class Bridge:
             if not consumer.partitions_for_topic(topic):
                 log.warning("topic %s does not exist (yet): nothing to consume from it", topic)
 
-    def _dead_letter_producer(self) -> DeadLetterProducer:
-        if self._dead_letters is None:
-            self._dead_letters = DeadLetterProducer(self.settings.kafka, self.settings.dead_letter)
-        return self._dead_letters
-
     def _shutdown(self) -> None:
         timeout_ms = self.settings.kafka.shutdown_timeout_ms
-        for thread in self._threads:
-            thread.stop(timeout_s=timeout_ms / 1000)
+        self._duties.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
             self._settle(None)  # the batch in flight: accept it, so that it is committed
             self._commit(timeout_ms=timeout_ms)
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._consumer = None
         self._publisher.close()
-        if self._dead_letters is not None:
-            self._dead_letters.close(timeout_s=timeout_ms / 1000)
+        self._dead_letter_producer.close(timeout_s=timeout_ms / 1000)
         self._dispatcher.close()
         self.hooks.on_stop()
         log.info("bridge stopped: group %s", self.group_id)
 
 
-_MOVE_BATCH = 1000
 _POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
 _START_BOOTSTRAP_MS = 5_000  # one start-up attempt's wait for a broker (a stop waits for it)
 _TOPICS_RETRY_S = 5

@@ -15,11 +15,12 @@ from typing import Any
 
 import redis
 
+from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import task_of
 from bridge.backends.redis.ordering import Head, KeyQueues
-from bridge.backends.redis.schedule import DeadLetterStore
-from bridge.deadletter import DeadLetter, DeadLetterProducer, ErrorInfo, to_dict, utc_now_iso
-from bridge.errors import DeadLetterRefusedError, NotParkedError
+from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
+from bridge.errors import NotParkedError
 from bridge.failures import Reason
 from bridge.record import from_task_arg
 from bridge.settings import BridgeSettings
@@ -83,11 +84,8 @@ def _dead_letter(
         dead_lettered_at=now,
     )
     producer = DeadLetterProducer(settings.kafka, settings.dead_letter)
-    try:
-        producer.write(dl)
-    except DeadLetterRefusedError:
-        DeadLetterStore(client, dl.group_id).park(to_dict(dl))
-        return "parked"
+    try:  # refused for good: parked; not written: raised, the key stays parked
+        posted = DeadLetterOffice(producer, DeadLetterStore(client, dl.group_id)).send(dl)
     finally:
         producer.close(timeout_s=settings.kafka.shutdown_timeout_ms / 1000)
-    return "written"
+    return posted.fate.value

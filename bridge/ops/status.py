@@ -20,8 +20,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.topics import admin_client
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues, KeyState
-from bridge.backends.redis.schedule import DeadLetterStore, RetrySummary, Scheduler
+from bridge.backends.redis.retries import RetrySummary, Scheduler
 from bridge.backends.redis.waiting import RedisCounts, read_counts
 from bridge.backends.redis.worker_registry import (
     Registration,

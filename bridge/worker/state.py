@@ -1,4 +1,4 @@
-"""Per-worker-process state: settings, the dead-letter producer, Redis, and held retries.
+"""Per-worker-process state: settings, the dead-letter office, Redis, and held retries.
 
 Kafka producers and sockets must never cross a ``fork()``: each is created lazily in the
 process that uses it and re-created when the pid changes (Celery's prefork pool forks its
@@ -15,10 +15,11 @@ from typing import Any, TypeVar, cast
 import redis
 from kombu import Connection, Producer
 
+from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import CapturedBatch
 from bridge.backends.redis.ordering import KeyGate, KeyQueues
 from bridge.credentials import mask_url
-from bridge.deadletter import DeadLetter, DeadLetterProducer
 from bridge.errors import ConfigError
 from bridge.record import Envelope
 from bridge.settings import CONFIG_ENV, BridgeSettings, is_redis_url, load_settings
@@ -59,12 +60,12 @@ def dead_letter_producer() -> DeadLetterProducer:
     return _this_process("dlt", lambda: DeadLetterProducer(conf.kafka, conf.dead_letter))
 
 
-def write_dead_letter(dl: DeadLetter) -> tuple[int, int]:
-    """Write ``dl`` with this process's producer.
-
-    :raises DeadLetterError: see :meth:`DeadLetterProducer.write`.
-    """
-    return dead_letter_producer().write(dl)
+def dead_letter_office(group_id: str) -> DeadLetterOffice:
+    """This process's dead-letter office for ``group_id``, on its producer and Redis client."""
+    return _this_process(
+        f"dlt-office:{group_id}",
+        lambda: DeadLetterOffice(dead_letter_producer(), DeadLetterStore(redis_client(), group_id)),
+    )
 
 
 def redis_client() -> redis.Redis:

@@ -8,7 +8,7 @@ Retries: a route may give defaults (``max_retries``, backoff factor and cap, jit
 in each record's envelope; a task's own options win. A retry delayed by
 ``retry.redis_schedule_min_delay_ms`` or more does not become a Celery countdown: Celery and
 kombu build the very message ``retry()`` would send, and it waits in a Redis sorted set until
-the bridge moves it to its queue (see :mod:`bridge.backends.redis.schedule`), so it runs once
+the bridge moves it to its queue (see :mod:`bridge.backends.redis.retries`), so it runs once
 however long
 the delay, and costs Redis memory, not worker memory.
 
@@ -16,7 +16,7 @@ On ordered routes a task runs only as its key's head, and tells the key when it 
 or gives up (see :mod:`bridge.backends.redis.ordering`).
 
 Dead letters that Kafka does not take wait in Redis and the bridge writes them later; those it
-refuses for good are parked there (see :class:`bridge.backends.redis.schedule.DeadLetterStore`).
+refuses for good are parked there (see :mod:`bridge.backends.kafka.dead_letters`).
 """
 
 from __future__ import annotations
@@ -33,17 +33,12 @@ from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
 from celery.utils.time import get_exponential_backoff_interval
 
+from bridge.backends.kafka.dead_letters import Fate, Posted
 from bridge.backends.redis import outcomes
 from bridge.backends.redis.ordering import KeyGate, parked_why
-from bridge.backends.redis.schedule import DeadLetterStore, schedule_retry
-from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
-from bridge.errors import (
-    ConfigError,
-    DeadLetterError,
-    DeadLetterRefusedError,
-    RetryNotScheduledError,
-    UndecodableRecordError,
-)
+from bridge.backends.redis.retries import schedule_retry
+from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
+from bridge.errors import ConfigError, RetryNotScheduledError, UndecodableRecordError
 from bridge.failures import Reason, is_non_retryable, reason_for
 from bridge.logs import at
 from bridge.record import Envelope, Record, decoded, from_task_arg
@@ -152,13 +147,13 @@ class RecordTask(Task):  # type: ignore[type-arg]
                       envelope.record, reason, attempts, gate.task_id, exc,
                       extra=at(envelope.record, task_id=gate.task_id))  # fmt: skip
             return "parked"
-        outcome = self._counted_dead_letter(envelope, exc, reason)
+        fate = self._counted_dead_letter(envelope, exc, reason)
         _count_outcome(envelope, dead=True)
         if gate is None:
             return "dead-lettered"
-        if outcome == "written":
+        if fate is Fate.WRITTEN:
             _at_key(gate.done)
-        elif outcome == "pending":
+        elif fate is Fate.DEFERRED:
             _at_key(lambda: gate.park(None))  # the bridge goes on once it is written
         else:
             error = ErrorInfo.of(exc).to_dict()
@@ -309,21 +304,25 @@ class RecordTask(Task):  # type: ignore[type-arg]
 
     # -- dead letters --------------------------------------------------------------------
 
-    def _counted_dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> str:
+    def _counted_dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> Fate:
+        """Write the record to its DLT; if the write fails, it is deferred (kept in Redis for
+        the bridge's writer); if Kafka refuses it for good, parked in Redis.
+
+        :raises redis.RedisError: neither written nor kept in Redis.
+        """
         try:
-            outcome = self._dead_letter(envelope, exc, reason)
+            dl = self._dead_letter(envelope, exc, reason)
+            posted = worker.dead_letter_office(dl.group_id).send_or_defer(dl)
         except Exception:
             worker_metrics.dead_letter_written(self.name, str(reason), "failed")
             raise
-        result = "deferred" if outcome == "pending" else outcome
-        worker_metrics.dead_letter_written(self.name, str(reason), result)
-        return outcome
+        _log_posted(posted)
+        worker_metrics.dead_letter_written(self.name, str(reason), _METRIC_RESULT[posted.fate])
+        return posted.fate
 
-    def _dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> str:
-        """Write the record to its DLT: ``written``, ``pending`` (kept in Redis for the bridge)
-        or ``refused`` (Kafka refuses it for good: parked in Redis)."""
+    def _dead_letter(self, envelope: Envelope, exc: Exception, reason: Reason) -> DeadLetter:
         now = utc_now_iso()
-        dl = DeadLetter(
+        return DeadLetter(
             record=envelope.record,
             group_id=envelope.group_id,
             dlt_topic=envelope.dlt_topic,
@@ -336,29 +335,27 @@ class RecordTask(Task):  # type: ignore[type-arg]
             dead_lettered_at=now,
             ordered=envelope.ordered,
         )
-        where = at(dl.record, task_id=dl.task_id)
-        try:
-            partition, offset = worker.write_dead_letter(dl)
-        except DeadLetterRefusedError as err:
-            DeadLetterStore(worker.redis_client(), dl.group_id).park(to_dict(dl))
-            log.critical("%r: Kafka refuses its dead letter, parked in Redis, task %s: %s",
-                         dl.record, dl.task_id, err, extra=where)  # fmt: skip
-            return "refused"
-        except DeadLetterError as err:
-            due_ms = int(time.time() * 1000) + 1000
-            DeadLetterStore(worker.redis_client(), dl.group_id).defer(to_dict(dl), due_ms)
-            log.error("%r: dead letter not written yet, kept in Redis for the bridge, task %s: %s",
-                      dl.record, dl.task_id, err, extra=where)  # fmt: skip
-            return "pending"
-        log.error(
-            "%r dead-lettered (%s after %d attempts) to %s[%d]@%d, task %s: %s",
-            dl.record, dl.reason, dl.attempts, dl.dlt_topic, partition, offset,
-            dl.task_id, dl.error.message, extra=where,
-        )  # fmt: skip
-        return "written"
 
 
 _BASES = (RecordTask, Task, object)
+_METRIC_RESULT = {Fate.WRITTEN: "written", Fate.DEFERRED: "deferred", Fate.PARKED: "refused"}
+
+
+def _log_posted(posted: Posted) -> None:
+    dl = posted.letter
+    where = at(dl.record, task_id=dl.task_id)
+    if posted.fate is Fate.PARKED:
+        log.critical("%r: Kafka refuses its dead letter, parked in Redis, task %s: %s",
+                     dl.record, dl.task_id, posted.error, extra=where)  # fmt: skip
+    elif posted.fate is Fate.DEFERRED:
+        log.error("%r: dead letter not written yet, kept in Redis for the bridge, task %s: %s",
+                  dl.record, dl.task_id, posted.error, extra=where)  # fmt: skip
+    else:
+        log.error(
+            "%r dead-lettered (%s after %d attempts) to %s[%d]@%d, task %s: %s",
+            dl.record, dl.reason, dl.attempts, dl.dlt_topic, posted.dlt_partition,
+            posted.dlt_offset, dl.task_id, dl.error.message, extra=where,
+        )  # fmt: skip
 
 
 @worker_init.connect(weak=False)

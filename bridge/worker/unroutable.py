@@ -10,14 +10,13 @@ rejects the message, which on Redis is an acknowledgement, and only then sends i
 lost.
 
 Here the worker's consumer stores the record's dead letter in Redis among the dead letters
-Kafka has not taken yet (:class:`~bridge.backends.redis.schedule.DeadLetterStore`, pending, due at
-once) and
-only then acknowledges the message; the bridge's dead-letter writer writes it to the route's
-DLT within a second. Why not write to Kafka from the worker: its consumer runs in the worker's
-event loop, which a Kafka write (with its retries) would hold for seconds, whereas one Redis
-transaction on the broker the message came from is a round trip, and needs neither a Kafka
-producer nor the bridge's configuration in that process. A worker that dies before the
-transaction leaves the message unacknowledged: it is delivered again.
+Kafka has not taken yet (:meth:`~bridge.backends.kafka.dead_letters.DeadLetterOffice.defer`,
+pending, due at once) and only then acknowledges the message; the bridge's dead-letter writer
+writes it to the route's DLT within a second. Why not write to Kafka from the worker: its
+consumer runs in the worker's event loop, which a Kafka write (with its retries) would hold for
+seconds, whereas one Redis transaction on the broker the message came from is a round trip,
+and needs neither a Kafka producer nor the bridge's configuration in that process. A worker
+that dies before the transaction leaves the message unacknowledged: it is delivered again.
 
 An ordered record is dead-lettered only as its key's head (a stale copy is dropped, as
 ``RecordTask`` drops it). Its key leaves the stall watch and goes on once the bridge has
@@ -39,10 +38,11 @@ from typing import Any, cast
 import redis
 
 from bridge import keys
+from bridge.backends.kafka.dead_letters import DeadLetterOffice
 from bridge.backends.redis import outcomes
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues
-from bridge.backends.redis.schedule import DeadLetterStore
-from bridge.deadletter import DeadLetter, ErrorInfo, to_dict, utc_now_iso
+from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
 from bridge.errors import UndecodableRecordError, UnroutableError
 from bridge.failures import Reason
 from bridge.record import Envelope, from_task_arg
@@ -108,7 +108,7 @@ def keep(client: redis.Redis, envelope: Envelope, dl: DeadLetter, node: str) -> 
             "error": dl.error.message, "at": dl.dead_lettered_at}  # fmt: skip
     counts = keys.unroutable(dl.group_id)
     with client.pipeline(transaction=True) as pipe:
-        DeadLetterStore(client, dl.group_id).defer(to_dict(dl), int(time.time() * 1000), pipe)
+        DeadLetterOffice(None, DeadLetterStore(client, dl.group_id)).defer(dl, pipe)
         pipe.hincrby(counts, topic, 1)
         pipe.hset(counts, f"{topic}:last", json.dumps(last))
         pipe.execute()

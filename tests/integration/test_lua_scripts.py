@@ -30,10 +30,11 @@ import redis
 
 from bridge import keys
 from bridge.backends.redis import scripts
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
 from bridge.backends.redis.fetch import PROCESSING_INDEX, RESTORE, Fetcher, processing_key
 from bridge.backends.redis.ordering import KeyQueues, element, parse_element
-from bridge.backends.redis.schedule import DeadLetterStore, Scheduler, schedule_retry
+from bridge.backends.redis.retries import Scheduler, schedule_retry
 from bridge.errors import NotParkedError
 from bridge.record import task_id
 from bridge.settings import CelerySettings
@@ -441,7 +442,8 @@ REPUBLISH = (
 )  # fmt: skip
 
 
-# -- retries_move_due.lua and dead_letter_unpark.lua (bridge.backends.redis.schedule)
+# -- retries_move_due.lua (bridge.backends.redis.retries) and dead_letter_unpark.lua
+# (bridge.backends.redis.dead_letter_store)
 # -------------------------
 
 MOVE_DUE = (

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
-from bridge.backends.redis.schedule import DeadLetterStore
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers, to_dict
 from bridge.failures import Reason
 from bridge.record import Headers, Record

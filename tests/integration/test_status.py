@@ -11,7 +11,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 
-from bridge.backends.redis.schedule import DeadLetterStore
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.deadletter import DeadLetter, ErrorInfo, to_dict
 from bridge.failures import Reason
 from bridge.record import Record

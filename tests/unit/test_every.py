@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bridge.backends.redis.schedule import Every
+from bridge.consumer.every import Every
 
 
 def test_a_failing_duty_backs_off_and_logs_one_traceback_then_one_line_per_failure(
@@ -26,7 +26,7 @@ def test_a_failing_duty_backs_off_and_logs_one_traceback_then_one_line_per_failu
             raise ConnectionError("Redis is down")
 
     duty = Every("mover", 0.005, job)
-    with caplog.at_level(logging.INFO, logger="bridge.backends.redis.schedule"):
+    with caplog.at_level(logging.INFO, logger="bridge.consumer.every"):
         duty.start()
         assert done.wait(timeout=30)
         duty.stop(timeout_s=5)
@@ -34,7 +34,7 @@ def test_a_failing_duty_backs_off_and_logs_one_traceback_then_one_line_per_failu
     # 5 ms, doubling after each further failure: 5, 10, 20, 40 ms at least between failed calls
     for gap, least_s in zip(gaps[:4], (0.005, 0.010, 0.020, 0.040), strict=True):
         assert gap >= least_s * 0.9
-    records = [r for r in caplog.records if r.name == "bridge.backends.redis.schedule"]
+    records = [r for r in caplog.records if r.name == "bridge.consumer.every"]
     tracebacks = [r for r in records if r.exc_info]
     assert len(tracebacks) == 1
     assert [r.getMessage() for r in records if "failed again" in r.getMessage()][-1].startswith(

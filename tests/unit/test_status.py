@@ -9,7 +9,7 @@ from dataclasses import replace
 from rich.console import Console
 
 from bridge.backends.redis.ordering import KeyState
-from bridge.backends.redis.schedule import RetrySummary
+from bridge.backends.redis.retries import RetrySummary
 from bridge.backends.redis.waiting import RedisCounts
 from bridge.backends.redis.worker_registry import Registration
 from bridge.hooks import LoopState, PartitionState

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import redis
 
+from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues
-from bridge.backends.redis.schedule import DeadLetterStore, Scheduler
+from bridge.backends.redis.retries import Scheduler
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 -- dead_letter_unpark.lua: forget a parked dead letter once it was redriven
--- (bridge.backends.redis.schedule.DeadLetterStore.unpark; `python -m bridge replay --parked`).
+-- (bridge.backends.redis.dead_letter_store.DeadLetterStore.unpark; `python -m bridge replay --parked`).
 --
 -- KEYS[1] the parked dead letters hash (bridge.keys.parked_dead_letters), by task id
 -- KEYS[2] a queue, or '' to push nothing

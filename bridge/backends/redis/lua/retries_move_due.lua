@@ -1,5 +1,5 @@
 -- retries_move_due.lua: delayed retries whose time has come go to their queues
--- (bridge.backends.redis.schedule.Scheduler.move_due; the bridge).
+-- (bridge.backends.redis.retries.Scheduler.move_due; the bridge).
 --
 -- KEYS[1] the delayed retries set (bridge.keys.delayed_retries): members
 --         queue \0 task message, scored by due time (ms since the epoch)
