@@ -24,45 +24,51 @@ them a second time.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from bridge import keys
-from bridge.backends.kafka.auth import security_configs
-from bridge.backends.kafka.patches import await_pending_joins
 from bridge.backends.kafka.topics import DeadLetterTopics
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.ordering import KeyQueues, parked_why
 from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.backends.redis.outcomes import count as count_outcome
 from bridge.backends.redis.schedule import DeadLetterStore, Every, Scheduler
 from bridge.backoff import exponential_ms
-from bridge.consumer import batches, incarnations
+from bridge.consumer import batches, commits, incarnations
 from bridge.consumer.assignment import Assignment
-from bridge.consumer.backpressure import Backpressure, Limit
+from bridge.consumer.backpressure import Backpressure, limits_of
+from bridge.consumer.commits import Commits
 from bridge.consumer.flood import Breakers
+from bridge.consumer.intake import Intake
+from bridge.consumer.kafka_consumer import START_BOOTSTRAP_MS as _START_BOOTSTRAP_MS
+from bridge.consumer.kafka_consumer import (
+    ConsumerFactory,
+    Rebalances,
+    await_topic_metadata,
+    connect,
+    make_consumer,
+)
 from bridge.consumer.pauses import Outage, Pauses, announce_hold, changes
 from bridge.consumer.pipeline import (
     Batch,
     InFlight,
     Publisher,
-    Undecodable,
     partitions_of,
     rewind_points,
 )
 from bridge.consumer.queue_consumers import CHECK_INTERVAL_S as WATCH_INTERVAL_S
 from bridge.consumer.queue_consumers import QueueWatch
+from bridge.consumer.reporting import Reporter
 from bridge.deadletter import (
     DeadLetter,
     DeadLetterProducer,
@@ -76,28 +82,16 @@ from bridge.errors import (
     DeadLetterRefusedError,
     PublishError,
     UndecodableBatchError,
-    UndecodableRecordError,
 )
 from bridge.failures import Reason
-from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, PartitionState, Refusal
+from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, Refusal
 from bridge.logs import at
 from bridge.offsets import Partition
-from bridge.record import Record, TimestampType, check_value, task_id
+from bridge.record import Record, TimestampType, task_id
 from bridge.routing import Route, Router
-from bridge.settings import BridgeSettings, KafkaSettings
+from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, bridge: Bridge) -> None:
-        self._bridge = bridge
-
-    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self._bridge.revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._bridge.assigned(assigned)
 
 
 class Bridge:
@@ -116,7 +110,6 @@ class Bridge:
         self.settings = settings
         self.hooks = HookChain(hooks)
         self.member = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
-        self._state_due = 0.0
         self.router = Router.from_settings(settings)
         batches.check_codecs()
         self._make_consumer = consumer_factory or make_consumer
@@ -126,7 +119,6 @@ class Bridge:
         self._dispatcher = dispatcher or Dispatcher(settings.celery, settings.kafka.group_id)
         self._publisher = Publisher(self._dispatcher.publish)
         self._in_flight: InFlight | None = None
-        self._commit_future: Any = None  # kafka-python's future of the commit in flight
         self._key_queues = KeyQueues(self._dispatcher.client, self.group_id)
         self._breakers = Breakers(
             OutcomeReader(self._dispatcher.client, self.group_id),
@@ -142,10 +134,14 @@ class Bridge:
         celery = settings.celery
         outage = Outage(celery.publish_retry_backoff_ms, celery.publish_retry_backoff_max_ms)
         self._pauses = Pauses(self._assignment, self._lock, outage=outage,
-                              backpressure=Backpressure(_limits(self.router.routes)),
+                              backpressure=Backpressure(limits_of(self.router.routes)),
                               breakers=self._breakers, queue_depths=self._dispatcher.queue_depths,
                               watched_sizes=self._key_queues.sizes)  # fmt: skip
-        self._commit_failing = False
+        self._commits = Commits(self._assignment, self._lock, self.hooks)
+        self._reporter = Reporter(self.hooks, self.member, self.group_id, self._assignment,
+                                  self._lock, self._pauses, self._breakers)  # fmt: skip
+        self._intake = Intake(self.router, self._dispatcher, self._key_queues, self._breakers,
+                              self._seek)  # fmt: skip
         self._scheduler = Scheduler(self._dispatcher.client, self.group_id)
         self._dead_letter_store = DeadLetterStore(self._dispatcher.client, self.group_id)
         interval_s = settings.retry.scheduler_interval_ms / 1000
@@ -195,38 +191,27 @@ class Bridge:
         self._reconcile_pauses(consumer)
         batch = self._poll(consumer)
         self._ensure_dead_letter_topics()  # of a topic just assigned, before dispatch
-        self._observe_poll(batch)
+        self._reporter.polled(batch)
         self._handle_batch(batch)
-        self._commit_async()
-        self._report_state()
+        self._commits.commit_async(consumer)
+        self._reporter.report(consumer)
 
     def start(self) -> KafkaConsumer | None:
-        """Create the missing dead-letter topics and the consumer, and subscribe. While Kafka
-        cannot be reached, try again with a backoff (1 s doubling up to 30 s).
+        """Create the missing dead-letter topics and the consumer, and subscribe; while Kafka
+        cannot be reached, try again (see :func:`connect`).
 
         :returns: the consumer; ``None`` if asked to stop first.
         :raises KafkaError: a Kafka error that is not retriable.
         """
-        attempt = 0
-        while self.running:
-            try:
-                self._dead_letter_topics.ensure()
-                consumer = self._consumer = self._make_consumer(self.settings.kafka)
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
-                attempt += 1
-                delay_ms = exponential_ms(attempt, initial_ms=1000, max_ms=30_000)
-                log.error("Kafka unreachable at start (attempt %d), trying again in %.1f s: %s",
-                          attempt, delay_ms / 1000, exc)  # fmt: skip
-                self._stopping.wait(delay_ms / 1000)
-                continue
-            if attempt:
-                log.warning("Kafka reached after %d failed attempt(s)", attempt)
-            consumer.subscribe(self.router.topics, listener=_Rebalance(self))
-            self._await_topic_metadata(consumer)
-            return consumer
-        return None
+        consumer = self._consumer = connect(self._connect, self._stopping)
+        if consumer is not None:
+            consumer.subscribe(self.router.topics, listener=Rebalances(self.assigned, self.revoked))
+            await_topic_metadata(consumer, self.router.topics)
+        return consumer
+
+    def _connect(self) -> KafkaConsumer:
+        self._dead_letter_topics.ensure()
+        return self._make_consumer(self.settings.kafka)
 
     def _poll(self, consumer: KafkaConsumer) -> dict[Partition, list[Any]]:
         """One poll; nothing while the broker is unreachable.
@@ -337,7 +322,7 @@ class Bridge:
         if partitions:
             log.info("partitions revoked: %s", _names(partitions))
         if pending and self._consumer is not None:
-            self._consumer.commit_async(_commit_request(pending))
+            self._consumer.commit_async(commits.request(pending))
 
     # -- the batch -------------------------------------------------------------------------
 
@@ -347,10 +332,9 @@ class Bridge:
             mine = {tp: r for tp, r in polled.items() if r and tp in self._assignment}
             assignment = self._assignment.generation
         topic_ids = incarnations.topic_ids(self._consumer, {tp.topic for tp in mine})
-        batch = Batch(self._admit(mine), assignment=assignment, topic_ids=topic_ids)
+        batch = self._intake.batch(mine, assignment, topic_ids)
         try:
-            for tp, records in batch.records.items():
-                batch.messages += [self._message(tp, msg, batch) for msg in records]
+            self._intake.build(batch)
         except PublishError as exc:  # no message template: Redis is down
             self._settle(batch)
             if batch.records:
@@ -359,20 +343,6 @@ class Bridge:
         self._settle(batch)
         if batch.records:
             self._submit(batch)
-
-    def _admit(self, polled: Mapping[Partition, Sequence[Any]]) -> dict[Partition, Any]:
-        """The records the flood breakers let through: a probe takes only so many, and the
-        partition is rewound to the first record it did not take."""
-        admitted: dict[Partition, Any] = {}
-        for tp, records in polled.items():
-            room = self._breakers.room(tp.topic)
-            if room is not None and room < len(records):
-                self._seek(tp, records[room].offset)
-                records = records[:room]
-            if records:
-                self._breakers.admitted(tp.topic, len(records))
-                admitted[tp] = records
-        return admitted
 
     def _settle(self, following: Batch | None) -> None:
         """Wait for the batch in flight and accept it; if it failed, rewind both it and
@@ -427,22 +397,6 @@ class Bridge:
             self._seek((r.topic, r.partition), r.offset)
             announce_hold(r)
         return held
-
-    def _message(self, tp: Partition, msg: Any, batch: Batch) -> Message:
-        route = self.router.route_for(tp.topic)
-        try:
-            check_value(msg.value, route.value_format)
-        except UndecodableRecordError as exc:  # dead-lettered when its batch is enqueued
-            batch.undecodable.append(Undecodable(tp, _to_record(msg, route), exc))
-            return Message(msg.topic, msg.partition, msg.offset, None, None)
-        if not route.ordered:
-            return self._dispatcher.consumed(route, msg)
-        ordered = Ordered(
-            self._key_queues.fifo(msg.topic, msg.key, msg.partition),
-            route.max_waiting_per_key,
-            route.max_waiting_per_partition,
-        )
-        return self._dispatcher.consumed(route, msg, ordered)
 
     def _head_deadline_ms(self) -> int:
         return int(time.time() * 1000) + self.settings.stall_timeout_ms
@@ -572,94 +526,11 @@ class Bridge:
     def _fifo_of(self, record: Record) -> str:
         return self._key_queues.fifo(record.topic, record.key, record.partition)
 
-    # -- what hooks see ----------------------------------------------------------------------
-
-    def _observe_poll(self, batch: Mapping[Partition, Sequence[Any]]) -> None:
-        if batch:
-            self.hooks.after_poll({tp: len(records) for tp, records in batch.items()})
-
-    def _report_state(self) -> None:
-        now = time.monotonic()
-        if now < self._state_due:
-            return
-        self._state_due = now + _STATE_INTERVAL_S
-        self.hooks.after_state(self.state())
-
     def state(self) -> LoopState:
         """A snapshot of this bridge: its partitions, their offsets, lag and pauses (loop
         thread only: it asks the consumer for each partition's end offset)."""
         assert self._consumer is not None
-        with self._lock:
-            assigned = self._assignment.partitions
-            offsets = {tp: self._assignment.offsets_of(tp) for tp in assigned}
-        highwater, paused = self._consumer.highwater, self._pauses.paused
-        partitions = tuple(
-            PartitionState(*tp, *offsets[tp], highwater(TopicPartition(*tp)), paused.get(tp))
-            for tp in assigned
-        )
-        return LoopState(
-            member=self.member,
-            group_id=self.group_id,
-            at_ms=int(time.time() * 1000),
-            broker_down=self._pauses.outage.down,
-            partitions=partitions,
-            breakers=self._breakers.reports(),
-        )
-
-    # -- commits ---------------------------------------------------------------------------
-
-    def _commit_async(self) -> None:
-        """Commit what was accepted without waiting for Kafka; one commit at a time (the next
-        takes whatever was accepted meanwhile). Its callback runs on this thread, in poll."""
-        assert self._consumer is not None
-        if self._commit_future is not None and not self._commit_future.is_done:
-            return
-        pending = self._pending_commits()
-        if pending:
-            done = functools.partial(self._committed, pending, time.perf_counter())
-            self._commit_future = self._consumer.commit_async(
-                _commit_request(pending), callback=done
-            )
-
-    def _committed(
-        self, pending: Mapping[Partition, int], started: float, _offsets: Any, response: Any
-    ) -> None:
-        if isinstance(response, Exception):
-            self._commit_failed(response)
-        else:
-            self._commit_succeeded(pending, time.perf_counter() - started)
-
-    def _commit(self, timeout_ms: int | None = None) -> None:
-        """Commit what was accepted and wait for Kafka's answer (on stopping)."""
-        assert self._consumer is not None
-        pending = self._pending_commits()
-        if not pending:
-            return
-        started = time.perf_counter()
-        try:
-            self._consumer.commit(_commit_request(pending), timeout_ms=timeout_ms)
-        except KafkaError as exc:
-            self._commit_failed(exc)
-            return
-        self._commit_succeeded(pending, time.perf_counter() - started)
-
-    def _pending_commits(self) -> dict[Partition, int]:
-        with self._lock:
-            return self._assignment.to_commit()
-
-    def _commit_failed(self, exc: Exception) -> None:
-        if not self._commit_failing:
-            log.error("commit to Kafka failed, retrying after each poll: %r", exc)
-        self._commit_failing = True
-        self.hooks.after_commit_failed(exc)
-
-    def _commit_succeeded(self, pending: Mapping[Partition, int], seconds: float) -> None:
-        self.hooks.after_commit(pending, seconds)
-        if self._commit_failing:
-            log.warning("commits to Kafka succeed again")
-        self._commit_failing = False
-        with self._lock:
-            self._assignment.committed(pending)
+        return self._reporter.state(self._consumer)
 
     # -- setup and teardown ----------------------------------------------------------------
 
@@ -679,14 +550,6 @@ class Bridge:
             log.warning("dead-letter topics of %s not created yet, trying again in %d s: %r",
                         ", ".join(sorted(missing)), _TOPICS_RETRY_S, exc)  # fmt: skip
 
-    def _await_topic_metadata(self, consumer: KafkaConsumer) -> None:
-        # Like librdkafka, join the group only once the routed topics' partitions are known:
-        # kafka-python 3.0 may otherwise lead a first assignment with no partitions and then
-        # miss the metadata change that should trigger a rebalance.
-        for topic in self.router.topics:
-            if not consumer.partitions_for_topic(topic):
-                log.warning("topic %s does not exist (yet): nothing to consume from it", topic)
-
     def _dead_letter_producer(self) -> DeadLetterProducer:
         if self._dead_letters is None:
             self._dead_letters = DeadLetterProducer(self.settings.kafka, self.settings.dead_letter)
@@ -699,7 +562,7 @@ class Bridge:
             thread.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
             self._settle(None)  # the batch in flight: accept it, so that it is committed
-            self._commit(timeout_ms=timeout_ms)
+            self._commits.commit(self._consumer, timeout_ms=timeout_ms)
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._consumer = None
         self._publisher.close()
@@ -712,64 +575,7 @@ class Bridge:
 
 _MOVE_BATCH = 1000
 _POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
-_START_BOOTSTRAP_MS = 5_000  # one start-up attempt's wait for a broker (a stop waits for it)
 _TOPICS_RETRY_S = 5
-_STATE_INTERVAL_S = 1.0
-
-
-ConsumerFactory = Callable[[KafkaSettings], KafkaConsumer]
-
-
-def make_consumer(k: KafkaSettings) -> KafkaConsumer:
-    """The bridge's Kafka consumer: no auto-commit, kafka-python 3.0's join workaround applied.
-
-    :raises KafkaError: Kafka cannot be reached (retriable) or refuses the settings.
-    """
-    consumer = KafkaConsumer(
-        bootstrap_servers=k.bootstrap_servers.split(","),
-        bootstrap_timeout_ms=_START_BOOTSTRAP_MS,
-        group_id=k.group_id,
-        group_instance_id=k.group_instance_id,
-        client_id=k.client_id,
-        enable_auto_commit=False,
-        auto_offset_reset=k.auto_offset_reset,
-        max_poll_records=k.max_poll_records,
-        session_timeout_ms=k.session_timeout_ms,
-        max_poll_interval_ms=k.max_poll_interval_ms,
-        request_timeout_ms=k.request_timeout_ms,
-        **security_configs(k),
-    )
-    await_pending_joins(consumer)
-    return consumer
-
-
-def _limits(routes: Iterable[Route]) -> dict[str, Limit]:
-    return {
-        r.topic: Limit(r.queue, r.max_queue_depth, r.resume_queue_depth or 0)
-        for r in routes
-        if r.max_queue_depth is not None
-    }
-
-
-def _commit_request(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
-    return {
-        TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
-        for tp, offset in offsets.items()
-    }
-
-
-def _to_record(msg: Any, route: Route) -> Record:
-    return Record(
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        timestamp_ms=msg.timestamp,
-        key=msg.key,
-        raw_value=msg.value,
-        headers=tuple(msg.headers or ()),
-        value_format=route.value_format,
-        timestamp_type=TimestampType.of(msg.timestamp_type),
-    )
 
 
 def _names(partitions: Iterable[Any]) -> str:

@@ -1,177 +1,29 @@
 """One iteration of the bridge loop (``Bridge.step``) against a fake Kafka consumer and a fake
-Celery publisher: what it polls, enqueues, accepts, commits, rewinds, pauses and resumes.
-
-The fake consumer keeps each partition's records in memory and a position per partition, runs
-rebalances inside ``poll`` as kafka-python does, and refuses anything but kafka-python's
-``TopicPartition`` where kafka-python does. The fake dispatcher stands for the enqueue script;
-what Redis does with a batch is tested against Redis (tests/integration).
-"""
+Celery publisher (tests/unit/fakes.py): what it polls, enqueues, accepts, commits, rewinds,
+pauses and resumes."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
 from kafka import TopicPartition
-from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
 from bridge.backends.kafka.topics import DeadLetterTopics
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
 from bridge.consumer import loop
 from bridge.consumer.loop import Bridge
-from bridge.errors import PublishError
-from bridge.hooks import Outcome, Refusal
-from bridge.routing import Route
+from bridge.hooks import BridgeHooks, LoopState, Refusal
+from bridge.offsets import Partition
 from bridge.settings import BridgeSettings
+from tests.unit.fakes import FakeConsumer, FakeDispatcher
 
 A0, A1 = TopicPartition("a", 0), TopicPartition("a", 1)
+BACKOFF_MS = 300  # the broker's outage backoff: longer than a few steps on a busy machine
 UNREACHABLE = "127.0.0.1:9"  # nothing listens: the background threads are never started
-
-
-def _check(tps: Iterable[Any]) -> None:
-    if not all(isinstance(tp, TopicPartition) for tp in tps):  # as kafka-python checks
-        raise TypeError("partitions must be TopicPartition namedtuples")
-
-
-class Future:
-    """A commit's future (kafka-python's ``Future`` as the bridge reads it)."""
-
-    def __init__(self, done: bool) -> None:
-        self.is_done = done
-
-
-class FakeConsumer:
-    """An in-memory ``KafkaConsumer``: records per partition, positions, pauses, commits."""
-
-    def __init__(self, records: Mapping[TopicPartition, int]) -> None:
-        self.logs = {tp: [self._record(tp, o) for o in range(n)] for tp, n in records.items()}
-        self.position_of: dict[TopicPartition, int] = {}
-        self.paused_set: set[TopicPartition] = set()
-        self.committed: dict[TopicPartition, int] = {}
-        self.commits: list[dict[TopicPartition, OffsetAndMetadata]] = []
-        self.listener: Any = None
-        self.rebalances: list[tuple[list[TopicPartition], list[TopicPartition]]] = []
-        self.errors: list[Exception] = []
-        self.answering = True  # False: commits stay in flight
-        self._callbacks: list[Callable[[], None]] = []
-
-    @staticmethod
-    def _record(tp: TopicPartition, offset: int) -> ConsumerRecord:
-        return ConsumerRecord(tp.topic, tp.partition, 0, offset, 1_700_000_000_000, 0, b"k",
-                              b'{"n": %d}' % offset, [], None, 1, 8, -1)  # fmt: skip
-
-    def rebalance(self, revoke: list[TopicPartition], assign: list[TopicPartition]) -> None:
-        """Revoke and assign during the next poll."""
-        self.rebalances.append((revoke, assign))
-
-    def subscribe(self, topics: Sequence[str], listener: Any) -> None:
-        self.listener = listener
-        self.rebalance([], sorted(self.logs))
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {tp.partition for tp in self.logs if tp.topic == topic}
-
-    def poll(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
-        for callback in self._callbacks:
-            callback()
-        self._callbacks.clear()
-        if self.errors:
-            raise self.errors.pop(0)
-        for revoke, assign in self.rebalances:
-            self.listener.on_partitions_revoked(revoke)
-            for tp in revoke:
-                self.position_of.pop(tp)
-                self.paused_set.discard(tp)
-            for tp in assign:
-                self.position_of[tp] = self.committed.get(tp, 0)
-            self.listener.on_partitions_assigned(assign)
-        self.rebalances.clear()
-        batch, room = {}, max_records
-        for tp, position in self.position_of.items():
-            records = self.logs[tp][position : position + room]
-            if records and tp not in self.paused_set:
-                batch[tp], room = records, room - len(records)
-                self.position_of[tp] = records[-1].offset + 1
-        return batch
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        _check([tp])
-        self.position_of[tp] = offset
-
-    def position(self, tp: TopicPartition) -> int:
-        _check([tp])
-        return self.position_of[tp]
-
-    def highwater(self, tp: TopicPartition) -> int:
-        _check([tp])
-        return len(self.logs[tp])
-
-    def pause(self, *tps: TopicPartition) -> None:
-        _check(tps)
-        self.paused_set.update(tps)
-
-    def resume(self, *tps: TopicPartition) -> None:
-        _check(tps)
-        self.paused_set.difference_update(tps)
-
-    def paused(self) -> set[TopicPartition]:
-        return set(self.paused_set)
-
-    def commit_async(
-        self, offsets: dict[TopicPartition, OffsetAndMetadata], callback: Any = None
-    ) -> Future:
-        self.commit(offsets)
-        if callback is not None and self.answering:  # kafka-python runs it in a later poll
-            self._callbacks.append(lambda: callback(offsets, None))
-        return Future(self.answering)
-
-    def commit(
-        self, offsets: dict[TopicPartition, OffsetAndMetadata], timeout_ms: Any = None
-    ) -> None:
-        _check(offsets)
-        self.commits.append(dict(offsets))
-        self.committed.update({tp: meta.offset for tp, meta in offsets.items()})
-
-    def close(self, autocommit: bool, timeout_ms: int) -> None:
-        pass
-
-
-class FakeDispatcher(Dispatcher):
-    """The Celery side: builds a message per record; ``publish`` keeps what it enqueues (on
-    the publisher thread), refuses what ``refuse`` says, fails while ``down``."""
-
-    def __init__(self, settings: BridgeSettings) -> None:
-        super().__init__(settings.celery, settings.kafka.group_id)
-        self.enqueued: list[tuple[str, int, int]] = []
-        self.depths: dict[str, int] = {}
-        self.refuse: list[Refusal] = []
-        self.down = False
-        self._guard = threading.Lock()
-
-    def consumed(self, route: Route, record: Any, ordered: Ordered | None = None) -> Message:
-        return Message(record.topic, record.partition, record.offset, route.queue, b"task")
-
-    def publish(
-        self,
-        messages: Sequence[Message],
-        head_deadline_ms: int = 0,
-        topic_ids: Mapping[str, str | None] | None = None,
-    ) -> Outcome:
-        with self._guard:
-            if self.down:
-                raise PublishError("Celery broker unreachable: ConnectionError()")
-            stops = {(r.topic, r.partition): r.offset for r in self.refuse}
-            done = [(m.topic, m.partition, m.offset) for m in messages
-                    if m.offset < stops.get((m.topic, m.partition), m.offset + 1)]  # fmt: skip
-            self.enqueued += done
-            return Outcome(enqueued=len(done), skipped=0, refused=tuple(self.refuse))
-
-    def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
-        return {q: self.depths.get(q, 0) for q in queues}
 
 
 def settings(**route: Any) -> BridgeSettings:
@@ -179,10 +31,29 @@ def settings(**route: Any) -> BridgeSettings:
         {
             "kafka": {"bootstrap_servers": UNREACHABLE, "group_id": "g", "max_poll_records": 10},
             "celery": {"broker_url": f"redis://{UNREACHABLE}/0",
-                       "publish_retry_backoff_ms": 1, "publish_retry_backoff_max_ms": 1},
+                       "publish_retry_backoff_ms": BACKOFF_MS,
+                       "publish_retry_backoff_max_ms": BACKOFF_MS},
             "routes": [{"topic": "a", "task": "t", **route}],
         }
     )  # fmt: skip
+
+
+class Seen(BridgeHooks):
+    """What the hooks are told."""
+
+    def __init__(self) -> None:
+        self.polls: list[Mapping[Partition, int]] = []
+        self.accepted: list[Mapping[Partition, tuple[int, int]]] = []
+        self.states: list[LoopState] = []
+
+    def after_poll(self, counts: Mapping[Partition, int]) -> None:
+        self.polls.append(dict(counts))
+
+    def after_accept(self, offsets: Mapping[Partition, tuple[int, int]]) -> None:
+        self.accepted.append(dict(offsets))
+
+    def after_state(self, state: LoopState) -> None:
+        self.states.append(state)
 
 
 class Started:
@@ -192,7 +63,8 @@ class Started:
         conf = settings(**route)
         self.consumer = FakeConsumer(records)
         self.dispatcher = FakeDispatcher(conf)
-        self.bridge = Bridge(conf, consumer_factory=lambda _: self.consumer,
+        self.seen = Seen()
+        self.bridge = Bridge(conf, [self.seen], consumer_factory=lambda _: self.consumer,
                              dispatcher=self.dispatcher)  # fmt: skip
         # Their DLTs exist (no admin client: nothing listens at UNREACHABLE).
         self.bridge._dead_letter_topics = DeadLetterTopics(conf.kafka, (), bootstrap_timeout_ms=0)
@@ -202,12 +74,11 @@ class Started:
         for _ in range(count):
             self.bridge.step(self.consumer)
 
-    def step_until(self, done: Callable[[], bool], steps: int = 1000) -> None:
-        for _ in range(steps):
-            if done():
-                return
+    def step_until(self, done: Callable[[], bool], timeout_s: float = 10) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert time.monotonic() < deadline, "not reached"
             self.bridge.step(self.consumer)
-        raise AssertionError("not reached")
 
 
 @pytest.fixture
@@ -242,6 +113,11 @@ def test_records_are_enqueued_then_accepted_and_committed(started: Callable[...,
     )
     s.steps(1)  # Kafka's answer comes in the next poll
     assert [(p.committed, p.paused) for p in s.bridge.state().partitions] == [(12, None), (2, None)]
+    assert s.seen.polls == [{A0: 10}, {A0: 2, A1: 2}]  # then empty polls: not told
+    assert s.seen.accepted == [{A0: (0, 10)}, {A0: (10, 12), A1: (0, 2)}]
+    [first] = s.seen.states  # at most one a second: the first, before anything was accepted
+    assert (first.member, first.group_id) == (s.bridge.member, "g")
+    assert [(p.partition, p.accepted) for p in first.partitions] == [(0, None), (1, None)]
 
 
 def test_a_failed_enqueue_rewinds_pauses_every_partition_and_loses_nothing(
