@@ -34,6 +34,7 @@ class Consumer:
         self.sent: list[dict[TopicPartition, OffsetAndMetadata]] = []
         self._waiting: list[tuple[Future, Callable[..., None], Any]] = []
         self.error: Exception | None = None
+        self.timeouts: list[int | None] = []
 
     def commit_async(self, offsets: Any, callback: Callable[..., None]) -> Future:
         self.sent.append(offsets)
@@ -47,6 +48,7 @@ class Consumer:
 
     def commit(self, offsets: Any, timeout_ms: int | None = None) -> None:
         self.sent.append(offsets)
+        self.timeouts.append(timeout_ms)
         if self.error is not None:
             raise self.error
 
@@ -54,10 +56,12 @@ class Consumer:
 class Seen(BridgeHooks):
     def __init__(self) -> None:
         self.commits: list[Mapping[Partition, int]] = []
+        self.took_s: list[float] = []
         self.failures: list[BaseException] = []
 
     def after_commit(self, offsets: Mapping[Partition, int], took_s: float) -> None:
         self.commits.append(dict(offsets))
+        self.took_s.append(took_s)
 
     def after_commit_failed(self, error: BaseException) -> None:
         self.failures.append(error)
@@ -87,6 +91,7 @@ def test_one_asynchronous_commit_at_a_time_and_the_next_takes_what_came_meanwhil
     assert assignment.to_commit() == {}
     commits.commit_async(consumer)
     assert len(consumer.sent) == 2  # nothing pending: nothing sent
+    assert all(0 <= took_s < 5 for took_s in seen.took_s)
 
 
 def test_a_failed_commit_is_logged_once_retried_and_its_recovery_logged(
@@ -96,18 +101,18 @@ def test_a_failed_commit_is_logged_once_retried_and_its_recovery_logged(
     commits = Commits(assignment, threading.Lock(), seen)
     error = RebalanceInProgressError()
     with caplog.at_level(logging.WARNING, LOGGER):
-        for _ in range(2):
+        for answer in (error, error, None, error):
             commits.commit_async(consumer)
-            consumer.answer(error)
-        commits.commit_async(consumer)
-        consumer.answer()
-    assert consumer.sent == [request({A0: 3})] * 3  # still pending after each failure
-    assert seen.failures == [error, error]
+            consumer.answer(answer)
+            assignment.accept(A0, 3 + len(consumer.sent))
+    assert consumer.sent == [request({A0: 3}), request({A0: 5}), request({A0: 6}), request({A0: 7})]
+    assert seen.failures == [error, error, error]
     assert caplog.messages == [
         f"commit to Kafka failed, retrying after each poll: {error!r}",
         "commits to Kafka succeed again",
+        f"commit to Kafka failed, retrying after each poll: {error!r}",
     ]
-    assert assignment.to_commit() == {}
+    assert assignment.to_commit() == {A0: 8}
 
 
 def test_the_commit_on_stopping_waits_and_keeps_what_failed_pending() -> None:
@@ -116,9 +121,12 @@ def test_the_commit_on_stopping_waits_and_keeps_what_failed_pending() -> None:
     consumer.error = KafkaTimeoutError()
     commits.commit(consumer, timeout_ms=10)
     assert (seen.commits, assignment.to_commit()) == ([], {A0: 3, A1: 2})
+    assert seen.failures == [consumer.error]
     consumer.error = None
-    commits.commit(consumer, timeout_ms=10)
+    commits.commit(consumer, timeout_ms=20)
     assert seen.commits == [{A0: 3, A1: 2}]
+    assert consumer.timeouts == [10, 20]
+    assert 0 <= seen.took_s[0] < 5
     assert assignment.to_commit() == {}
     commits.commit(consumer)
     assert len(consumer.sent) == 2  # nothing pending: nothing sent

@@ -16,6 +16,7 @@ from bridge.consumer.flood import Breakers
 from bridge.consumer.intake import Intake
 from bridge.errors import UndecodableRecordError
 from bridge.offsets import Partition
+from bridge.record import Record, TimestampType
 from bridge.routing import Router
 from bridge.settings import BridgeSettings
 from tests.unit.fakes import FakeConsumer, FakeDispatcher
@@ -80,7 +81,7 @@ def test_each_record_gets_its_task_message_and_an_undecodable_one_is_set_aside()
     conf = settings()
     intake = intake_of(conf, Breakers(Flood(), [], conf.breaker), [])  # type: ignore[arg-type]
     records = polled({A0: 2, B0: 2})
-    bad = records[B0][1]._replace(value=b"{not json")
+    bad = records[B0][1]._replace(value=b"{not json", headers=None, timestamp_type=1)
     records[B0][1] = bad
     batch = intake.batch(records, generation=1, topic_ids=None)
     intake.build(batch)
@@ -94,7 +95,10 @@ def test_each_record_gets_its_task_message_and_an_undecodable_one_is_set_aside()
     )  # fmt: skip
     assert batch.messages[0].ordered is None
     [undecodable] = batch.undecodable
-    assert (undecodable.tp, undecodable.record.offset, undecodable.record.raw_value) == (
-        B0, 1, b"{not json"
+    assert undecodable.tp == B0
+    assert undecodable.record == Record(
+        "b", 0, 1, bad.timestamp, b"k", b"{not json", (), "json",
+        timestamp_type=TimestampType.LOG_APPEND_TIME,
     )  # fmt: skip
+    assert undecodable.record.timestamp_type is TimestampType.LOG_APPEND_TIME
     assert isinstance(undecodable.error, UndecodableRecordError)
