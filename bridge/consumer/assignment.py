@@ -100,9 +100,9 @@ class Assignment:
         spans: Spans = {}
         for m in records:
             tp = Partition(m.topic, m.partition)
-            if tp in current and m.offset < stop.get(tp, m.offset + 1):
+            if tp in current and (tp not in stop or m.offset < stop[tp]):
                 self._offsets.accept(tp, m.offset)
-                spans[tp] = (spans.get(tp, (m.offset, 0))[0], m.offset + 1)
+                spans[tp] = (spans[tp][0] if tp in spans else m.offset, m.offset + 1)
         held = [r for r in refused if (r.topic, r.partition) in current]
         for r in held:
             self._holds.hold(Partition(r.topic, r.partition), watch=r.watch, kind=r.full,

@@ -59,3 +59,5 @@ def test_the_limits_of_the_routes_that_have_one() -> None:
         "a": Limit("qa", max_depth=10, resume_depth=5),  # half, by default
         "b": Limit("qb", max_depth=8, resume_depth=3),
     }
+    unset = dataclasses.replace(c, max_queue_depth=4, resume_queue_depth=None)
+    assert limits_of([unset]) == {"c": Limit("celery", max_depth=4, resume_depth=0)}

@@ -10,6 +10,7 @@ import redis
 from kafka import TopicPartition
 
 from bridge import keys
+from bridge.backends.redis.dispatch import Message
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.breaker import Outcomes
 from bridge.consumer.flood import Breakers
@@ -75,6 +76,10 @@ def test_a_probe_takes_only_so_many_records_and_rewinds_to_the_first_it_did_not(
     assert seeks == [(A0, 1)]
     assert intake.batch(polled({A0: 5}), generation=7, topic_ids=None).records == {}
     assert seeks[-1] == (A0, 0)
+    breakers.check(105.0)  # the probe failed: open; half-open again a second later
+    breakers.check(106.0)
+    batch = intake.batch(polled({A0: 3}), generation=8, topic_ids=None)
+    assert (len(batch.records[A0]), seeks[2:]) == (3, [])  # just the probe's 3: no rewind
 
 
 def test_each_record_gets_its_task_message_and_an_undecodable_one_is_set_aside() -> None:
@@ -83,15 +88,17 @@ def test_each_record_gets_its_task_message_and_an_undecodable_one_is_set_aside()
     records = polled({A0: 2, B0: 2})
     bad = records[B0][1]._replace(value=b"{not json", headers=None, timestamp_type=1)
     records[B0][1] = bad
+    records[B0][0] = records[B0][0]._replace(key=None)  # its partition's FIFO
     batch = intake.batch(records, generation=1, topic_ids=None)
     intake.build(batch)
-    assert [(m.topic, m.offset, m.payload) for m in batch.messages] == [
-        ("a", 0, b"task"), ("a", 1, b"task"), ("b", 0, b"task"), ("b", 1, None)
+    assert [(m.topic, m.partition, m.offset, m.payload) for m in batch.messages] == [
+        ("a", 0, 0, b"task"), ("a", 0, 1, b"task"), ("b", 0, 0, b"task"), ("b", 0, 1, None)
     ]  # fmt: skip
+    assert batch.messages[3] == Message("b", 0, 1, None, None)
     ordered = batch.messages[2].ordered
     assert ordered is not None
     assert (ordered.fifo, ordered.max_per_key, ordered.max_per_partition) == (
-        keys.ordered_queue("g", "b", b"k", 0), 10_000, 100_000
+        keys.ordered_queue("g", "b", None, 0), 10_000, 100_000
     )  # fmt: skip
     assert batch.messages[0].ordered is None
     [undecodable] = batch.undecodable

@@ -42,6 +42,7 @@ class Redis:
         self.sizes: dict[str, int] = {}
         self.outcomes: dict[str, Outcomes] = {}
         self.down = False
+        self.why = "Connection refused"
         self.reads = 0
 
     def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
@@ -57,7 +58,7 @@ class Redis:
     def _read(self) -> None:
         self.reads += 1
         if self.down:
-            raise redis.ConnectionError("Connection refused")
+            raise redis.ConnectionError(self.why)
 
 
 class Reader:
@@ -162,6 +163,7 @@ def test_a_recovery_after_failures_is_logged_once_and_resets_the_backoff(
 def test_nothing_paused_and_nothing_read_when_no_source_is_configured() -> None:
     source = Redis()
     pauses = pauses_of(source, assigned(A0, B0), limits={})
+    assert pauses.paused == {}  # before the first reconcile too
     assert pauses.reconcile(nothing_in_flight) == {}
     assert source.reads == 0  # no queue limit, no hold, no breaker
 
@@ -171,13 +173,14 @@ def test_a_deep_queue_pauses_its_route_until_it_drains(caplog: pytest.LogCapture
     pauses = pauses_of(source, assigned(A0, A1, B0))
     source.depths = {"qa": 7}
     with caplog.at_level(logging.INFO, LOGGER):
-        assert pauses.reconcile(lambda: {"qa": 3}) == {A0: "backpressure", A1: "backpressure"}
+        in_flight = {"qa": 3, "other": 2}
+        assert pauses.reconcile(lambda: in_flight) == {A0: "backpressure", A1: "backpressure"}
         source.depths = {"qa": 5}
         assert pauses.reconcile(nothing_in_flight) == {A0: "backpressure", A1: "backpressure"}
         source.depths = {"qa": 2}
         assert pauses.reconcile(nothing_in_flight) == {}
     assert caplog.messages == [
-        "backpressure: a paused, its queue holds {'qa': 10}",  # 7 in Redis + 3 in flight
+        "backpressure: a paused, its queue holds {'qa': 10, 'other': 2}",  # 7 + 3 in flight
         "backpressure: a resumed, its queue holds {'qa': 2}",
     ]
     assert pauses.paused == {}
@@ -203,6 +206,7 @@ def test_a_held_partition_is_paused_until_what_it_watches_drains(
     with caplog.at_level(logging.INFO, LOGGER):
         assert pauses.reconcile(nothing_in_flight) == {}
     assert caplog.messages == [released]
+    assert (caplog.records[0].topic, caplog.records[0].partition) == ("a", 0)  # type: ignore[attr-defined]
     assert assignment.held == {}
 
 
@@ -214,7 +218,9 @@ def test_a_flooded_route_is_paused() -> None:
 
 
 @pytest.mark.parametrize("failing", ["queue depths", "holds", "breakers"])
-def test_a_failed_read_is_a_broker_outage_and_nothing_is_read_while_it_lasts(failing: str) -> None:
+def test_a_failed_read_is_a_broker_outage_and_nothing_is_read_while_it_lasts(
+    failing: str, caplog: pytest.LogCaptureFixture
+) -> None:
     source, clock, assignment = Redis(), Clock(), assigned(A0, B0)
     if failing == "holds":
         assignment.accept_batch((), [Refusal("b", 0, 5, "key", "w", 8)], 1)
@@ -223,8 +229,13 @@ def test_a_failed_read_is_a_broker_outage_and_nothing_is_read_while_it_lasts(fai
     ratio = 0.5 if failing == "breakers" else None
     pauses = pauses_of(source, assignment, limits=limits, ratio=ratio, clock=clock)
     source.down = True
-    assert pauses.reconcile(nothing_in_flight) == {A0: "broker-down", B0: "broker-down"}
+    source.why = f"Connection refused ({failing})"  # repeats are held back once logging is set up
+    with caplog.at_level(logging.ERROR, LOGGER):
+        assert pauses.reconcile(nothing_in_flight) == {A0: "broker-down", B0: "broker-down"}
     assert (source.reads, pauses.outage.failures) == (1, 1)
+    queues = failing == "queue depths"
+    why = "queue depths unknown: ConnectionError()" if queues else source.why
+    assert caplog.messages[-1].endswith(f"retry in 100 ms: {why}")
     clock.now += 0.05
     pauses.reconcile(nothing_in_flight)
     assert source.reads == 1  # down: nothing read
