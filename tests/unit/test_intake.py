@@ -85,7 +85,7 @@ def test_a_probe_takes_only_so_many_records_and_rewinds_to_the_first_it_did_not(
 def test_each_record_gets_its_task_message_and_an_undecodable_one_is_set_aside() -> None:
     conf = settings()
     intake = intake_of(conf, Breakers(Flood(), [], conf.breaker), [])  # type: ignore[arg-type]
-    records = polled({A0: 2, B0: 3})
+    records = polled({A0: 2, B0: 4})
     bad = records[B0][1]._replace(value=b"{not json", headers=None, timestamp_type=1)
     records[B0][1] = bad
     records[B0][0] = records[B0][0]._replace(key=None)  # its partition's FIFO
@@ -94,7 +94,7 @@ def test_each_record_gets_its_task_message_and_an_undecodable_one_is_set_aside()
     intake.build(batch)
     assert [(m.topic, m.partition, m.offset, m.payload) for m in batch.messages] == [
         ("a", 0, 0, b"task"), ("a", 0, 1, b"task"), ("b", 0, 0, b"task"), ("b", 0, 1, None),
-        ("b", 0, 2, None),
+        ("b", 0, 2, None), ("b", 0, 3, b"task"),
     ]  # fmt: skip
     assert batch.messages[3] == Message("b", 0, 1, None, None)
     ordered = batch.messages[2].ordered
@@ -102,6 +102,9 @@ def test_each_record_gets_its_task_message_and_an_undecodable_one_is_set_aside()
     assert (ordered.fifo, ordered.max_per_key, ordered.max_per_partition) == (
         keys.ordered_queue("g", "b", None, 0), 10_000, 100_000
     )  # fmt: skip
+    keyed = batch.messages[5].ordered
+    assert keyed is not None
+    assert keyed.fifo == keys.ordered_queue("g", "b", b"k", 0) != ordered.fifo
     assert batch.messages[0].ordered is None
     undecodable, with_headers = batch.undecodable
     assert with_headers.record.headers == (("h", b"v"),)
