@@ -31,7 +31,9 @@ FORMAT_ENV = "BRIDGE_LOG_FORMAT"
 TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class _Located(Protocol):
+class Located(Protocol):
+    """Anything that says where a record is: a record, a task message, a refusal."""
+
     @property
     def topic(self) -> str: ...
     @property
@@ -41,7 +43,7 @@ class _Located(Protocol):
 
 
 def at(
-    record: _Located | None = None,
+    record: Located | None = None,
     *,
     task_id: str | None = None,
     topic: str | None = None,

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bridge.routing import Route
+
 TP = TypeVar("TP", bound=tuple[str, int])
 
 
@@ -28,6 +30,15 @@ class Limit:
     queue: str
     max_depth: int
     resume_depth: int
+
+
+def limits_of(routes: Iterable[Route]) -> dict[str, Limit]:
+    """The queue-depth limits of the routes that have one, by topic."""
+    return {
+        r.topic: Limit(r.queue, r.max_queue_depth, r.resume_queue_depth or 0)
+        for r in routes
+        if r.max_queue_depth is not None
+    }
 
 
 class Backpressure:

@@ -24,7 +24,6 @@ them a second time.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -34,83 +33,81 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
-from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer, Fate
-from bridge.backends.kafka.patches import await_pending_joins
 from bridge.backends.kafka.topics import DeadLetterTopics
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.backends.redis.outcomes import count as count_outcome
-from bridge.backoff import exponential_ms
-from bridge.consumer import batches, incarnations
-from bridge.consumer.backpressure import Backpressure, Limit, PartitionHolds, pause_reasons
+from bridge.consumer import batches, commits, incarnations
+from bridge.consumer.assignment import Assignment
+from bridge.consumer.backpressure import Backpressure, limits_of
+from bridge.consumer.commits import Commits
 from bridge.consumer.duties import Duties
 from bridge.consumer.flood import Breakers
+from bridge.consumer.intake import Intake
+from bridge.consumer.kafka_consumer import START_BOOTSTRAP_MS as _START_BOOTSTRAP_MS
+from bridge.consumer.kafka_consumer import (
+    ConsumerFactory,
+    Rebalances,
+    await_topic_metadata,
+    connect,
+    make_consumer,
+)
+from bridge.consumer.pauses import Outage, Pauses, announce_hold, changes
 from bridge.consumer.pipeline import (
     Batch,
     InFlight,
     Publisher,
-    Undecodable,
     partitions_of,
     rewind_points,
 )
+from bridge.consumer.reporting import Reporter
 from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
 from bridge.errors import (
     PublishError,
     UndecodableBatchError,
-    UndecodableRecordError,
 )
 from bridge.failures import Reason
-from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, PartitionState, Refusal
+from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, Refusal
 from bridge.logs import at
-from bridge.offsets import OffsetTracker, Partition
-from bridge.record import Record, TimestampType, check_value, task_id
+from bridge.offsets import Partition
+from bridge.record import Record, TimestampType, task_id
 from bridge.routing import Route, Router
 from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, bridge: Bridge) -> None:
-        self._bridge = bridge
-
-    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self._bridge.revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._bridge.assigned(assigned)
-
-
 class Bridge:
     """Consume the routed topics in one consumer group and hand every record to Celery."""
 
-    def __init__(self, settings: BridgeSettings, hooks: Sequence[BridgeHooks] = ()) -> None:
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        hooks: Sequence[BridgeHooks] = (),
+        *,
+        consumer_factory: ConsumerFactory | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        """:param consumer_factory: makes the Kafka consumer (default :func:`make_consumer`).
+        :param dispatcher: publishes to Celery (default: one for ``settings.celery``)."""
         self.settings = settings
         self.hooks = HookChain(hooks)
         self.member = f"{settings.kafka.client_id}@{socket.gethostname()}:{os.getpid()}"
-        self._paused: dict[TopicPartition, str] = {}
-        self._state_due = 0.0
         self.router = Router.from_settings(settings)
         batches.check_codecs()
-        self.offsets = OffsetTracker()
+        self._make_consumer = consumer_factory or make_consumer
         self._stopping = threading.Event()  # set by stop(), whenever it comes
-        self._lock = threading.Lock()  # offsets and _assigned: loop thread vs. IO thread
-        # Assigned partitions -> the assignment (a count of assignments) that gave each.
-        self._assigned: dict[TopicPartition, int] = {}
-        self._assignments = 0
-        self._dispatcher = Dispatcher(settings.celery, settings.kafka.group_id)
+        self._lock = threading.Lock()  # the assignment: loop thread vs. IO thread (rebalances)
+        self._assignment = Assignment()
+        self._dispatcher = dispatcher or Dispatcher(settings.celery, settings.kafka.group_id)
         self._publisher = Publisher(self._dispatcher.publish)
         self._in_flight: InFlight | None = None
-        self._commit_future: Any = None  # kafka-python's future of the commit in flight
-        self._backpressure = Backpressure(_limits(self.router.routes))
-        self._holds = PartitionHolds()
         self._key_queues = KeyQueues(self._dispatcher.client, self.group_id)
         self._breakers = Breakers(
             OutcomeReader(self._dispatcher.client, self.group_id),
@@ -125,13 +122,21 @@ class Bridge:
         )
         self._topics_retry_at = 0.0
         self._consumer: KafkaConsumer | None = None
-        self._broker_failures = 0
-        self._broker_retry_at: float | None = None
-        self._commit_failing = False
         self._dead_letters = DeadLetterOffice(
             self._dead_letter_producer, DeadLetterStore(self._dispatcher.client, self.group_id)
         )
         self._duties = Duties(settings, self.router.routes, self._dead_letter_producer, self.hooks)
+        celery = settings.celery
+        outage = Outage(celery.publish_retry_backoff_ms, celery.publish_retry_backoff_max_ms)
+        self._pauses = Pauses(self._assignment, self._lock, outage=outage,
+                              backpressure=Backpressure(limits_of(self.router.routes)),
+                              breakers=self._breakers, queue_depths=self._dispatcher.queue_depths,
+                              watched_sizes=self._key_queues.sizes)  # fmt: skip
+        self._commits = Commits(self._assignment, self._lock, self.hooks)
+        self._reporter = Reporter(self.hooks, self.member, self.group_id, self._assignment,
+                                  self._lock, self._pauses, self._breakers)  # fmt: skip
+        self._intake = Intake(self.router, self._dispatcher, self._key_queues, self._breakers,
+                              self._seek)  # fmt: skip
 
     @property
     def group_id(self) -> str:
@@ -146,56 +151,50 @@ class Bridge:
     def run(self) -> None:
         """Consume until :meth:`stop`; then commit what was accepted and leave the group.
 
-        Kafka unreachable at start is waited for (see :meth:`_start`); a stop asked for at any
+        Kafka unreachable at start is waited for (see :meth:`start`); a stop asked for at any
         time, start-up included, ends the run cleanly.
         """
         try:
-            consumer = self._start()
+            consumer = self.start()
             if consumer is None:
                 return
             self._duties.start()
             topics = ", ".join(self.router.topics)
             log.info("bridge started: group %s, topics %s", self.group_id, topics)
             while self.running:
-                self._reconcile_pauses()
-                batch = self._poll(consumer)
-                self._ensure_dead_letter_topics()  # of a topic just assigned, before dispatch
-                self._observe_poll(batch)
-                self._handle_batch(batch)
-                self._commit_async()
-                self._report_state()
+                self.step(consumer)
         finally:
-            self._shutdown()
+            self.close()
 
-    def _start(self) -> KafkaConsumer | None:
-        """Create the missing dead-letter topics and the consumer, and subscribe. While Kafka
-        cannot be reached, try again with a backoff (1 s doubling up to 30 s).
+    def step(self, consumer: KafkaConsumer) -> None:
+        """One iteration: pause and resume, poll, settle the batch in flight and enqueue the
+        one polled, commit what was accepted."""
+        self._reconcile_pauses(consumer)
+        batch = self._poll(consumer)
+        self._ensure_dead_letter_topics()  # of a topic just assigned, before dispatch
+        self._reporter.polled(batch)
+        self._handle_batch(batch)
+        self._commits.commit_async(consumer)
+        self._reporter.report(consumer)
+
+    def start(self) -> KafkaConsumer | None:
+        """Create the missing dead-letter topics and the consumer, and subscribe; while Kafka
+        cannot be reached, try again (see :func:`connect`).
 
         :returns: the consumer; ``None`` if asked to stop first.
         :raises KafkaError: a Kafka error that is not retriable.
         """
-        attempt = 0
-        while self.running:
-            try:
-                self._dead_letter_topics.ensure()
-                consumer = self._consumer = self._make_consumer()
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
-                attempt += 1
-                delay_ms = exponential_ms(attempt, initial_ms=1000, max_ms=30_000)
-                log.error("Kafka unreachable at start (attempt %d), trying again in %.1f s: %s",
-                          attempt, delay_ms / 1000, exc)  # fmt: skip
-                self._stopping.wait(delay_ms / 1000)
-                continue
-            if attempt:
-                log.warning("Kafka reached after %d failed attempt(s)", attempt)
-            consumer.subscribe(self.router.topics, listener=_Rebalance(self))
-            self._await_topic_metadata(consumer)
-            return consumer
-        return None
+        consumer = self._consumer = connect(self._connect, self._stopping)
+        if consumer is not None:
+            consumer.subscribe(self.router.topics, listener=Rebalances(self.assigned, self.revoked))
+            await_topic_metadata(consumer, self.router.topics)
+        return consumer
 
-    def _poll(self, consumer: KafkaConsumer) -> dict[TopicPartition, list[Any]]:
+    def _connect(self) -> KafkaConsumer:
+        self._dead_letter_topics.ensure()
+        return self._make_consumer(self.settings.kafka)
+
+    def _poll(self, consumer: KafkaConsumer) -> dict[Partition, list[Any]]:
         """One poll; nothing while the broker is unreachable.
 
         kafka-python 3.0 lets a connection error escape ``poll()`` when the broker goes away
@@ -219,7 +218,7 @@ class Bridge:
         except Exception as exc:  # a codec library's own error: data that does not decompress
             self._skip_undecodable(consumer, exc)
             return {}
-        return batch
+        return {Partition(*tp): records for tp, records in batch.items()}
 
     def _skip_undecodable(self, consumer: KafkaConsumer, exc: Exception) -> None:
         """A record batch kafka-python cannot decode (see :mod:`bridge.consumer.batches`): once the
@@ -235,14 +234,14 @@ class Bridge:
             raise exc
         bad.discard()  # else kafka-python's next poll at this position never returns
         with self._lock:
-            mine = bad.tp in self._assigned
+            mine = bad.tp in self._assignment
         if not mine:
             return
         offset = consumer.position(bad.tp)
         self._settle(None)  # a failed or refused enqueue rewinds the partition before it
         with self._lock:
-            mine = bad.tp in self._assigned
-        if not mine or self._broker_retry_at is not None or consumer.position(bad.tp) != offset:
+            mine = bad.tp in self._assignment
+        if not mine or self._pauses.outage.down or consumer.position(bad.tp) != offset:
             return  # records before it come again first; so will it
         skip = batches.offsets_to_skip(offset, bad, self.settings.kafka.max_poll_records)
         error = UndecodableBatchError(
@@ -275,7 +274,7 @@ class Bridge:
                 self._broker_failed(err)  # paused; it is fetched again once resumed
                 break
             with self._lock:
-                self.offsets.accept(partition, offset)
+                self._assignment.accept(partition, offset)
             done = offset + 1
         if done > offsets.start:
             self.hooks.after_accept({partition: (offsets.start, done)})
@@ -292,8 +291,7 @@ class Bridge:
         """Partitions given to this bridge: consume them from their committed offsets."""
         partitions = set(partitions)
         with self._lock:
-            self._assignments += 1
-            self._assigned.update(dict.fromkeys(partitions, self._assignments))
+            self._assignment.assign(partitions)
         if partitions:
             log.info("partitions assigned: %s", _names(partitions))
 
@@ -301,28 +299,23 @@ class Bridge:
         """Partitions taken away: stop dispatching them, commit what they accepted, forget."""
         partitions = set(partitions)
         with self._lock:
-            for tp in partitions:
-                self._assigned.pop(tp, None)
-            pending = {tp: o for tp, o in self.offsets.to_commit().items() if tp in partitions}
-            self.offsets.forget(partitions)
-            self._holds.forget(partitions)
+            pending = self._assignment.revoke(partitions)
         if partitions:
             log.info("partitions revoked: %s", _names(partitions))
         if pending and self._consumer is not None:
-            self._consumer.commit_async(_commit_request(pending))
+            self._consumer.commit_async(commits.request(pending))
 
     # -- the batch -------------------------------------------------------------------------
 
-    def _handle_batch(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> None:
+    def _handle_batch(self, polled: Mapping[Partition, Sequence[Any]]) -> None:
         """Build this poll's messages, settle the batch in flight, then enqueue this one."""
         with self._lock:
-            mine = {tp: r for tp, r in polled.items() if r and tp in self._assigned}
-            assignment = self._assignments
+            mine = {tp: r for tp, r in polled.items() if r and tp in self._assignment}
+            assignment = self._assignment.generation
         topic_ids = incarnations.topic_ids(self._consumer, {tp.topic for tp in mine})
-        batch = Batch(self._admit(mine), assignment=assignment, topic_ids=topic_ids)
+        batch = self._intake.batch(mine, assignment, topic_ids)
         try:
-            for tp, records in batch.records.items():
-                batch.messages += [self._message(tp, msg, batch) for msg in records]
+            self._intake.build(batch)
         except PublishError as exc:  # no message template: Redis is down
             self._settle(batch)
             if batch.records:
@@ -331,21 +324,6 @@ class Bridge:
         self._settle(batch)
         if batch.records:
             self._submit(batch)
-
-    def _admit(self, polled: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, Any]:
-        """The records the flood breakers let through: a probe takes only so many, and the
-        partition is rewound to the first record it did not take."""
-        admitted: dict[TopicPartition, Any] = {}
-        for tp, records in polled.items():
-            room = self._breakers.room(tp.topic)
-            if room is not None and room < len(records):
-                assert self._consumer is not None
-                self._consumer.seek(tp, records[room].offset)
-                records = records[:room]
-            if records:
-                self._breakers.admitted(tp.topic, len(records))
-                admitted[tp] = records
-        return admitted
 
     def _settle(self, following: Batch | None) -> None:
         """Wait for the batch in flight and accept it; if it failed, rewind both it and
@@ -360,7 +338,7 @@ class Bridge:
         outcome = done.outcome
         assert outcome is not None
         self.hooks.after_publish(outcome, done.seconds)
-        self._broker_recovered()
+        self._pauses.outage.recovered()
         if outcome.skipped:
             log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
         held = self._accept(flight.batch, outcome)
@@ -387,55 +365,19 @@ class Bridge:
         self.hooks.after_publish_failed(failed.size, exc, seconds)
 
     def _accept(self, batch: Batch, outcome: Outcome) -> list[Refusal]:
-        """Accept the batch's records up to what was refused, on partitions assigned since
-        before it was polled: one revoked and assigned again meanwhile starts over from its
-        committed offset (the records of the batch were enqueued; re-consumed, they are
-        skipped), and accepting the batch there would go backwards.
+        """Accept the batch's records up to what was refused (see :class:`Assignment`).
 
         :returns: the refusals that hold their partition (sent back to the refused record).
         """
-        refused = {(r.topic, r.partition): r.offset for r in outcome.refused}
-        spans: dict[Partition, tuple[int, int]] = {}
         with self._lock:
-            current = {tp for tp, since in self._assigned.items() if since <= batch.assignment}
-            for m in batch.messages:
-                tp = TopicPartition(m.topic, m.partition)
-                if tp in current and m.offset < refused.get(tp, m.offset + 1):
-                    p = Partition(m.topic, m.partition)
-                    self.offsets.accept(p, m.offset)
-                    spans[p] = (spans.get(p, (m.offset, 0))[0], m.offset + 1)
-            held = [r for r in outcome.refused if TopicPartition(r.topic, r.partition) in current]
-            for r in held:
-                self._holds.hold(TopicPartition(r.topic, r.partition), watch=r.watch, kind=r.full,
-                                 limit=r.limit)  # fmt: skip
+            spans, held = self._assignment.accept_batch(
+                batch.messages, outcome.refused, batch.assignment
+            )
         self.hooks.after_accept(spans)
-        assert self._consumer is not None
         for r in held:
-            self._consumer.seek(TopicPartition(r.topic, r.partition), r.offset)
-            where = at(topic=r.topic, partition=r.partition, offset=r.offset)
-            if r.full == "watermark":
-                log.error(incarnations.stopped_why(r.topic, r.partition, r.offset, r.watch),
-                          extra=where)  # fmt: skip
-                continue
-            log.warning("%s[%d]@%d: its %s has %d records waiting: partition paused",
-                        r.topic, r.partition, r.offset, r.full, r.limit, extra=where)  # fmt: skip
+            self._seek((r.topic, r.partition), r.offset)
+            announce_hold(r)
         return held
-
-    def _message(self, tp: TopicPartition, msg: Any, batch: Batch) -> Message:
-        route = self.router.route_for(tp.topic)
-        try:
-            check_value(msg.value, route.value_format)
-        except UndecodableRecordError as exc:  # dead-lettered when its batch is enqueued
-            batch.undecodable.append(Undecodable(tp, _to_record(msg, route), exc))
-            return Message(msg.topic, msg.partition, msg.offset, None, None)
-        if not route.ordered:
-            return self._dispatcher.consumed(route, msg)
-        ordered = Ordered(
-            self._key_queues.fifo(msg.topic, msg.key, msg.partition),
-            route.max_waiting_per_key,
-            route.max_waiting_per_partition,
-        )
-        return self._dispatcher.consumed(route, msg, ordered)
 
     def _head_deadline_ms(self) -> int:
         return int(time.time() * 1000) + self.settings.stall_timeout_ms
@@ -483,203 +425,37 @@ class Bridge:
             log.warning("undecodable %r dead-lettered to %s: %s", record, dl.dlt_topic, exc,
                         extra=where)  # fmt: skip
 
-    def _rewind(self, points: Mapping[TopicPartition, int]) -> None:
-        assert self._consumer is not None
+    def _rewind(self, points: Mapping[Partition, int]) -> None:
         with self._lock:
-            assigned = set(self._assigned)
+            points = self._assignment.rewind(points)
         for tp, offset in points.items():
-            if tp in assigned:  # a revoked partition's new owner starts from its commit
-                self._consumer.seek(tp, offset)
+            self._seek(tp, offset)
+
+    def _seek(self, tp: tuple[str, int], offset: int) -> None:
+        assert self._consumer is not None
+        self._consumer.seek(TopicPartition(*tp), offset)
 
     # -- pauses: broker outages and backpressure --------------------------------------------
 
     def _broker_failed(self, exc: Exception) -> None:
-        self._broker_failures += 1
-        delay_ms = exponential_ms(
-            self._broker_failures,
-            initial_ms=self.settings.celery.publish_retry_backoff_ms,
-            max_ms=self.settings.celery.publish_retry_backoff_max_ms,
-        )
-        self._broker_retry_at = time.monotonic() + delay_ms / 1000
-        log.error(
-            "Celery broker unavailable (attempt %d): all partitions paused, retry in %d ms: %s",
-            self._broker_failures, delay_ms, exc,
-        )  # fmt: skip
+        self._pauses.outage.failed(exc)
 
-    def _broker_recovered(self) -> None:
-        if self._broker_failures:
-            log.warning("Celery broker available again after %d failures", self._broker_failures)
-        self._broker_failures = 0
-        self._broker_retry_at = None
+    def _queued_in_flight(self) -> dict[str, int]:
+        return self._in_flight.batch.queued() if self._in_flight is not None else {}
 
-    def _reconcile_pauses(self) -> None:
-        assert self._consumer is not None
-        if self._broker_retry_at is not None and time.monotonic() >= self._broker_retry_at:
-            self._broker_retry_at = None  # let the next batch try the broker again
-        self._check_queue_depths()
-        self._check_holds()
-        self._check_breakers()
-        with self._lock:
-            assigned = set(self._assigned)
-            held = {tp: full.kind for tp, full in self._holds.held.items()}
-        self._paused = pause_reasons(
-            assigned,
-            broker_down=self._broker_retry_at is not None,
-            held_topics=self._backpressure.held,
-            held_partitions=held,
-            flooded_topics=self._breakers.paused_topics(),
-        )
-        wanted = set(self._paused)
-        paused = set(self._consumer.paused())
-        if wanted - paused:
-            self._consumer.pause(*(wanted - paused))
-        if paused - wanted:
-            self._consumer.resume(*(paused - wanted))
-
-    def _check_queue_depths(self) -> None:
-        queues = self._backpressure.queues
-        if not queues or self._broker_retry_at is not None:
-            return
-        try:
-            depths = self._dispatcher.queue_depths(queues)
-        except PublishError as exc:
-            self._broker_failed(exc)
-            return
-        if self._in_flight is not None:  # may not be in Redis yet: count it as if it were
-            for queue, count in self._in_flight.batch.queued().items():
-                depths[queue] = depths.get(queue, 0) + count
-        held, released = self._backpressure.update(depths)
-        for topic in held:
-            log.warning("backpressure: %s paused, its queue holds %s", topic, depths)
-        for topic in released:
-            log.info("backpressure: %s resumed, its queue holds %s", topic, depths)
-
-    def _check_breakers(self) -> None:
-        if self._broker_retry_at is not None:
-            return
-        try:
-            self._breakers.check(time.time())
-        except redis.RedisError as exc:  # the broker's outage handling takes over
-            self._broker_failed(exc)
-
-    def _check_holds(self) -> None:
-        with self._lock:
-            held = self._holds.held
-        if not held or self._broker_retry_at is not None:
-            return
-        watched = {full.watch: full.kind for full in held.values()}
-        try:
-            counts = self._key_queues.sizes(watched)
-        except redis.RedisError as exc:  # the broker's outage handling takes over
-            self._broker_failed(exc)
-            return
-        with self._lock:
-            released = self._holds.update(counts)
-        for tp in released:
-            what = (
-                "its watermark is gone"
-                if held[tp].kind == "watermark"
-                else "waiting records drained"
-            )
-            log.info("%s[%d]: %s, partition resumed", tp.topic, tp.partition, what,
-                     extra=at(topic=tp.topic, partition=tp.partition))  # fmt: skip
-
-    # -- what hooks see ----------------------------------------------------------------------
-
-    def _observe_poll(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
-        if batch:
-            self.hooks.after_poll({Partition(*tp): len(records) for tp, records in batch.items()})
-
-    def _report_state(self) -> None:
-        now = time.monotonic()
-        if now < self._state_due:
-            return
-        self._state_due = now + _STATE_INTERVAL_S
-        self.hooks.after_state(self.state())
+    def _reconcile_pauses(self, consumer: KafkaConsumer) -> None:
+        wanted = self._pauses.reconcile(self._queued_in_flight)
+        pause, resume = changes(wanted, consumer.paused())
+        if pause:
+            consumer.pause(*(TopicPartition(*tp) for tp in pause))
+        if resume:
+            consumer.resume(*(TopicPartition(*tp) for tp in resume))
 
     def state(self) -> LoopState:
         """A snapshot of this bridge: its partitions, their offsets, lag and pauses (loop
         thread only: it asks the consumer for each partition's end offset)."""
         assert self._consumer is not None
-        with self._lock:
-            assigned = sorted(self._assigned)
-            offsets = {tp: self._offsets_of(tp) for tp in assigned}
-        highwater, paused = self._consumer.highwater, self._paused
-        partitions = tuple(
-            PartitionState(tp.topic, tp.partition, *offsets[tp], highwater(tp), paused.get(tp))
-            for tp in assigned
-        )
-        return LoopState(
-            member=self.member,
-            group_id=self.group_id,
-            at_ms=int(time.time() * 1000),
-            broker_down=self._broker_retry_at is not None,
-            partitions=partitions,
-            breakers=self._breakers.reports(),
-        )
-
-    def _offsets_of(self, tp: TopicPartition) -> tuple[int | None, int | None]:
-        partition = Partition(*tp)
-        return self.offsets.position(partition), self.offsets.last_committed(partition)
-
-    # -- commits ---------------------------------------------------------------------------
-
-    def _commit_async(self) -> None:
-        """Commit what was accepted without waiting for Kafka; one commit at a time (the next
-        takes whatever was accepted meanwhile). Its callback runs on this thread, in poll."""
-        assert self._consumer is not None
-        if self._commit_future is not None and not self._commit_future.is_done:
-            return
-        pending = self._pending_commits()
-        if pending:
-            done = functools.partial(self._committed, pending, time.perf_counter())
-            self._commit_future = self._consumer.commit_async(
-                _commit_request(pending), callback=done
-            )
-
-    def _committed(
-        self, pending: Mapping[Partition, int], started: float, _offsets: Any, response: Any
-    ) -> None:
-        if isinstance(response, Exception):
-            self._commit_failed(response)
-        else:
-            self._commit_succeeded(pending, time.perf_counter() - started)
-
-    def _commit(self, timeout_ms: int | None = None) -> None:
-        """Commit what was accepted and wait for Kafka's answer (on stopping)."""
-        assert self._consumer is not None
-        pending = self._pending_commits()
-        if not pending:
-            return
-        started = time.perf_counter()
-        try:
-            self._consumer.commit(_commit_request(pending), timeout_ms=timeout_ms)
-        except KafkaError as exc:
-            self._commit_failed(exc)
-            return
-        self._commit_succeeded(pending, time.perf_counter() - started)
-
-    def _pending_commits(self) -> dict[Partition, int]:
-        with self._lock:
-            return {
-                tp: offset
-                for tp, offset in self.offsets.to_commit().items()
-                if TopicPartition(*tp) in self._assigned
-            }
-
-    def _commit_failed(self, exc: Exception) -> None:
-        if not self._commit_failing:
-            log.error("commit to Kafka failed, retrying after each poll: %r", exc)
-        self._commit_failing = True
-        self.hooks.after_commit_failed(exc)
-
-    def _commit_succeeded(self, pending: Mapping[Partition, int], seconds: float) -> None:
-        self.hooks.after_commit(pending, seconds)
-        if self._commit_failing:
-            log.warning("commits to Kafka succeed again")
-        self._commit_failing = False
-        with self._lock:
-            self.offsets.committed(pending)
+        return self._reporter.state(self._consumer)
 
     # -- setup and teardown ----------------------------------------------------------------
 
@@ -689,7 +465,7 @@ class Bridge:
         if self._dead_letter_topics.complete:  # the usual case, on every loop iteration
             return
         with self._lock:
-            missing = self._dead_letter_topics.missing({tp.topic for tp in self._assigned})
+            missing = self._dead_letter_topics.missing(self._assignment.topics)
         if not missing or time.monotonic() < self._topics_retry_at:
             return
         try:
@@ -699,39 +475,13 @@ class Bridge:
             log.warning("dead-letter topics of %s not created yet, trying again in %d s: %r",
                         ", ".join(sorted(missing)), _TOPICS_RETRY_S, exc)  # fmt: skip
 
-    def _make_consumer(self) -> KafkaConsumer:
-        k = self.settings.kafka
-        consumer = KafkaConsumer(
-            bootstrap_servers=k.bootstrap_servers.split(","),
-            bootstrap_timeout_ms=_START_BOOTSTRAP_MS,
-            group_id=k.group_id,
-            group_instance_id=k.group_instance_id,
-            client_id=k.client_id,
-            enable_auto_commit=False,
-            auto_offset_reset=k.auto_offset_reset,
-            max_poll_records=k.max_poll_records,
-            session_timeout_ms=k.session_timeout_ms,
-            max_poll_interval_ms=k.max_poll_interval_ms,
-            request_timeout_ms=k.request_timeout_ms,
-            **security_configs(k),
-        )
-        await_pending_joins(consumer)
-        return consumer
-
-    def _await_topic_metadata(self, consumer: KafkaConsumer) -> None:
-        # Like librdkafka, join the group only once the routed topics' partitions are known:
-        # kafka-python 3.0 may otherwise lead a first assignment with no partitions and then
-        # miss the metadata change that should trigger a rebalance.
-        for topic in self.router.topics:
-            if not consumer.partitions_for_topic(topic):
-                log.warning("topic %s does not exist (yet): nothing to consume from it", topic)
-
-    def _shutdown(self) -> None:
+    def close(self) -> None:
+        """Stop the background threads, commit what was accepted, leave the group, let go."""
         timeout_ms = self.settings.kafka.shutdown_timeout_ms
         self._duties.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
             self._settle(None)  # the batch in flight: accept it, so that it is committed
-            self._commit(timeout_ms=timeout_ms)
+            self._commits.commit(self._consumer, timeout_ms=timeout_ms)
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._consumer = None
         self._publisher.close()
@@ -742,38 +492,7 @@ class Bridge:
 
 
 _POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
-_START_BOOTSTRAP_MS = 5_000  # one start-up attempt's wait for a broker (a stop waits for it)
 _TOPICS_RETRY_S = 5
-_STATE_INTERVAL_S = 1.0
-
-
-def _limits(routes: Iterable[Route]) -> dict[str, Limit]:
-    return {
-        r.topic: Limit(r.queue, r.max_queue_depth, r.resume_queue_depth or 0)
-        for r in routes
-        if r.max_queue_depth is not None
-    }
-
-
-def _commit_request(offsets: Mapping[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
-    return {
-        TopicPartition(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
-        for tp, offset in offsets.items()
-    }
-
-
-def _to_record(msg: Any, route: Route) -> Record:
-    return Record(
-        topic=msg.topic,
-        partition=msg.partition,
-        offset=msg.offset,
-        timestamp_ms=msg.timestamp,
-        key=msg.key,
-        raw_value=msg.value,
-        headers=tuple(msg.headers or ()),
-        value_format=route.value_format,
-        timestamp_type=TimestampType.of(msg.timestamp_type),
-    )
 
 
 def _names(partitions: Iterable[Any]) -> str:

@@ -37,7 +37,7 @@ class Undecodable:
 
 @dataclass(slots=True)
 class Batch:
-    """What one poll returned, by partition (kafka-python's ``TopicPartition`` keys), and the
+    """What one poll returned, by partition (:class:`~bridge.offsets.Partition` keys), and the
     task messages built for it, in the same order; ``assignment`` counts the assignments the
     bridge had been given when it was polled; ``topic_ids`` its topics' ids then
     (:mod:`bridge.consumer.incarnations`)."""

@@ -1,4 +1,8 @@
-from bridge.consumer.backpressure import Backpressure, Limit, to_pause
+import dataclasses
+
+from bridge.consumer.backpressure import Backpressure, Limit, limits_of, to_pause
+from bridge.routing import Router
+from bridge.settings import BridgeSettings
 
 ORDERS = Limit(queue="q", max_depth=100, resume_depth=50)
 
@@ -35,3 +39,25 @@ def test_partitions_to_pause() -> None:
         ("orders", 1),
     }
     assert to_pause(assigned, broker_down=True, held_topics=()) == assigned
+
+
+def test_the_limits_of_the_routes_that_have_one() -> None:
+    settings = BridgeSettings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": "k:9092", "group_id": "g"},
+            "celery": {"broker_url": "redis://r/0"},
+            "routes": [
+                {"topic": "a", "task": "t", "queue": "qa", "max_queue_depth": 10},
+                {"topic": "b", "task": "t", "queue": "qb", "max_queue_depth": 8,
+                 "resume_queue_depth": 3},
+                {"topic": "c", "task": "t"},
+            ],
+        }
+    )  # fmt: skip
+    a, b, c = Router.from_settings(settings).routes
+    assert limits_of([a, b, dataclasses.replace(c, max_queue_depth=None)]) == {
+        "a": Limit("qa", max_depth=10, resume_depth=5),  # half, by default
+        "b": Limit("qb", max_depth=8, resume_depth=3),
+    }
+    unset = dataclasses.replace(c, max_queue_depth=4, resume_queue_depth=None)
+    assert limits_of([unset]) == {"c": Limit("celery", max_depth=4, resume_depth=0)}
