@@ -43,7 +43,8 @@ from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProdu
 from bridge.backends.kafka.patches import await_pending_joins
 from bridge.backends.kafka.topics import DeadLetterTopics
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.dispatch import Dispatcher
+from bridge.backends.redis.enqueue import Message, Ordered
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
 from bridge.backends.redis.outcomes import count as count_outcome

@@ -36,7 +36,8 @@ from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.send import close_producer, sendable
 from bridge.backends.kafka.topics import admin_client, partition_counts
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
-from bridge.backends.redis.dispatch import Dispatcher, Message
+from bridge.backends.redis.dispatch import Dispatcher
+from bridge.backends.redis.enqueue import Message
 from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
 from bridge.ops.replay_plan import (

@@ -8,7 +8,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from bridge.backends.redis.dispatch import Message
+from bridge.backends.redis.enqueue import Message
 from bridge.consumer.backpressure import PartitionHolds
 from bridge.consumer.loop import Bridge
 from bridge.consumer.pipeline import Batch
