@@ -40,8 +40,8 @@ from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.enqueue import Message
 from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
+from bridge.ops.replay_headers import DeadView
 from bridge.ops.replay_plan import (
-    DeadView,
     Decision,
     ReplayRequest,
     Summary,
