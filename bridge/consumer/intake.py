@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.dispatch import Dispatcher
+from bridge.backends.redis.enqueue import Message, Ordered
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.consumer.flood import Breakers
 from bridge.consumer.pipeline import Batch, Undecodable

@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.backends.redis.dispatch import Message
+from bridge.backends.redis.enqueue import Message
 from bridge.errors import PublishError
 from bridge.hooks import Outcome
 

@@ -17,7 +17,7 @@ import redis
 
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
-from bridge.backends.redis.dispatch import task_of
+from bridge.backends.redis.messages import task_of
 from bridge.backends.redis.ordering import Head, KeyQueues
 from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
 from bridge.errors import NotParkedError

@@ -1,25 +1,18 @@
 """Replaying dead letters: what to replay, where, and with which headers (pure).
 
-A dead letter is looked at through its headers (:class:`DeadView`), whether it is a DLT record
-or a dead letter parked in Redis. Dead-lettering appends its headers after the record's
-original ones, starting with ``kafka_dlt-original-topic`` (see
-:func:`bridge.deadletter.dead_letter_headers`), so the original headers are everything before
-the last such header, byte for byte.
-
-The loop guard: a replayed record carries ``bridge-replays`` (UTF-8 integer), one more than
-the count in its original headers (0 when absent). A dead letter whose count has reached
-``max_replays`` is not replayed again, so a record that keeps failing stops coming back.
-
-:func:`plan` decides one dead letter: replay it (with its new headers and count), or skip it
-because the filters leave it out, because of the replay limit, or because it cannot be
-replayed (not a dead letter, or no route to take it).
+:func:`plan` decides one dead letter, seen through its headers
+(:class:`bridge.ops.replay_headers.DeadView`): replay it (with its new headers and count), or
+skip it because the filters leave it out, because of the replay limit (a dead letter whose
+``bridge-replays`` count has reached ``max_replays`` is not replayed again, so a record that
+keeps failing stops coming back), or because it cannot be replayed (not a dead letter, or no
+route to take it). The ``replay`` command's flags become a :class:`ReplayRequest` here
+(:func:`build_filter`, :func:`select_dlt`), and a run's counts a :class:`Summary`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,11 +20,10 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from bridge.errors import ReplayError
-from bridge.record import Headers, TimestampType, task_id
+from bridge.ops.replay_headers import DeadView, Origin, replay_count, replayed_headers
+from bridge.record import Headers, task_id
 from bridge.routing import Route, Router
 
-REPLAYS_HEADER = "bridge-replays"
-FIRST_ADDED_HEADER = "kafka_dlt-original-topic"
 DEFAULT_MAX_REPLAYS = 3
 
 
@@ -60,112 +52,6 @@ def parse_key(text: str | None, b64: str | None) -> bytes | None:
         return base64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):
         raise ReplayError(f"--key-b64: {b64!r} is not base64") from None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadView:
-    """One dead letter as replay sees it: its headers, key and (DLT record) timestamp.
-
-    :param timestamp_ms: the DLT record's Kafka timestamp (ms since the epoch); the time
-        filter falls back to it when ``bridge-dead-lettered-at`` is missing.
-    """
-
-    headers: Headers
-    key: bytes | None
-    timestamp_ms: int = 0
-
-    def header(self, name: str) -> bytes | None:
-        """The last value of header ``name``, or ``None``."""
-        found = [value for key, value in self.headers if key == name]
-        return found[-1] if found else None
-
-    def text(self, name: str) -> str | None:
-        """Header ``name`` as UTF-8 text (``None`` when absent or not UTF-8)."""
-        value = self.header(name)
-        try:
-            return None if value is None else value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-
-    def split(self) -> tuple[Headers, Headers] | None:
-        """``(original headers, dead-letter headers)``; ``None``: not a dead letter."""
-        names = [name for name, _ in self.headers]
-        if FIRST_ADDED_HEADER not in names:
-            return None
-        cut = len(names) - 1 - names[::-1].index(FIRST_ADDED_HEADER)
-        return self.headers[:cut], self.headers[cut:]
-
-    def dead_lettered_at(self) -> datetime | None:
-        """When the record was dead-lettered: ``bridge-dead-lettered-at``, else the DLT
-        record's timestamp (``None`` when neither is known)."""
-        stamp = self.text("bridge-dead-lettered-at")
-        if stamp is not None:
-            try:
-                when = datetime.fromisoformat(stamp)
-                return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-            except ValueError:
-                pass
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC) if self.timestamp_ms else None
-
-    def origin(self) -> Origin | None:
-        """Where the record came from (``kafka_dlt-original-*``); ``None`` when unknown."""
-        topic = self.text(FIRST_ADDED_HEADER)
-        partition, offset = (
-            self.header("kafka_dlt-original-partition"),
-            self.header("kafka_dlt-original-offset"),
-        )
-        if not topic or partition is None or offset is None:
-            return None
-        try:
-            stamp = self.header("kafka_dlt-original-timestamp") or b"\0" * 8
-            return Origin(
-                topic=topic,
-                partition=struct.unpack(">i", partition)[0],
-                offset=struct.unpack(">q", offset)[0],
-                timestamp_ms=struct.unpack(">q", stamp)[0],
-                group_id=self.text("kafka_dlt-original-consumer-group") or "",
-                timestamp_type=_timestamp_type(self.text("kafka_dlt-original-timestamp-type")),
-            )
-        except struct.error:
-            return None
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """The original record's place, from the ``kafka_dlt-original-*`` headers."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    group_id: str
-    timestamp_type: TimestampType = TimestampType.CREATE_TIME
-
-
-def _timestamp_type(name: str | None) -> TimestampType:
-    """The type named ``name`` (``CreateTime`` when absent or unknown: dead letters written
-    before the bridge wrote the header, nearly all of them from topics of that default type)."""
-    try:
-        return TimestampType(name or TimestampType.CREATE_TIME)
-    except ValueError:
-        return TimestampType.CREATE_TIME
-
-
-def replay_count(original: Headers) -> int:
-    """How often the record was replayed already: its last ``bridge-replays`` (0 if none or
-    not an integer)."""
-    values = [value for name, value in original if name == REPLAYS_HEADER]
-    try:
-        return max(0, int((values[-1] or b"").decode("ascii"))) if values else 0
-    except (UnicodeDecodeError, ValueError):
-        return 0
-
-
-def replayed_headers(original: Headers, count: int) -> Headers:
-    """The original headers, byte-exact and in order, with ``bridge-replays`` set to ``count``
-    (an earlier one is dropped, the new one goes last)."""
-    kept = tuple((name, value) for name, value in original if name != REPLAYS_HEADER)
-    return (*kept, (REPLAYS_HEADER, str(count).encode()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from kombu import Connection, Producer
 
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
-from bridge.backends.redis.dispatch import CapturedBatch
+from bridge.backends.redis.messages import CapturedBatch
 from bridge.backends.redis.ordering import KeyGate, KeyQueues
 from bridge.credentials import mask_url
 from bridge.errors import ConfigError

@@ -31,7 +31,8 @@ import redis
 from bridge import keys
 from bridge.backends.redis import scripts
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.dispatch import Dispatcher
+from bridge.backends.redis.enqueue import Message, Ordered
 from bridge.backends.redis.fetch import PROCESSING_INDEX, RESTORE, Fetcher, processing_key
 from bridge.backends.redis.ordering import KeyQueues, element, parse_element
 from bridge.backends.redis.retries import Scheduler, schedule_retry

@@ -21,7 +21,8 @@ import redis
 
 from bridge import keys
 from bridge.backends.redis import ordering
-from bridge.backends.redis.dispatch import Dispatcher, Ordered
+from bridge.backends.redis.dispatch import Dispatcher
+from bridge.backends.redis.enqueue import Ordered
 from bridge.record import Envelope, Record
 from bridge.routing import Route
 from bridge.settings import CelerySettings

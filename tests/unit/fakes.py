@@ -16,7 +16,8 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
-from bridge.backends.redis.dispatch import Dispatcher, Message, Ordered
+from bridge.backends.redis.dispatch import Dispatcher
+from bridge.backends.redis.enqueue import Message, Ordered
 from bridge.errors import PublishError
 from bridge.hooks import Outcome, Refusal
 from bridge.routing import Route

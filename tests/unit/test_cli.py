@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bridge.cli import Stopper
+from bridge.commands.signals import Stopper
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bridge import keys
-from bridge.backends.redis.dispatch import Message, _Batch
+from bridge.backends.redis.enqueue import EnqueueBatch, Message
 from bridge.consumer.backpressure import pause_reasons
 from bridge.consumer.incarnations import stopped_why, topic_ids
 from bridge.hooks import Refusal
@@ -51,7 +51,7 @@ def message(topic: str, offset: int) -> Message:
 
 def script_input(ids: dict[str, str | None] | None) -> tuple[list[str], list[int]]:
     """The watermark keys and the refuse-instead-of-skip flags one enqueue would use."""
-    batch = _Batch("g", ids)
+    batch = EnqueueBatch("g", ids)
     for m in (message("a", 5), message("b", 7)):
         batch.add(m)
     return batch.keys()[:2], batch.strict()
@@ -66,7 +66,7 @@ def test_what_the_enqueue_script_is_told() -> None:
 
 
 def test_a_record_below_a_watermark_it_cannot_verify_holds_its_partition() -> None:
-    batch = _Batch("g", {"b": None})
+    batch = EnqueueBatch("g", {"b": None})
     batch.add(message("b", 7))
     [refusal] = batch.refusals([1, 7, 3, 0])  # what the script returns for it
     assert refusal == Refusal("b", 0, 7, "watermark", "bridge:g:published:b:0", 1)

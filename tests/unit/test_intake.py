@@ -10,7 +10,7 @@ import redis
 from kafka import TopicPartition
 
 from bridge import keys
-from bridge.backends.redis.dispatch import Message
+from bridge.backends.redis.enqueue import Message
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.breaker import Outcomes
 from bridge.consumer.flood import Breakers

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bridge import keys
-from bridge.backends.redis.dispatch import task_of
+from bridge.backends.redis.messages import task_of
 from bridge.backends.redis.ordering import KeyState, element, parse_element, partition_of
 from bridge.consumer.backpressure import PartitionHolds, to_pause
 from bridge.record import Envelope, Record, from_task_arg, to_task_arg

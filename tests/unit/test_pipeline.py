@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import pytest
 
-from bridge.backends.redis.dispatch import Message, Ordered
+from bridge.backends.redis.enqueue import Message, Ordered
 from bridge.consumer.pipeline import Batch, Publisher, Undecodable, rewind_points
 from bridge.errors import PublishError
 from bridge.hooks import Outcome

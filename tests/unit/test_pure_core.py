@@ -5,7 +5,7 @@ import json
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from bridge.backends.redis.dispatch import DeliveryTags
+from bridge.backends.redis.messages import DeliveryTags
 from bridge.backoff import exponential_ms
 from bridge.errors import PermanentError, UndecodableRecordError
 from bridge.failures import Reason, chain, is_non_retryable, reason_for

@@ -10,10 +10,9 @@ import pytest
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers
 from bridge.errors import ReplayError
 from bridge.failures import Reason
+from bridge.ops.replay_headers import DeadView, Origin, replay_count, replayed_headers
 from bridge.ops.replay_plan import (
-    DeadView,
     Decision,
-    Origin,
     ReplayFilter,
     Summary,
     Verdict,
@@ -21,9 +20,7 @@ from bridge.ops.replay_plan import (
     describe,
     parse_time,
     plan,
-    replay_count,
     replay_task_id,
-    replayed_headers,
     select_dlt,
     task_route,
 )

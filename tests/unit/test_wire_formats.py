@@ -16,7 +16,8 @@ from typing import Any
 from bridge.backends.redis import ordering
 from bridge.deadletter import DeadLetter, ErrorInfo, dead_letter_headers, from_dict, to_dict
 from bridge.failures import Reason
-from bridge.ops.replay_plan import Origin, replay_task_id, replayed_headers
+from bridge.ops.replay_headers import Origin, replayed_headers
+from bridge.ops.replay_plan import replay_task_id
 from bridge.record import (
     ArgWriter,
     Envelope,

@@ -1,0 +1,52 @@
+"""``python -m bridge resume``: ask every bridge of the group to resume routes paused by the
+dead-letter flood breaker (a request in Redis, :mod:`bridge.backends.redis.outcomes`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from bridge.settings import BridgeSettings
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``resume`` to ``commands`` (argparse's sub-parsers), with the ``common`` options."""
+    resume = commands.add_parser(
+        "resume", parents=[common], help="resume routes paused by the dead-letter flood breaker"
+    )
+    resume.add_argument(
+        "--topic", action="append", metavar="TOPIC",
+        help="a routed topic (repeatable; default: every route)",
+    )  # fmt: skip
+    resume.set_defaults(func=_resume)
+
+
+def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
+    import time
+
+    import redis
+
+    from bridge.backends.redis.outcomes import request_resume
+
+    routed = [route.topic for route in settings.routes]
+    topics = args.topic or routed
+    unknown = sorted(set(topics) - set(routed))
+    if unknown:
+        print(f"kafka-celery-bridge: --topic {', '.join(unknown)}: not a routed topic",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if settings.breaker.dead_letter_ratio is None:
+        print("kafka-celery-bridge: the flood breaker is off (breaker.dead_letter_ratio unset)")
+        return 0
+    client = redis.Redis.from_url(settings.celery.broker_url, socket_timeout=5)
+    try:
+        request_resume(client, settings.kafka.group_id, topics, time.time())
+    except redis.RedisError as exc:
+        print(f"kafka-celery-bridge: Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(f"resume asked for {', '.join(topics)}: every bridge of group "
+          f"{settings.kafka.group_id} resumes them within breaker.check_interval_ms")  # fmt: skip
+    return 0
