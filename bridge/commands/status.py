@@ -18,13 +18,14 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
+    import sys
+
     import redis
     from kafka.errors import KafkaError
-    from rich.console import Console
 
     from bridge.credentials import mask_url
     from bridge.ops.status import KafkaView, RedisView, kafka_view, redis_view, status_doc
-    from bridge.ops.status_view import render
+    from bridge.ops.status_view import console_for, render
     from bridge.routing import Router
 
     errors: list[str] = []
@@ -43,5 +44,5 @@ def _status(settings: BridgeSettings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        render(doc, Console())
+        render(doc, console_for(sys.stdout))
     return 1 if errors else 0

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+# Wide enough for any table: rich takes no more width than a table's content needs.
+UNBOUNDED_COLUMNS = 10_000
+
+
+def console_for(stream: IO[str], environ: Mapping[str, str] = os.environ) -> Console:
+    """A console writing to ``stream``: a terminal's width; written to a file or a pipe,
+    ``COLUMNS`` if set, else as wide as the tables need (rich would cut them to 80 columns)."""
+    if stream.isatty():
+        return Console(file=stream)
+    columns = environ.get("COLUMNS", "")
+    return Console(file=stream, width=int(columns) if columns.isdigit() else UNBOUNDED_COLUMNS)
 
 
 def render(doc: Mapping[str, Any], console: Console) -> None:

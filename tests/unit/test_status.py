@@ -14,7 +14,7 @@ from bridge.backends.redis.waiting import RedisCounts
 from bridge.backends.redis.worker_registry import Registration
 from bridge.hooks import LoopState, PartitionState
 from bridge.ops.status import KafkaView, PartitionStatus, RedisView, status_doc
-from bridge.ops.status_view import render
+from bridge.ops.status_view import console_for, render
 from bridge.routing import Route
 from bridge.worker.unroutable import UnroutableCount
 
@@ -104,6 +104,19 @@ def test_the_tables_render_every_part() -> None:
                      "delayed retries waiting in Redis: 4", "1 parked", "g:orders:1:0",
                      "parked ordered keys", "k1", "exhausted"):  # fmt: skip
         assert expected in text, expected
+
+
+def test_status_written_to_a_pipe_is_not_cut_to_80_columns() -> None:
+    long_topic = "orders-" + "x" * 120  # a route row far wider than 80 columns
+    routes = [Route(long_topic, "shop.order", "celery", False, "json", f"{long_topic}.g.dlt")]
+    out = io.StringIO()  # not a terminal
+    render(status_doc("g", routes, None, None, ["Kafka unreachable"]), console_for(out, {}))
+    assert f"{long_topic}.g.dlt" in out.getvalue()
+    assert "…" not in out.getvalue()
+
+
+def test_a_terminal_or_columns_keeps_rich_s_width() -> None:
+    assert console_for(io.StringIO(), {"COLUMNS": "100"}).width == 100
 
 
 def test_routes_show_their_unroutable_records_and_workers_that_do_not_run_their_task() -> None:
