@@ -1,5 +1,5 @@
-"""The command line: ``run``, ``status``, ``release``, ``resume`` and ``replay``. The only place
-that configures logging."""
+"""The command line: ``run``, ``status``, ``release``, ``resume``, ``replay`` and ``topics``. The
+only place that configures logging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bridge.commands import release, replay, resume, run, status
+from bridge.commands import release, replay, resume, run, status, topics
 from bridge.errors import ConfigError
 from bridge.logs import LOG_FORMATS, format_from_env, hold_repeats, use_format
 from bridge.redact import redact_handlers
@@ -53,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         help="text (default) or json: one JSON object per line (default: $BRIDGE_LOG_FORMAT)",
     )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (run, status, release, resume, replay):  # the order `--help` lists them in
+    for command in (
+        run,
+        status,
+        release,
+        resume,
+        replay,
+        topics,
+    ):  # the order `--help` lists them in
         command.add_parser(commands, common)
     return parser

@@ -208,13 +208,21 @@ COMMANDS: dict[str, dict[str, str]] = {
         "--json": "flag",
         "--no-progress": "flag",
     },
+    "topics": {
+        **COMMON,
+        "--partitions": "value default=-1",
+        "--replication-factor": "value default=-1",
+        "--topic": "repeated",
+    },
 }
+POSITIONAL = {"topics": ["action required choices=create"]}  # python -m bridge topics create
 ONE_OF = {  # mutually exclusive options ("required": exactly one must be given)
     "run": [],
     "status": [],
     "release": ["--key|--key-b64|--partition required"],
     "resume": [],
     "replay": ["--topic|--dlt-topic", "--key|--key-b64"],
+    "topics": [],
 }
 
 
@@ -249,9 +257,11 @@ def test_the_commands() -> None:
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_each_commands_options(command: str) -> None:
     parser = subcommands()[command]
-    found = {"/".join(a.option_strings): option(a) for a in parser._actions}
+    found = {"/".join(a.option_strings): option(a) for a in parser._actions if a.option_strings}
     assert found == COMMANDS[command], f"the options of `{command}`"
-    assert not parser._get_positional_actions(), f"`{command}` takes no positional argument"
+    positional = [f"{a.dest} {option(a).removeprefix('value ')}"
+                  for a in parser._get_positional_actions()]  # fmt: skip
+    assert positional == POSITIONAL.get(command, []), f"the positional arguments of `{command}`"
     groups = [
         "|".join(a.option_strings[0] for a in g._group_actions) + (" required" * g.required)
         for g in parser._mutually_exclusive_groups
@@ -282,7 +292,7 @@ def test_python_m_bridge_help_is_this_parsers(
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == parser.format_help()
     if not command:
-        assert "{run,status,release,resume,replay}" in result.stdout
+        assert "{run,status,release,resume,replay,topics}" in result.stdout
 
 
 # -- Redis keys --------------------------------------------------------------------------------

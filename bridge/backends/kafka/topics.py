@@ -51,8 +51,11 @@ def partition_counts(admin: KafkaAdminClient, topics: Iterable[str]) -> dict[str
     return counts
 
 
-def ensure_dead_letter_topics(admin: KafkaAdminClient, routes: Iterable[Route]) -> set[str]:
-    """Create each route's missing DLT with its source topic's partition count.
+def ensure_dead_letter_topics(
+    admin: KafkaAdminClient, routes: Iterable[Route], replication_factor: int = -1
+) -> set[str]:
+    """Create each route's missing DLT with its source topic's partition count
+    (``replication_factor`` -1: the broker's default).
 
     A DLT whose source topic does not exist yet is skipped with a warning.
 
@@ -71,7 +74,7 @@ def ensure_dead_letter_topics(admin: KafkaAdminClient, routes: Iterable[Route]) 
             continue
         wanted[route.dlt_topic] = {
             "num_partitions": existing[route.topic],
-            "replication_factor": -1,
+            "replication_factor": replication_factor,
         }
         ready.add(route.topic)
     if wanted:
@@ -81,6 +84,31 @@ def ensure_dead_letter_topics(admin: KafkaAdminClient, routes: Iterable[Route]) 
         for name, spec in wanted.items():
             log.info("created dead-letter topic %s (%d partitions)", name, spec["num_partitions"])
     return ready
+
+
+def create_routed_topics(
+    admin: KafkaAdminClient, routes: Iterable[Route], partitions: int, replication_factor: int
+) -> dict[str, tuple[bool, int]]:
+    """Create the routed topics that do not exist, then every route's missing dead-letter topic
+    (with its source topic's partition count). Existing topics are left as they are.
+
+    :param partitions: of each routed topic created; -1: the broker's ``num.partitions``.
+    :param replication_factor: of each topic created; -1: the broker's
+        ``default.replication.factor``.
+    :returns: each routed and dead-letter topic -> (created now, its partition count).
+    :raises KafkaError: Kafka is unreachable or refuses (e.g. more replicas than brokers).
+    """
+    routes = list(routes)
+    names = [r.topic for r in routes] + [r.dlt_topic for r in routes]
+    before = partition_counts(admin, names)
+    spec = {"num_partitions": partitions, "replication_factor": replication_factor}
+    missing = {r.topic: spec for r in routes if r.topic not in before}
+    if missing:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another process was quicker
+            admin.create_topics(missing, wait_for_metadata=True)
+    ensure_dead_letter_topics(admin, routes, replication_factor)
+    after = partition_counts(admin, names)
+    return {name: (name not in before, count) for name, count in after.items()}
 
 
 class DeadLetterTopics:
