@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from bridge.commands.routed import add_topic_option, refuse_unrouted
 from bridge.settings import BridgeSettings
 
 
@@ -15,10 +16,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     resume = commands.add_parser(
         "resume", parents=[common], help="resume routes paused by the dead-letter flood breaker"
     )
-    resume.add_argument(
-        "--topic", action="append", metavar="TOPIC",
-        help="a routed topic (repeatable; default: every route)",
-    )  # fmt: skip
+    add_topic_option(resume)
     resume.set_defaults(func=_resume)
 
 
@@ -31,10 +29,7 @@ def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
     routed = [route.topic for route in settings.routes]
     topics = args.topic or routed
-    unknown = sorted(set(topics) - set(routed))
-    if unknown:
-        print(f"kafka-celery-bridge: --topic {', '.join(unknown)}: not a routed topic",
-              file=sys.stderr)  # fmt: skip
+    if refuse_unrouted(args.topic, routed):
         return 2
     if settings.breaker.dead_letter_ratio is None:
         print("kafka-celery-bridge: the flood breaker is off (breaker.dead_letter_ratio unset)")

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from bridge.commands.routed import add_topic_option, refuse_unrouted
 from bridge.settings import BridgeSettings
 
 BROKER_DEFAULT = (
@@ -28,10 +29,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "--replication-factor", type=int, default=BROKER_DEFAULT, metavar="N",
         help="replicas of each topic created (default: the broker's default.replication.factor)",
     )  # fmt: skip
-    topics.add_argument(
-        "--topic", action="append", metavar="TOPIC",
-        help="a routed topic (repeatable; default: every route)",
-    )  # fmt: skip
+    add_topic_option(topics)
     topics.set_defaults(func=_topics)
 
 
@@ -43,10 +41,7 @@ def _topics(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
     routed = Router.from_settings(settings).routes
     routes = [r for r in routed if not args.topic or r.topic in args.topic]
-    unknown = sorted(set(args.topic or ()) - {r.topic for r in routed})
-    if unknown:
-        print(f"kafka-celery-bridge: --topic {', '.join(unknown)}: not a routed topic",
-              file=sys.stderr)  # fmt: skip
+    if refuse_unrouted(args.topic, [r.topic for r in routed]):
         return 2
     if args.partitions == 0 or args.partitions < BROKER_DEFAULT:
         print("kafka-celery-bridge: --partitions must be at least 1", file=sys.stderr)
