@@ -3,6 +3,7 @@
 # (KRaft, combined broker+controller) and a Redis used as the Celery broker.
 #
 #   scripts/services.sh up|down|status|stop-redis|start-redis|restart-redis|stop-kafka|start-kafka
+#   scripts/services.sh redis-primary|redis-url   where Redis is: host:port, the broker URL
 #
 # Without Docker (the default wherever `docker info` fails) both run as plain
 # processes: Kafka's jars come from Maven Central via `mvn` and are cached under
@@ -20,6 +21,8 @@
 #   SERVICES_MODE=auto|local|docker (auto), KAFKA_VERSION (pinned below)
 #   KAFKA_START_TIMEOUT (90 s), KAFKA_HEAP_OPTS (-Xmx768m -Xms256m),
 #   KAFKA_EXTRA_JVM_OPTS, SERVICES_DIR (<repo>/.services)
+#   REDIS_TOPOLOGY=single|sentinel (single): `sentinel` runs a primary, a replica and three
+#     Sentinels instead of one Redis; its own variables: scripts/services_sentinel.sh
 set -euo pipefail
 
 # Close what the caller let us inherit (e.g. the fd of a `flock` lock held around this script):
@@ -54,6 +57,7 @@ REDIS_STOP_TIMEOUT="${REDIS_STOP_TIMEOUT:-20}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx768m -Xms256m}"
 KAFKA_EXTRA_JVM_OPTS="${KAFKA_EXTRA_JVM_OPTS:-}"
 SERVICES_MODE="${SERVICES_MODE:-auto}"
+REDIS_TOPOLOGY="${REDIS_TOPOLOGY:-single}"
 
 SERVICES_DIR="${SERVICES_DIR:-$REPO_ROOT/.services}"
 CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/kafka-celery-bridge"
@@ -653,7 +657,7 @@ redis_status() {
 # ---------------------------------------------------------------- main
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -661,14 +665,33 @@ main() {
     local cmd="${1:-}" rc=0
     case "$cmd" in
         up|down|status|stop-redis|start-redis|restart-redis|stop-kafka|start-kafka) ;;
+        redis-primary|redis-url) ;;
         *) usage ;;
     esac
+    case "$REDIS_TOPOLOGY" in
+        single|sentinel) ;;
+        *) die "REDIS_TOPOLOGY must be single or sentinel (got '$REDIS_TOPOLOGY')" ;;
+    esac
+    if [[ "$REDIS_TOPOLOGY" == single && "$cmd" == redis-* ]]; then
+        case "$cmd" in
+            redis-primary) printf '%s:%s\n' "$REDIS_HOST" "$REDIS_PORT" ;;
+            redis-url)     printf 'redis://%s:%s/0\n' "$REDIS_HOST" "$REDIS_PORT" ;;
+        esac
+        return
+    fi
     resolve_mode
     if [[ "$SERVICES_MODE" == docker ]]; then
+        [[ "$REDIS_TOPOLOGY" == single ]] || die "REDIS_TOPOLOGY=sentinel runs local processes only (SERVICES_MODE=local)"
         docker_cmd "$cmd"
         return
     fi
     mkdir -p "$SERVICES_DIR"
+    if [[ "$REDIS_TOPOLOGY" == sentinel ]]; then
+        # shellcheck source=scripts/services_sentinel.sh
+        source "$SCRIPT_DIR/services_sentinel.sh"
+        sentinel_cmd "$cmd"
+        return
+    fi
     case "$cmd" in
         up)            redis_up; kafka_up ;;
         down)          kafka_down; redis_down ;;
