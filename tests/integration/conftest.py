@@ -24,6 +24,7 @@ from kafka.errors import KafkaError
 
 from tests.conftest import BOOTSTRAP, REDIS_PORT, wait_for
 from tests.integration.handlers import LEDGER_URL_ENV
+from tests.integration.sentinel import Topology, running_topology
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_URL = f"redis://127.0.0.1:{REDIS_PORT}/1"
@@ -203,6 +204,12 @@ def redis_restarted() -> Iterator[None]:
     """Guarantee Redis is running again after the test, whatever happens in it."""
     yield None
     services("start-redis")
+
+
+@pytest.fixture
+def sentinel_topology(tmp_path: Path) -> Iterator[Topology]:
+    """A primary, a replica and three Sentinels of the test's own (integration/sentinel.py)."""
+    yield from running_topology(tmp_path / "services")
 
 
 @pytest.fixture

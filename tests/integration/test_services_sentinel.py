@@ -1,121 +1,32 @@
-"""``REDIS_TOPOLOGY=sentinel scripts/services.sh``: a real primary, replica and three Sentinels
-(Debian's ``redis-sentinel``), each test on ports and in a services directory of its own.
-
-Only the Redis side is started (``start-redis``/``stop-redis``); the suite's Kafka and Redis
-are not touched.
-"""
+"""``REDIS_TOPOLOGY=sentinel scripts/services.sh`` against the real processes: roles, passwords,
+a failover and a returning node (tests/integration/sentinel.py starts them)."""
 
 from __future__ import annotations
 
 import functools
 import os
 import signal
-import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.conftest import wait_for
-from tests.integration.helpers import free_port
+from tests.integration.sentinel import PASSWORD, REPO, Topology
 
-REPO = Path(__file__).resolve().parents[2]
-PASSWORD = "local-redis-pw"  # a throwaway credential of this test's own Redis
-SENTINEL_PASSWORD = "local-sentinel-pw"
-
-
-def _free_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports (the Sentinels take SENTINEL_PORT+0..+2)."""
-    for _ in range(50):
-        base = free_port()
-        if all(_free(base + i) for i in range(count)):
-            return base
-    raise AssertionError(f"no {count} consecutive free ports found")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-class Topology:
-    """One test's primary/replica/Sentinels, driven through ``scripts/services.sh``."""
-
-    def __init__(self, services_dir: Path) -> None:
-        self.data_ports = (free_port(), free_port())
-        first_sentinel = _free_run(3)
-        self.sentinel_ports = (first_sentinel, first_sentinel + 1, first_sentinel + 2)
-        self.env = {
-            **os.environ,
-            "REDIS_TOPOLOGY": "sentinel",
-            "SERVICES_MODE": "local",
-            "SERVICES_DIR": str(services_dir),
-            "REDIS_PORT": str(self.data_ports[0]),
-            "REDIS_REPLICA_PORT": str(self.data_ports[1]),
-            "SENTINEL_PORT": str(self.sentinel_ports[0]),
-            "REDIS_MASTER_NAME": "test-primary",
-            "REDIS_PASSWORD": PASSWORD,
-            "SENTINEL_PASSWORD": SENTINEL_PASSWORD,
-            "SENTINEL_DOWN_AFTER_MS": "500",
-            "SENTINEL_FAILOVER_TIMEOUT_MS": "5000",
-        }
-        self.services_dir = services_dir
-
-    def run(self, command: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", "scripts/services.sh", command],
-            cwd=REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=check,
-        )
-
-    def node(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=5)
-
-    def sentinel(self, port: int) -> redis.Redis:
-        return redis.Redis(
-            host="127.0.0.1",
-            port=port,
-            password=SENTINEL_PASSWORD,
-            socket_timeout=5,
-            decode_responses=True,
-        )
-
-    def primary(self) -> int:
-        """The primary's port, as ``services.sh redis-primary`` names it."""
-        return int(self.run("redis-primary").stdout.strip().rpartition(":")[2])
-
-    def role(self, port: int) -> str:
-        try:
-            return str(self.node(port).info("replication")["role"])
-        except redis.RedisError:
-            return "down"
-
-    def pid(self, port: int) -> int:
-        return int((self.services_dir / f"redis-{port}" / "redis.pid").read_text())
+MASTER = "test-primary"
 
 
 def _knows_the_other_two(sentinel: redis.Redis) -> bool:
-    others = sentinel.sentinel_sentinels("test-primary")
+    others = sentinel.sentinel_sentinels(MASTER)
     return isinstance(others, list) and len(others) == 2
 
 
-@pytest.fixture
-def topology(tmp_path: Path) -> Iterator[Topology]:
-    topology = Topology(tmp_path / "services")
-    try:
-        topology.run("start-redis")
-        yield topology
-    finally:
-        topology.run("stop-redis", check=False)
-
-
-def test_up_starts_a_primary_a_replica_and_three_sentinels_that_agree(topology: Topology) -> None:
+def test_up_starts_a_primary_a_replica_and_three_sentinels_that_agree(
+    sentinel_topology: Topology,
+) -> None:
+    topology = sentinel_topology
     first, second = topology.data_ports
     assert (topology.role(first), topology.role(second)) == ("master", "slave")
     status = topology.run("status", check=False).stdout
@@ -140,7 +51,8 @@ def test_up_starts_a_primary_a_replica_and_three_sentinels_that_agree(topology: 
     )
 
 
-def test_passwords_are_required_and_kept_off_the_command_line(topology: Topology) -> None:
+def test_passwords_are_required_and_kept_off_the_command_line(sentinel_topology: Topology) -> None:
+    topology = sentinel_topology
     first = topology.data_ports[0]
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(host="127.0.0.1", port=first, socket_timeout=5).ping()
@@ -150,7 +62,8 @@ def test_passwords_are_required_and_kept_off_the_command_line(topology: Topology
     assert PASSWORD.encode() not in cmdline
 
 
-def test_a_killed_primary_is_replaced_and_returns_as_a_replica(topology: Topology) -> None:
+def test_a_killed_primary_is_replaced_and_returns_as_a_replica(sentinel_topology: Topology) -> None:
+    topology = sentinel_topology
     first, second = topology.data_ports
     topology.node(first).set("before", "the failover")
     wait_for(lambda: topology.node(second).get("before"), what="replication to the replica")
