@@ -6,8 +6,8 @@ example ``BRIDGE_KAFKA__BOOTSTRAP_SERVERS=broker:9092``; the environment wins ov
 
 This module owns the whole (:class:`BridgeSettings`: the sections together, the checks that
 span sections, the environment's precedence) and loading it (:func:`load_settings`, with
-errors that name each offending key). The sections themselves are :mod:`bridge.sections`;
-every name of both is imported from here.
+errors that name each offending key). The sections themselves are :mod:`bridge.sections`
+(one module per part, each key with its description); every name of both is imported from here.
 """
 
 from __future__ import annotations

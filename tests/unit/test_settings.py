@@ -2,8 +2,16 @@ from pathlib import Path
 
 import pytest
 
+import bridge.sections
+import bridge.settings
 from bridge.errors import ConfigError
-from bridge.settings import is_redis_url, load_settings
+from bridge.settings import (
+    DeadLetterSettings,
+    ProduceSettings,
+    SendRetrySettings,
+    is_redis_url,
+    load_settings,
+)
 
 MINIMAL = """
 [kafka]
@@ -265,3 +273,20 @@ def test_a_check_across_sections_is_named_top_level(tmp_path: Path) -> None:
 )
 def test_is_redis_url_reads_the_scheme(url: str, redis: bool) -> None:
     assert is_redis_url(url) is redis
+
+
+@pytest.mark.parametrize("name", bridge.sections.__all__)
+def test_each_section_name_imports_from_sections_and_settings(name: str) -> None:
+    """``bridge.sections`` is a package of one module per part; both old import paths hold."""
+    assert getattr(bridge.sections, name) is getattr(bridge.settings, name)
+    assert name in bridge.settings.__all__
+
+
+def test_the_producers_sections_share_their_keys_and_say_whose_retries() -> None:
+    dead_letter, produce = DeadLetterSettings.model_fields, ProduceSettings.model_fields
+    assert list(dead_letter) == list(produce) == list(SendRetrySettings.model_fields)
+    assert dead_letter["retries"].description == (
+        "The dead-letter producer's retries on retryable Kafka errors."
+    )
+    assert produce["retries"].description == "`bridge.produce`'s retries on retryable Kafka errors."
+    assert (DeadLetterSettings().retries, ProduceSettings().retries) == (3, 3)
