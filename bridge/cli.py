@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="the TOML file (default: $BRIDGE_CONFIG)")
     common.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the level of the log lines",
+    )  # fmt: skip
     common.add_argument(
         "--log-format", choices=LOG_FORMATS,
         help="text (default) or json: one JSON object per line (default: $BRIDGE_LOG_FORMAT)",

@@ -16,7 +16,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     release = commands.add_parser(
         "release", parents=[common], help="let a parked key of an ordered route go on"
     )
-    release.add_argument("--topic", required=True)
+    release.add_argument("--topic", required=True, help="the ordered route's topic")
     which = release.add_mutually_exclusive_group(required=True)
     which.add_argument("--key", help="the key, as UTF-8 text")
     which.add_argument("--key-b64", help="the key, base64-encoded (binary keys)")
