@@ -167,24 +167,32 @@ def unhelped(parser: argparse.ArgumentParser | None = None) -> list[str]:
 
 
 def flag_row(action: argparse.Action) -> str:
-    """One flag as a table row: its names and value, and what it does."""
+    """One flag or positional argument as a table row: its names and value, and what it does."""
     names = ", ".join(f"`{name}`" for name in action.option_strings)
     if action.nargs != 0:
         value = action.metavar or action.dest.upper()
         if action.choices is not None:
             value = "{" + ",".join(map(str, action.choices)) + "}"
-        names += f" `{value}`"
-    notes = []
-    if action.required:
-        notes.append("required")
-    if isinstance(action, argparse._AppendAction):
-        notes.append("repeatable")
-    if action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0:
-        notes.append(f"default `{action.default}`")
+        names = f"{names} `{value}`".lstrip()
     text = _cell(action.help or "")
+    notes = _notes(action, text)
     if notes:
         text += f" ({', '.join(notes)})"
     return f"| {names} | {text} |"
+
+
+def _notes(action: argparse.Action, text: str) -> list[str]:
+    """What a flag's help does not say itself: required, repeatable, its default."""
+    notes = []
+    if action.required and action.option_strings:  # a positional argument is always required
+        notes.append("required")
+    if isinstance(action, argparse._AppendAction) and "repeatable" not in text:
+        notes.append("repeatable")
+    # A help that names its default says it better (-1 is "the broker's", not -1).
+    defaulted = action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0
+    if defaulted and "default" not in text:
+        notes.append(f"default `{action.default}`")
+    return notes
 
 
 def cli_reference() -> str:
@@ -194,7 +202,8 @@ def cli_reference() -> str:
         parser.prog = f"kafka-celery-bridge {name}"
         out += [f"## `{name}`", "", summary[:1].upper() + summary[1:] + ".", ""]
         out += ["```text", parser.format_usage().strip(), "```", ""]
-        out += ["| flag | what it does |", "|---|---|"]
+        out += ["| argument | what it does |", "|---|---|"]
+        out += [flag_row(a) for a in parser._actions if not a.option_strings]
         out += [flag_row(a) for a in parser._actions if a.option_strings]
         for group in parser._mutually_exclusive_groups:
             flags = ", ".join(f"`{a.option_strings[0]}`" for a in group._group_actions)

@@ -19,6 +19,7 @@ from tests.unit.test_public_surface import (
     BRIDGE_METRICS,
     COMMANDS,
     CONFIG_KEYS,
+    POSITIONAL,
     REDIS_METRICS,
     WORKER_METRICS,
 )
@@ -105,6 +106,21 @@ def test_the_cli_page_names_every_command_and_flag() -> None:
         for flag in flags:
             for name in flag.split("/"):
                 assert f"`{name}`" in part, f"{command} {name}"
+        for positional in POSITIONAL.get(command, []):
+            choices = positional.split("choices=")[1].replace("|", ",")
+            assert f"| `{{{choices}}}` |" in part, f"{command} {positional}"
+
+
+def test_a_flag_row_adds_only_what_its_help_leaves_unsaid() -> None:
+    parser = argparse.ArgumentParser()
+    said = parser.add_argument("--said", action="append", help="x (repeatable)")
+    told = parser.add_argument("--told", type=int, default=-1, help="y (default: the broker's)")
+    bare = parser.add_argument("--bare", action="append", required=True, help="z")
+    counted = parser.add_argument("--counted", type=int, default=3, help="n")
+    assert ref.flag_row(said) == "| `--said` `SAID` | x (repeatable) |"
+    assert ref.flag_row(told) == "| `--told` `TOLD` | y (default: the broker's) |"
+    assert ref.flag_row(bare) == "| `--bare` `BARE` | z (required, repeatable) |"
+    assert ref.flag_row(counted) == "| `--counted` `COUNTED` | n (default `3`) |"
 
 
 def test_the_metrics_page_names_every_metric() -> None:
