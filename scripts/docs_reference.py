@@ -67,7 +67,9 @@ DESCRIPTIONS: dict[str, str] = {
     "kafka.ssl_password": "The client key's password, if any.",
     "kafka.ssl_password_file": "A file holding the client key's password.",
     "kafka.ssl_check_hostname": "The broker's certificate must name its host.",
-    "celery.broker_url": "The Celery broker: `redis://`, `rediss://` or `unix://`. The bridge "
+    "celery.broker_url": "The Celery broker: `redis://`, `rediss://` or `unix://`, or Sentinels "
+    "as kombu reads them (`sentinel://:pw@s1:26379/0;sentinel://s2:26379/0`, with "
+    "`transport_options.master_name`; the URL's password is the primary's). The bridge "
     "publishes there and keeps its state there; workers take it from here "
     "(`bridge.configure(app)`).",
     "celery.broker_username": "A Redis 6+ ACL user, put into the broker URL (without it: the "
@@ -75,6 +77,9 @@ DESCRIPTIONS: dict[str, str] = {
     "celery.broker_password": "The Redis password, put into the broker URL (or "
     "`broker_password_file`, or the environment).",
     "celery.broker_password_file": "A file holding the Redis password, read at start.",
+    "celery.sentinel_password": "The Sentinels' own password (a `sentinel://` broker URL only; "
+    "or `sentinel_password_file`, or the environment).",
+    "celery.sentinel_password_file": "A file holding the Sentinels' password, read at start.",
     "celery.publish_retry_backoff_ms": "The bridge's first backoff while the broker is "
     "unreachable...",
     "celery.publish_retry_backoff_max_ms": "...doubling up to this cap.",
@@ -87,7 +92,8 @@ DESCRIPTIONS: dict[str, str] = {
     "workers' transport's: `processing_lease_s` (default 60: a worker silent this long, what it "
     "fetched goes back to its queue; at least 3 times `unacked_restore_interval`) and "
     "`multi_key_block_s` (default 0.1: a worker on several queues, idle, waits this long per "
-    "queue). `visibility_timeout` and `global_keyprefix` are refused.",
+    "queue); `master_name` (required with a `sentinel://` broker URL: the name the Sentinels "
+    "monitor the primary under). `visibility_timeout` and `global_keyprefix` are refused.",
     "retry.redis_schedule_min_delay_ms": "Retries delayed this long or more wait in Redis, not "
     "in a worker's memory; at most half of `celery.visibility_timeout_s`.",
     "retry.scheduler_interval_ms": "How often the bridge moves due retries to their queues.",

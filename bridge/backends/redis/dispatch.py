@@ -52,6 +52,7 @@ def publisher_app(celery: CelerySettings) -> Celery:
             "interval_max": 0.2,
             "socket_connect_timeout": 5,
             "socket_timeout": 5,
+            **celery.sentinel_options(),  # master_name, the Sentinels' password
         },
     )
     return app
