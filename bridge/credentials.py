@@ -13,6 +13,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from kombu.utils.url import maybe_sanitize_url
 
+from bridge.broker_url import split_urls
+
 MASK = "***"
 
 
@@ -55,13 +57,18 @@ def secrets_from_files(data: Any, keys: tuple[str, ...]) -> Any:
 
 
 def with_credentials(url: str, username: str | None, password: str | None) -> str:
-    """``url`` with ``username``/``password`` put into its netloc (percent-encoded).
+    """``url`` with ``username``/``password`` put into its netloc (percent-encoded); into each
+    URL of a ``;``-separated list (Sentinels).
 
     :raises ValueError: ``url`` has a password of its own already, or it is a unix socket
         URL (which takes its password as a query parameter).
     """
     if username is None and password is None:
         return url
+    return ";".join(_with_credentials(part, username, password) for part in split_urls(url))
+
+
+def _with_credentials(url: str, username: str | None, password: str | None) -> str:
     parts = urlsplit(url)
     if parts.password is not None:
         raise ValueError("broker_url already holds a password: give it there or in "
@@ -77,5 +84,6 @@ def with_credentials(url: str, username: str | None, password: str | None) -> st
 
 def mask_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (``redis://user:***@host:6379/1``), for
-    logs, status and error messages; its query string is left out, it may hold secrets."""
-    return str(maybe_sanitize_url(url, mask=MASK))
+    logs, status and error messages; its query string is left out, it may hold secrets. Each
+    URL of a ``;``-separated list (Sentinels) is masked."""
+    return ";".join(str(maybe_sanitize_url(part, mask=MASK)) for part in url.split(";"))

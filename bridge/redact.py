@@ -18,7 +18,7 @@ from bridge.settings import BridgeSettings
 def configured_secrets(settings: BridgeSettings) -> list[str]:
     """Every secret in ``settings`` (passwords), as text and as it shows in a ``bytes`` repr."""
     found = [settings.kafka.sasl_password, settings.kafka.ssl_password]
-    found.append(settings.celery.broker_password)
+    found += [settings.celery.broker_password, settings.celery.sentinel_password]
     values = [secret.get_secret_value() for secret in found if secret is not None]
     shown_in_bytes = [repr(value.encode())[2:-1] for value in values]
     return sorted({v for v in values + shown_in_bytes if v}, key=len, reverse=True)

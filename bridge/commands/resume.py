@@ -25,6 +25,7 @@ def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
     import redis
 
+    from bridge.backends.redis.client import broker_client
     from bridge.backends.redis.outcomes import request_resume
 
     routed = [route.topic for route in settings.routes]
@@ -34,7 +35,7 @@ def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
     if settings.breaker.dead_letter_ratio is None:
         print("kafka-celery-bridge: the flood breaker is off (breaker.dead_letter_ratio unset)")
         return 0
-    client = redis.Redis.from_url(settings.celery.broker_url, socket_timeout=5)
+    client = broker_client(settings.celery, socket_timeout=5)
     try:
         request_resume(client, settings.kafka.group_id, topics, time.time())
     except redis.RedisError as exc:

@@ -50,20 +50,36 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
 
 
 def _redis_refuses_credentials(settings: BridgeSettings) -> str | None:
-    """Why Redis refuses the configured credentials; None when it accepts them, or when it
-    cannot be asked (an outage the bridge waits out, unlike a wrong password)."""
-    import redis
+    """Why Redis (or a Sentinel) refuses the configured credentials; None when it accepts
+    them, or when it cannot be asked (an outage the bridge waits out, unlike a wrong password)."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    from bridge.backends.redis.client import broker_client, sentinels_of
     from bridge.credentials import mask_url
 
-    url = settings.celery.broker_url
     once = Retry(NoBackoff(), 0)  # a Redis that is down is the bridge's to wait for, not ours
+    client = broker_client(settings.celery, socket_connect_timeout=5, socket_timeout=5, retry=once)
+    for where, sentinel in sentinels_of(client):  # asking for the primary, redis-py takes a
+        refusal = _refusal(sentinel)  # Sentinel's refusal for its outage: ask each first
+        if refusal is not None:
+            return f"celery.sentinel_password: the Sentinel at {where} refuses it ({refusal})"
+    refusal = _refusal(client)
+    if refusal is not None:
+        url = mask_url(settings.celery.broker_url)
+        return f"celery.broker_url {url}: Redis refuses the credentials ({refusal})"
+    return None
+
+
+def _refusal(client: Any) -> str | None:
+    """Why ``client``'s server refuses its credentials (the message never holds the password);
+    None when it accepts them or cannot be reached."""
+    import redis
+
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5, retry=once).ping()
-    except redis.AuthenticationError as exc:  # the message never holds the password
-        return f"celery.broker_url {mask_url(url)}: Redis refuses the credentials ({exc})"
+        client.ping()
+    except redis.AuthenticationError as exc:
+        return str(exc)
     except redis.RedisError:
         return None
     return None

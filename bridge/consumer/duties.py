@@ -35,6 +35,7 @@ import redis
 
 from bridge import keys
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, Fate, Posted, Writer
+from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues, parked_why
 from bridge.backends.redis.retries import Scheduler
@@ -209,8 +210,8 @@ class Duties:
             )
 
     def _client(self, settings: BridgeSettings) -> redis.Redis:
-        client = redis.Redis.from_url(
-            settings.celery.broker_url, socket_timeout=5, socket_connect_timeout=5
+        client = broker_client(
+            settings.celery, socket_timeout=5, socket_connect_timeout=5
         )  # the dispatcher's timeouts
         self._clients.append(client)
         return client

@@ -14,6 +14,7 @@ import logging
 import redis
 
 from bridge import keys
+from bridge.backends.redis.client import broker_client
 from bridge.hooks import BridgeHooks, LoopState
 from bridge.settings import BridgeSettings
 
@@ -53,9 +54,7 @@ class MemberReporter(BridgeHooks):
 def member_reporter(settings: BridgeSettings) -> MemberReporter:
     """The reporter of a bridge run with ``settings``, on a Redis client of its own with short
     timeouts: reporting must not hold the loop up."""
-    client = redis.Redis.from_url(
-        settings.celery.broker_url, socket_connect_timeout=0.5, socket_timeout=0.5
-    )
+    client = broker_client(settings.celery, socket_connect_timeout=0.5, socket_timeout=0.5)
     return MemberReporter(client, settings.kafka.group_id)
 
 

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.waiting import RedisCounts, read_counts
 from bridge.breaker import level as breaker_level
 from bridge.errors import ConfigError
@@ -332,8 +333,8 @@ def start_bridge_metrics(settings: BridgeSettings, port: int, addr: str) -> Brid
     :raises ConfigError: the port cannot be listened on.
     """
     # Short timeouts and no retries: a scrape while Redis is down must not hang.
-    client = redis.Redis.from_url(
-        settings.celery.broker_url, socket_connect_timeout=2, socket_timeout=2, retry=NO_RETRY
+    client = broker_client(
+        settings.celery, socket_connect_timeout=2, socket_timeout=2, retry=NO_RETRY
     )
     gauges = RedisGauges(
         client,

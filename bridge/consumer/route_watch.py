@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import redis
 
+from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.worker_registry import (
     Registration,
     coverage,
@@ -79,7 +80,5 @@ class RouteWatch(BridgeHooks):
 def route_watch(settings: BridgeSettings, routes: Sequence[Route]) -> RouteWatch:
     """The watch of a bridge run with ``settings``, on a Redis client of its own with short
     timeouts: it must not hold the loop up."""
-    client = redis.Redis.from_url(
-        settings.celery.broker_url, socket_connect_timeout=0.5, socket_timeout=0.5
-    )
+    client = broker_client(settings.celery, socket_connect_timeout=0.5, socket_timeout=0.5)
     return RouteWatch(client, routes)

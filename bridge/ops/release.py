@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
+from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.messages import task_of
 from bridge.backends.redis.ordering import Head, KeyQueues
@@ -48,7 +49,7 @@ def release(
     :raises DeadLetterError: ``skip``, and the head could not be dead-lettered (the key stays
         parked).
     """
-    client = redis.Redis.from_url(settings.celery.broker_url, socket_timeout=5)
+    client = broker_client(settings.celery, socket_timeout=5)
     try:
         queues = KeyQueues(client, settings.kafka.group_id)
         fifo = queues.fifo(topic, key, partition)

@@ -35,6 +35,7 @@ from kafka.structs import OffsetAndMetadata
 
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.topics import admin_client, partition_counts
+from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
@@ -212,7 +213,7 @@ class Replayer:
     # -- parked dead letters ---------------------------------------------------------------
 
     def _replay_parked(self) -> None:
-        client = redis.Redis.from_url(self._settings.celery.broker_url, socket_timeout=5)
+        client = broker_client(self._settings.celery, socket_timeout=5)
         store = DeadLetterStore(client, self._group_id)
         target = self._target()
         try:

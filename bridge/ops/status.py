@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from kafka import KafkaConsumer, TopicPartition
 
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.topics import admin_client
+from bridge.backends.redis.client import broker_client, primary_address
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues, KeyState
 from bridge.backends.redis.retries import RetrySummary, Scheduler
@@ -126,6 +126,8 @@ class RedisView:
     workers: list[Registration] = field(default_factory=list)
     #: queue -> worker channels on the bridge's transport that consume it (a live heartbeat)
     consumers: dict[str, int] = field(default_factory=dict)
+    #: the primary the Sentinels named (``host:port``); ``None`` for one Redis server
+    primary: str | None = None
 
 
 def redis_view(settings: BridgeSettings) -> RedisView:
@@ -133,9 +135,7 @@ def redis_view(settings: BridgeSettings) -> RedisView:
 
     :raises redis.RedisError: Redis is unreachable.
     """
-    client = redis.Redis.from_url(
-        settings.celery.broker_url, socket_connect_timeout=5, socket_timeout=5
-    )
+    client = broker_client(settings.celery, socket_connect_timeout=5, socket_timeout=5)
     group_id = settings.kafka.group_id
     now_ms = int(time.time() * 1000)
     queues = sorted({route.queue for route in settings.routes})
@@ -158,6 +158,7 @@ def redis_view(settings: BridgeSettings) -> RedisView:
             unroutable=read_unroutable(client, group_id),
             workers=read_registrations(client),
             consumers=read_consumers(client, queues, settings.celery.processing_lease_s),
+            primary=primary_address(client),
         )
     finally:
         client.close()
@@ -179,6 +180,7 @@ def status_doc(
         "format": FORMAT,
         "group_id": group_id,
         "at": iso_ms(now_ms),
+        "redis_primary": None if held is None else held.primary,
         "bridges": [_bridge(m) for m in (held.members if held is not None else ())],
         "routes": [_route(r, kafka, held, owners) for r in routes],
         "retries": None if held is None else _retries(held, now_ms),

@@ -49,6 +49,8 @@ def _title(doc: Mapping[str, Any]) -> Text:
     bridges = doc["bridges"]
     running = f"{len(bridges)} bridge(s) running" if bridges else "no bridge running"
     text = Text(f"consumer group {doc['group_id']} at {doc['at']}: {running}", style="bold")
+    if doc.get("redis_primary"):  # Sentinels: where they say the primary is now
+        text.append(f"\n  Redis primary (Sentinel): {doc['redis_primary']}", style="")
     for b in bridges:
         down = " (Celery broker down)" if b["broker_down"] else ""
         text.append(f"\n  {b['member']}: {len(b['partitions'])} partitions{down}", style="")

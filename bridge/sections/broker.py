@@ -8,15 +8,17 @@ from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from bridge.broker_url import is_sentinel_url, parse_sentinels
 from bridge.credentials import mask_url, secrets_from_files, with_credentials
 from bridge.sections.base import Section
 
 LEASE_S = 60.0  # default processing_lease_s: a channel silent this long is taken for dead
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 
 
 def is_redis_url(url: str) -> bool:
-    """Whether ``url`` names a Redis server (``redis://``, ``rediss://`` or ``unix://``)."""
+    """Whether ``url`` names a Redis server (``redis://``, ``rediss://`` or ``unix://``) or the
+    Sentinels of one (``sentinel://``)."""
     return "://" in url and url.partition("://")[0].lower() in REDIS_SCHEMES
 
 
@@ -26,12 +28,18 @@ class CelerySettings(Section):
     ``broker_username`` and ``broker_password`` (or ``broker_password_file``, read at load) are
     put into ``broker_url``, which every Redis client of the bridge, the workers and Celery
     itself is built from. Show the URL only through ``bridge.credentials.mask_url``.
+
+    A Sentinel ``broker_url`` (``sentinel://:pw@s1:26379/0;sentinel://s2:26379/0``, as kombu
+    reads it) needs ``transport_options.master_name``; ``sentinel_password`` (or
+    ``sentinel_password_file``) is the Sentinels' own password, the URL's is the primary's.
     """
 
     broker_url: str = Field(
         min_length=1,
         repr=False,
-        description="The Celery broker: `redis://`, `rediss://` or `unix://`. The bridge "
+        description="The Celery broker: `redis://`, `rediss://` or `unix://`, or Sentinels as "
+        "kombu reads them (`sentinel://:pw@s1:26379/0;sentinel://s2:26379/0`, with "
+        "`transport_options.master_name`; the URL's password is the primary's). The bridge "
         "publishes there and keeps its state there; workers take it from here "
         "(`bridge.configure(app)`).",
     )
@@ -47,6 +55,14 @@ class CelerySettings(Section):
     )
     broker_password_file: Path | None = Field(
         default=None, description="A file holding the Redis password, read at start."
+    )
+    sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="The Sentinels' own password (a `sentinel://` broker URL only; or "
+        "`sentinel_password_file`, or the environment).",
+    )
+    sentinel_password_file: Path | None = Field(
+        default=None, description="A file holding the Sentinels' password, read at start."
     )
     publish_retry_backoff_ms: int = Field(
         default=100,
@@ -76,7 +92,9 @@ class CelerySettings(Section):
         "workers' transport's: `processing_lease_s` (default 60: a worker silent this long, "
         "what it fetched goes back to its queue; at least 3 times `unacked_restore_interval`) "
         "and `multi_key_block_s` (default 0.1: a worker on several queues, idle, waits this "
-        "long per queue). `visibility_timeout` and `global_keyprefix` are refused.",
+        "long per queue); `master_name` (required with a `sentinel://` broker URL: the name "
+        "the Sentinels monitor the primary under). `visibility_timeout` and `global_keyprefix` "
+        "are refused.",
     )
 
     @field_validator("broker_url")
@@ -87,6 +105,8 @@ class CelerySettings(Section):
             raise ValueError(f"{shown!r} is not a Redis URL: the bridge publishes to Redis and "
                              f"keeps its state there; use "
                              f"{', '.join(s + '://' for s in REDIS_SCHEMES)}")  # fmt: skip
+        if is_sentinel_url(url):
+            parse_sentinels(url)  # raises ValueError, which names what is wrong
         return url
 
     @field_validator("transport_options")
@@ -110,6 +130,28 @@ class CelerySettings(Section):
                              f"receiving")  # fmt: skip
         return options
 
+    @model_validator(mode="after")
+    def _sentinel_complete(self) -> CelerySettings:
+        if not is_sentinel_url(self.broker_url):
+            if self.sentinel_password is not None:
+                raise ValueError("sentinel_password needs a sentinel:// broker_url")
+            return self
+        master_name = self.transport_options.get("master_name")
+        if not isinstance(master_name, str) or not master_name:
+            raise ValueError("a sentinel:// broker_url needs transport_options.master_name: the "
+                             "name the Sentinels monitor the primary under")  # fmt: skip
+        return self
+
+    def sentinel_options(self) -> dict[str, Any]:
+        """The kombu transport options of a Sentinel broker (``master_name`` and the Sentinels'
+        password as ``sentinel_kwargs``); empty for one Redis server."""
+        if not is_sentinel_url(self.broker_url):
+            return {}
+        options: dict[str, Any] = {"master_name": self.transport_options["master_name"]}
+        if self.sentinel_password is not None:
+            options["sentinel_kwargs"] = {"password": self.sentinel_password.get_secret_value()}
+        return options
+
     @property
     def processing_lease_s(self) -> float:
         """How long a worker's heartbeat may be missing before it counts as gone (s)."""
@@ -118,7 +160,7 @@ class CelerySettings(Section):
     @model_validator(mode="before")
     @classmethod
     def _credentials_into_url(cls, data: Any) -> Any:
-        data = secrets_from_files(data, ("broker_password",))
+        data = secrets_from_files(data, ("broker_password", "sentinel_password"))
         if not isinstance(data, dict) or not isinstance(data.get("broker_url"), str):
             return data  # pydantic reports the missing or mistyped key itself
         username, password = data.get("broker_username"), data.get("broker_password")

@@ -78,6 +78,7 @@ def celery_settings(conf: BridgeSettings, options: Mapping[str, Any]) -> dict[st
             "priority_steps": [0],
             **options,
             **conf.celery.transport_options,
+            **conf.celery.sentinel_options(),  # master_name, the Sentinels' password
             "visibility_timeout": conf.celery.visibility_timeout_s,
         },
         # Records come from outside: JSON only, never pickle.

@@ -16,6 +16,7 @@ import redis
 from kombu import Connection, Producer
 
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
+from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.messages import CapturedBatch
 from bridge.backends.redis.ordering import KeyGate, KeyQueues
@@ -70,8 +71,8 @@ def dead_letter_office(group_id: str) -> DeadLetterOffice:
 
 def redis_client() -> redis.Redis:
     """This process's client of the Celery broker's Redis."""
-    url = settings().celery.broker_url
-    return _this_process("redis", lambda: redis.Redis.from_url(url, socket_timeout=5))
+    celery = settings().celery
+    return _this_process("redis", lambda: broker_client(celery, socket_timeout=5))
 
 
 def key_queues(group_id: str) -> KeyQueues:

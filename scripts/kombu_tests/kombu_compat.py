@@ -2,9 +2,10 @@
 
 Loaded by ``scripts/kombu_tests.sh`` (``-p kombu_compat``) in kombu's unpacked sdist:
 
-- ``kombu.transport.redis``'s ``Channel``, ``QoS`` and ``Transport`` become ours before any
-  test module imports them (the tests subclass them or open ``redis://`` connections, which
-  :func:`bridge.worker.transport.install` maps to ours);
+- ``kombu.transport.redis``'s ``Channel``, ``QoS``, ``Transport`` and their Sentinel
+  variants become ours before any test module imports them (the tests subclass them or open
+  ``redis://`` and ``sentinel://`` connections, which :func:`bridge.worker.transport.install`
+  maps to ours);
 - the fake Redis client of kombu's unit tests, which speaks ``BRPOP``, learns the commands our
   fetch sends (``BLMOVE``, the scan script, ``LREM``, the processing index), so that the tests
   that drive a fetch run ours instead of failing on the fake;
@@ -80,6 +81,8 @@ def pytest_configure(config: pytest.Config) -> None:
     kombu_redis.Channel = worker_transport.Channel  # type: ignore[misc]
     kombu_redis.QoS = worker_transport.QoS  # type: ignore[misc]
     kombu_redis.Transport = worker_transport.Transport  # type: ignore[misc]
+    kombu_redis.SentinelChannel = worker_transport.SentinelChannel  # type: ignore[misc]
+    kombu_redis.SentinelTransport = worker_transport.SentinelTransport  # type: ignore[misc]
 
 
 def pytest_collection_modifyitems(

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from kombu import transport as kombu_transport
+from kombu.transport import redis as kombu_redis
 
 import bridge
 from bridge.errors import ConfigError
 from bridge.settings import CONFIG_ENV, BridgeSettings
-from bridge.worker import state
+from bridge.worker import state, transport
 from bridge.worker.configure import celery_settings, contradictions
-from bridge.worker.state import start_problems
+from bridge.worker.state import start_problems, unsafe_worker_config
 from bridge.worker.task import RecordTask
 
 TOML = """
@@ -33,6 +34,9 @@ task = "shop.handle_order"
 """
 
 
+KOMBUS_OWN = {"redis": "Transport", "rediss": "Transport", "sentinel": "SentinelTransport"}
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "bridge.toml"
@@ -47,9 +51,9 @@ def _worker_state(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     # kombu's own Redis transport, as in a process where configure() was not called
     monkeypatch.setattr(kombu_transport, "_transport_cache", {})
-    for scheme in ("redis", "rediss"):
+    for scheme, name in KOMBUS_OWN.items():
         monkeypatch.setitem(
-            kombu_transport.TRANSPORT_ALIASES, scheme, "kombu.transport.redis:Transport"
+            kombu_transport.TRANSPORT_ALIASES, scheme, f"kombu.transport.redis:{name}"
         )
 
 
@@ -149,3 +153,47 @@ def test_what_the_app_says_as_the_bridge_does_is_no_contradiction(config: Path) 
     same = own_app(**celery_settings(conf, {}))
     assert contradictions(same.conf, conf) == []
     assert contradictions(own_app().conf, conf) == []  # Celery's defaults say nothing
+
+
+SENTINEL_TOML = TOML.replace(
+    '"redis://:s3cret@127.0.0.1:6379/3"', '"sentinel://:s3cret@127.0.0.1:26379/3;sentinel://h2/3"'
+).replace("{ socket_timeout = 5 }", '{ master_name = "shop-redis" }\nsentinel_password = "s-pw"')
+
+
+def test_a_worker_of_a_sentinel_broker_gets_the_bridge_s_sentinel_transport(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(SENTINEL_TOML)
+    app = own_app()
+    bridge.configure(app, path)
+    options = app.conf.broker_transport_options
+    assert (options["master_name"], options["sentinel_kwargs"]) == (
+        "shop-redis",
+        {"password": "s-pw"},
+    )
+    assert start_problems(app, handlers=["shop.handle_order"], others=[]) == []
+    connection = app.connection_for_write()
+    assert connection.transport_cls == "sentinel"
+    assert type(connection.transport) is transport.SentinelTransport
+    channel_class = connection.transport.Channel
+    assert issubclass(channel_class, transport.Channel)
+    assert issubclass(channel_class, kombu_redis.SentinelChannel)
+    for option in ("master_name", "sentinel_kwargs", "processing_lease_s", "multi_key_block_s"):
+        assert option in channel_class.from_transport_options
+
+
+def test_kombus_own_sentinel_transport_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(SENTINEL_TOML)
+    conf = settings_of(path)
+    app = own_app(broker_url=conf.celery.broker_url)
+    transport.install()  # redis and rediss are the bridge's; sentinel is kombu's again:
+    monkeypatch.setitem(
+        kombu_transport.TRANSPORT_ALIASES, "sentinel", "kombu.transport.redis:SentinelTransport"
+    )
+    monkeypatch.setattr(kombu_transport, "_transport_cache", {})
+    [problem] = unsafe_worker_config(app, conf)
+    assert "call bridge.configure(app)" in problem

@@ -162,3 +162,12 @@ def test_a_routed_queue_without_a_worker_is_a_warning_in_the_document_and_the_ta
     render(doc, Console(file=out, width=400))
     assert f"warning: {warning}" in out.getvalue()
     assert status_doc("g", ROUTES, kafka(), None)["warnings"] == []  # Redis unread: unknown
+
+
+def test_status_names_the_primary_the_sentinels_named() -> None:
+    doc = status_doc("g", ROUTES, kafka(), replace(held(), primary="10.0.0.2:6380"))
+    assert doc["redis_primary"] == "10.0.0.2:6380"
+    out = io.StringIO()
+    render(doc, Console(file=out, width=220))
+    assert "Redis primary (Sentinel): 10.0.0.2:6380" in out.getvalue()
+    assert status_doc("g", ROUTES, kafka(), held())["redis_primary"] is None

@@ -24,6 +24,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from bridge.backends.redis import ordering, scripts
+from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.enqueue import EnqueueBatch, Message, Ordered
 from bridge.backends.redis.messages import DeliveryTags, Template
 from bridge.errors import PublishError
@@ -52,6 +53,7 @@ def publisher_app(celery: CelerySettings) -> Celery:
             "interval_max": 0.2,
             "socket_connect_timeout": 5,
             "socket_timeout": 5,
+            **celery.sentinel_options(),  # master_name, the Sentinels' password
         },
     )
     return app
@@ -70,9 +72,7 @@ class Dispatcher:
         self._writers: dict[str, ArgWriter] = {}  # by topic
         self._tags = DeliveryTags()
         self._origin = message_origin(group_id)
-        self._redis = redis.Redis.from_url(
-            celery.broker_url, socket_timeout=5, socket_connect_timeout=5
-        )
+        self._redis = broker_client(celery, socket_timeout=5, socket_connect_timeout=5)
         self._script = self._redis.register_script(_ENQUEUE)
 
     def message(
