@@ -32,17 +32,15 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer, Fate
+from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
 from bridge.backends.kafka.topics import DeadLetterTopics
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
-from bridge.backends.redis.outcomes import count as count_outcome
 from bridge.consumer import batches, commits, incarnations
 from bridge.consumer.assignment import Assignment
 from bridge.consumer.backpressure import Backpressure, limits_of
@@ -67,17 +65,11 @@ from bridge.consumer.pipeline import (
     rewind_points,
 )
 from bridge.consumer.reporting import Reporter
-from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
-from bridge.errors import (
-    PublishError,
-    UndecodableBatchError,
-)
-from bridge.failures import Reason
+from bridge.consumer.undecodable import BadBatches, UndecodableLetters
+from bridge.errors import PublishError
 from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, Refusal
-from bridge.logs import at
 from bridge.offsets import Partition
-from bridge.record import Record, TimestampType, task_id
-from bridge.routing import Route, Router
+from bridge.routing import Router
 from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -122,9 +114,6 @@ class Bridge:
         )
         self._topics_retry_at = 0.0
         self._consumer: KafkaConsumer | None = None
-        self._dead_letters = DeadLetterOffice(
-            self._dead_letter_producer, DeadLetterStore(self._dispatcher.client, self.group_id)
-        )
         self._duties = Duties(settings, self.router.routes, self._dead_letter_producer, self.hooks)
         celery = settings.celery
         outage = Outage(celery.publish_retry_backoff_ms, celery.publish_retry_backoff_max_ms)
@@ -137,6 +126,14 @@ class Bridge:
                                   self._lock, self._pauses, self._breakers)  # fmt: skip
         self._intake = Intake(self.router, self._dispatcher, self._key_queues, self._breakers,
                               self._seek)  # fmt: skip
+        client = self._dispatcher.client
+        office = DeadLetterOffice(
+            self._dead_letter_producer, DeadLetterStore(client, self.group_id)
+        )
+        self._letters = UndecodableLetters(self.group_id, self.router, office, client, self.hooks)
+        self._bad_batches = BadBatches(self._letters, self.router, self._assignment, self._lock,
+                                       outage, self.hooks, settle=lambda: self._settle(None),
+                                       max_records=settings.kafka.max_poll_records)  # fmt: skip
 
     @property
     def group_id(self) -> str:
@@ -210,75 +207,15 @@ class Bridge:
             )
         except KafkaError as exc:
             if not exc.retriable:
-                self._skip_undecodable(consumer, exc)
+                self._bad_batches.skip(consumer, exc)
                 return {}
             log.warning("poll failed, polling again in %.1f s: %r", _POLL_RETRY_S, exc)
             self._stopping.wait(_POLL_RETRY_S)  # the broker is down or restarting: no spin
             return {}
         except Exception as exc:  # a codec library's own error: data that does not decompress
-            self._skip_undecodable(consumer, exc)
+            self._bad_batches.skip(consumer, exc)
             return {}
         return {Partition(*tp): records for tp, records in batch.items()}
-
-    def _skip_undecodable(self, consumer: KafkaConsumer, exc: Exception) -> None:
-        """A record batch kafka-python cannot decode (see :mod:`bridge.consumer.batches`): once the
-        batch in flight is accepted, dead-letter what is known of each of its records (their
-        coordinates, the error; no key or headers, an empty value; reason ``undecodable``) and
-        go on after it. Otherwise (the partition was revoked, rewound, or the broker is down) it
-        is fetched and fails again later.
-
-        :raises Exception: ``exc``, when it was not raised decoding a batch.
-        """
-        bad = batches.find(exc)
-        if bad is None:
-            raise exc
-        bad.discard()  # else kafka-python's next poll at this position never returns
-        with self._lock:
-            mine = bad.tp in self._assignment
-        if not mine:
-            return
-        offset = consumer.position(bad.tp)
-        self._settle(None)  # a failed or refused enqueue rewinds the partition before it
-        with self._lock:
-            mine = bad.tp in self._assignment
-        if not mine or self._pauses.outage.down or consumer.position(bad.tp) != offset:
-            return  # records before it come again first; so will it
-        skip = batches.offsets_to_skip(offset, bad, self.settings.kafka.max_poll_records)
-        error = UndecodableBatchError(
-            f"{bad.describe()}: Kafka's client cannot decode this record batch: {exc!r}"
-        )
-        error.__cause__ = exc
-        log.error("%s: Kafka's client cannot decode the record batch (%r): dead-lettering "
-                  "offsets %d..%d with their coordinates only", bad.describe(), exc, skip[0],
-                  skip[-1], extra=at(topic=bad.tp.topic, partition=bad.tp.partition,
-                                     offset=offset))  # fmt: skip
-        self._dead_letter_offsets(consumer, bad.tp, skip, error)
-
-    def _dead_letter_offsets(
-        self, consumer: KafkaConsumer, tp: TopicPartition, offsets: range, error: Exception
-    ) -> None:
-        """Dead-letter ``offsets`` of ``tp`` as undecodable, accept those written and go on
-        after them; stop at the first write that fails (the broker's outage handling takes
-        over, and the rest is fetched again once it is over)."""
-        route = self.router.route_for(tp.topic)
-        partition, done = Partition(tp.topic, tp.partition), offsets.start
-        for offset in offsets:
-            # No key and an empty value: Kafka's producer needs one of them.
-            record = Record(
-                tp.topic, tp.partition, offset, -1, None, b"", (), route.value_format,
-                timestamp_type=TimestampType.NO_TIMESTAMP_TYPE,
-            )  # fmt: skip
-            try:
-                self._dead_letter_undecodable(route, record, error)
-            except PublishError as err:
-                self._broker_failed(err)  # paused; it is fetched again once resumed
-                break
-            with self._lock:
-                self._assignment.accept(partition, offset)
-            done = offset + 1
-        if done > offsets.start:
-            self.hooks.after_accept({partition: (offsets.start, done)})
-            consumer.seek(tp, done)
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (safe from a signal handler, and
@@ -347,9 +284,7 @@ class Bridge:
 
     def _submit(self, batch: Batch) -> None:
         try:
-            for u in batch.undecodable:
-                route = self.router.route_for(u.tp.topic)
-                self._dead_letter_undecodable(route, u.record, u.error)
+            self._letters.send_all(batch.undecodable)
         except PublishError as exc:
             self._publish_failed(batch, None, exc, 0.0)
             return
@@ -381,49 +316,6 @@ class Bridge:
 
     def _head_deadline_ms(self) -> int:
         return int(time.time() * 1000) + self.settings.stall_timeout_ms
-
-    def _dead_letter_undecodable(self, route: Route, record: Record, exc: Exception) -> None:
-        now = utc_now_iso()
-        dl = DeadLetter(
-            record=record,
-            group_id=self.group_id,
-            dlt_topic=route.dlt_topic,
-            reason=Reason.UNDECODABLE,
-            error=ErrorInfo.of(exc),
-            attempts=0,
-            task=route.task,
-            task_id=task_id(self.group_id, record.topic, record.partition, record.offset),
-            first_failure_at=now,
-            dead_lettered_at=now,
-        )
-        self._send_undecodable(dl, exc)
-        if route.breaker_window_s is not None:
-            count_outcome(self._dispatcher.client, self.group_id, record.topic, dead=True,
-                          window_s=route.breaker_window_s, now_s=time.time())  # fmt: skip
-        self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
-
-    def _send_undecodable(self, dl: DeadLetter, exc: Exception) -> None:
-        """Write the dead letter of an undecodable record; one Kafka refuses for good (too
-        large…) is parked in Redis (``status`` shows it, ``replay --parked`` writes it) rather
-        than stall every partition retrying it.
-
-        :raises PublishError: not written (its record is fetched again), or refused and not
-            parked either.
-        """
-        record = dl.record
-        try:
-            posted = self._dead_letters.send(dl)
-        except redis.RedisError as err:  # only parking touches Redis
-            raise PublishError(f"{record!r}: dead letter refused, not parked: {err!r}") from err
-        except Exception as err:
-            raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
-        where = at(record, task_id=dl.task_id)
-        if posted.fate is Fate.PARKED:
-            log.critical("undecodable %r: Kafka refuses its dead letter, parked in Redis: %s",
-                         record, posted.error, extra=where)  # fmt: skip
-        else:
-            log.warning("undecodable %r dead-lettered to %s: %s", record, dl.dlt_topic, exc,
-                        extra=where)  # fmt: skip
 
     def _rewind(self, points: Mapping[Partition, int]) -> None:
         with self._lock:
