@@ -112,7 +112,6 @@ class Bridge:
         self._dead_letter_topics = DeadLetterTopics(
             settings.kafka, self.router.routes, bootstrap_timeout_ms=_START_BOOTSTRAP_MS
         )
-        self._topics_retry_at = 0.0
         self._consumer: KafkaConsumer | None = None
         self._duties = Duties(settings, self.router.routes, self._dead_letter_producer, self.hooks)
         celery = settings.celery
@@ -352,20 +351,11 @@ class Bridge:
     # -- setup and teardown ----------------------------------------------------------------
 
     def _ensure_dead_letter_topics(self) -> None:
-        """Create the DLT of a routed topic created after the start, once it is assigned here
-        (before its first record is dispatched); after a failure, try again in 5 s."""
         if self._dead_letter_topics.complete:  # the usual case, on every loop iteration
             return
         with self._lock:
-            missing = self._dead_letter_topics.missing(self._assignment.topics)
-        if not missing or time.monotonic() < self._topics_retry_at:
-            return
-        try:
-            self._dead_letter_topics.ensure(missing)
-        except KafkaError as exc:
-            self._topics_retry_at = time.monotonic() + _TOPICS_RETRY_S
-            log.warning("dead-letter topics of %s not created yet, trying again in %d s: %r",
-                        ", ".join(sorted(missing)), _TOPICS_RETRY_S, exc)  # fmt: skip
+            assigned = self._assignment.topics
+        self._dead_letter_topics.ensure_assigned(assigned)
 
     def close(self) -> None:
         """Stop the background threads, commit what was accepted, leave the group, let go."""
@@ -384,7 +374,6 @@ class Bridge:
 
 
 _POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
-_TOPICS_RETRY_S = 5
 
 
 def _names(partitions: Iterable[Any]) -> str:
