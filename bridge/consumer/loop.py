@@ -8,6 +8,9 @@ One iteration::
     one Redis script (ordered routes: append to key FIFOs) -> accept its offsets -> commit the
     accepted prefix of every partition
 
+The batch's way from the poll to accepted offsets is :mod:`bridge.consumer.handoff`'s; records
+and batches that cannot be decoded are :mod:`bridge.consumer.undecodable`'s.
+
 An ordered record refused because its key or partition holds too many records stops its
 partition there: the partition is rewound to it and paused until the FIFO drains.
 
@@ -28,8 +31,7 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -41,12 +43,13 @@ from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
-from bridge.consumer import batches, commits, incarnations
+from bridge.consumer import batches, commits
 from bridge.consumer.assignment import Assignment
 from bridge.consumer.backpressure import Backpressure, limits_of
 from bridge.consumer.commits import Commits
 from bridge.consumer.duties import Duties
 from bridge.consumer.flood import Breakers
+from bridge.consumer.handoff import Handoff
 from bridge.consumer.intake import Intake
 from bridge.consumer.kafka_consumer import START_BOOTSTRAP_MS as _START_BOOTSTRAP_MS
 from bridge.consumer.kafka_consumer import (
@@ -56,18 +59,10 @@ from bridge.consumer.kafka_consumer import (
     connect,
     make_consumer,
 )
-from bridge.consumer.pauses import Outage, Pauses, announce_hold, changes
-from bridge.consumer.pipeline import (
-    Batch,
-    InFlight,
-    Publisher,
-    partitions_of,
-    rewind_points,
-)
+from bridge.consumer.pauses import Outage, Pauses, changes
 from bridge.consumer.reporting import Reporter
 from bridge.consumer.undecodable import BadBatches, UndecodableLetters
-from bridge.errors import PublishError
-from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, Refusal
+from bridge.hooks import BridgeHooks, HookChain, LoopState
 from bridge.offsets import Partition
 from bridge.routing import Router
 from bridge.settings import BridgeSettings
@@ -98,8 +93,6 @@ class Bridge:
         self._lock = threading.Lock()  # the assignment: loop thread vs. IO thread (rebalances)
         self._assignment = Assignment()
         self._dispatcher = dispatcher or Dispatcher(settings.celery, settings.kafka.group_id)
-        self._publisher = Publisher(self._dispatcher.publish)
-        self._in_flight: InFlight | None = None
         self._key_queues = KeyQueues(self._dispatcher.client, self.group_id)
         self._breakers = Breakers(
             OutcomeReader(self._dispatcher.client, self.group_id),
@@ -123,15 +116,18 @@ class Bridge:
         self._commits = Commits(self._assignment, self._lock, self.hooks)
         self._reporter = Reporter(self.hooks, self.member, self.group_id, self._assignment,
                                   self._lock, self._pauses, self._breakers)  # fmt: skip
-        self._intake = Intake(self.router, self._dispatcher, self._key_queues, self._breakers,
-                              self._seek)  # fmt: skip
+        intake = Intake(self.router, self._dispatcher, self._key_queues, self._breakers,
+                        self._seek)  # fmt: skip
         client = self._dispatcher.client
         office = DeadLetterOffice(
             self._dead_letter_producer, DeadLetterStore(client, self.group_id)
         )
-        self._letters = UndecodableLetters(self.group_id, self.router, office, client, self.hooks)
-        self._bad_batches = BadBatches(self._letters, self.router, self._assignment, self._lock,
-                                       outage, self.hooks, settle=lambda: self._settle(None),
+        letters = UndecodableLetters(self.group_id, self.router, office, client, self.hooks)
+        self._handoff = Handoff(self._assignment, self._lock, intake,
+                                self._dispatcher.publish, letters, outage, self.hooks,
+                                self._seek, stall_timeout_ms=settings.stall_timeout_ms)  # fmt: skip
+        self._bad_batches = BadBatches(letters, self.router, self._assignment, self._lock, outage,
+                                       self.hooks, settle=self._handoff.settle,
                                        max_records=settings.kafka.max_poll_records)  # fmt: skip
 
     @property
@@ -169,7 +165,7 @@ class Bridge:
         batch = self._poll(consumer)
         self._ensure_dead_letter_topics()  # of a topic just assigned, before dispatch
         self._reporter.polled(batch)
-        self._handle_batch(batch)
+        self._handoff.take(batch, consumer)
         self._commits.commit_async(consumer)
         self._reporter.report(consumer)
 
@@ -241,101 +237,12 @@ class Bridge:
         if pending and self._consumer is not None:
             self._consumer.commit_async(commits.request(pending))
 
-    # -- the batch -------------------------------------------------------------------------
-
-    def _handle_batch(self, polled: Mapping[Partition, Sequence[Any]]) -> None:
-        """Build this poll's messages, settle the batch in flight, then enqueue this one."""
-        with self._lock:
-            mine = {tp: r for tp, r in polled.items() if r and tp in self._assignment}
-            assignment = self._assignment.generation
-        topic_ids = incarnations.topic_ids(self._consumer, {tp.topic for tp in mine})
-        batch = self._intake.batch(mine, assignment, topic_ids)
-        try:
-            self._intake.build(batch)
-        except PublishError as exc:  # no message template: Redis is down
-            self._settle(batch)
-            if batch.records:
-                self._publish_failed(batch, None, exc, 0.0)
-            return
-        self._settle(batch)
-        if batch.records:
-            self._submit(batch)
-
-    def _settle(self, following: Batch | None) -> None:
-        """Wait for the batch in flight and accept it; if it failed, rewind both it and
-        ``following`` (polled after it), and drop ``following``."""
-        flight, self._in_flight = self._in_flight, None
-        if flight is None:
-            return
-        done = flight.result()
-        if done.error is not None:
-            self._publish_failed(flight.batch, following, done.error, done.seconds)
-            return
-        outcome = done.outcome
-        assert outcome is not None
-        self.hooks.after_publish(outcome, done.seconds)
-        self._pauses.outage.recovered()
-        if outcome.skipped:
-            log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
-        held = self._accept(flight.batch, outcome)
-        if following is not None:
-            following.drop(partitions_of(held))
-
-    def _submit(self, batch: Batch) -> None:
-        try:
-            self._letters.send_all(batch.undecodable)
-        except PublishError as exc:
-            self._publish_failed(batch, None, exc, 0.0)
-            return
-        self._in_flight = self._publisher.submit(batch, self._head_deadline_ms())
-
-    def _publish_failed(
-        self, failed: Batch, following: Batch | None, exc: PublishError, seconds: float
-    ) -> None:
-        self._rewind(rewind_points(failed, following))
-        if following is not None:
-            following.clear()
-        self._broker_failed(exc)
-        self.hooks.after_publish_failed(failed.size, exc, seconds)
-
-    def _accept(self, batch: Batch, outcome: Outcome) -> list[Refusal]:
-        """Accept the batch's records up to what was refused (see :class:`Assignment`).
-
-        :returns: the refusals that hold their partition (sent back to the refused record).
-        """
-        with self._lock:
-            spans, held = self._assignment.accept_batch(
-                batch.messages, outcome.refused, batch.assignment
-            )
-        self.hooks.after_accept(spans)
-        for r in held:
-            self._seek((r.topic, r.partition), r.offset)
-            announce_hold(r)
-        return held
-
-    def _head_deadline_ms(self) -> int:
-        return int(time.time() * 1000) + self.settings.stall_timeout_ms
-
-    def _rewind(self, points: Mapping[Partition, int]) -> None:
-        with self._lock:
-            points = self._assignment.rewind(points)
-        for tp, offset in points.items():
-            self._seek(tp, offset)
-
     def _seek(self, tp: tuple[str, int], offset: int) -> None:
         assert self._consumer is not None
         self._consumer.seek(TopicPartition(*tp), offset)
 
-    # -- pauses: broker outages and backpressure --------------------------------------------
-
-    def _broker_failed(self, exc: Exception) -> None:
-        self._pauses.outage.failed(exc)
-
-    def _queued_in_flight(self) -> dict[str, int]:
-        return self._in_flight.batch.queued() if self._in_flight is not None else {}
-
     def _reconcile_pauses(self, consumer: KafkaConsumer) -> None:
-        wanted = self._pauses.reconcile(self._queued_in_flight)
+        wanted = self._pauses.reconcile(self._handoff.queued)
         pause, resume = changes(wanted, consumer.paused())
         if pause:
             consumer.pause(*(TopicPartition(*tp) for tp in pause))
@@ -362,11 +269,11 @@ class Bridge:
         timeout_ms = self.settings.kafka.shutdown_timeout_ms
         self._duties.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
-            self._settle(None)  # the batch in flight: accept it, so that it is committed
+            self._handoff.settle()  # the batch in flight: accept it, so that it is committed
             self._commits.commit(self._consumer, timeout_ms=timeout_ms)
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._consumer = None
-        self._publisher.close()
+        self._handoff.close()
         self._dead_letter_producer.close(timeout_s=timeout_ms / 1000)
         self._dispatcher.close()
         self.hooks.on_stop()
