@@ -114,7 +114,8 @@ class Handoff:
         return self._in_flight.batch.queued() if self._in_flight is not None else {}
 
     def close(self) -> None:
-        """Stop the publisher thread (settle first: a batch in flight is otherwise dropped)."""
+        """Finish the enqueue in flight and stop the publisher thread (:meth:`settle` first to
+        accept that batch: else it is not committed, and is skipped when consumed again)."""
         self._publisher.close()
 
     def _submit(self, batch: Batch) -> None:
