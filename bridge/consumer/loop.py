@@ -8,6 +8,9 @@ One iteration::
     one Redis script (ordered routes: append to key FIFOs) -> accept its offsets -> commit the
     accepted prefix of every partition
 
+The batch's way from the poll to accepted offsets is :mod:`bridge.consumer.handoff`'s; records
+and batches that cannot be decoded are :mod:`bridge.consumer.undecodable`'s.
+
 An ordered record refused because its key or partition holds too many records stops its
 partition there: the partition is rewound to it and paused until the FIFO drains.
 
@@ -28,27 +31,25 @@ import logging
 import os
 import socket
 import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer, Fate
+from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
 from bridge.backends.kafka.topics import DeadLetterTopics
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.backends.redis.outcomes import OutcomeReader
-from bridge.backends.redis.outcomes import count as count_outcome
-from bridge.consumer import batches, commits, incarnations
+from bridge.consumer import batches, commits
 from bridge.consumer.assignment import Assignment
 from bridge.consumer.backpressure import Backpressure, limits_of
 from bridge.consumer.commits import Commits
 from bridge.consumer.duties import Duties
 from bridge.consumer.flood import Breakers
+from bridge.consumer.handoff import Handoff
 from bridge.consumer.intake import Intake
 from bridge.consumer.kafka_consumer import START_BOOTSTRAP_MS as _START_BOOTSTRAP_MS
 from bridge.consumer.kafka_consumer import (
@@ -58,26 +59,12 @@ from bridge.consumer.kafka_consumer import (
     connect,
     make_consumer,
 )
-from bridge.consumer.pauses import Outage, Pauses, announce_hold, changes
-from bridge.consumer.pipeline import (
-    Batch,
-    InFlight,
-    Publisher,
-    partitions_of,
-    rewind_points,
-)
+from bridge.consumer.pauses import Outage, Pauses, changes
 from bridge.consumer.reporting import Reporter
-from bridge.deadletter import DeadLetter, ErrorInfo, utc_now_iso
-from bridge.errors import (
-    PublishError,
-    UndecodableBatchError,
-)
-from bridge.failures import Reason
-from bridge.hooks import BridgeHooks, HookChain, LoopState, Outcome, Refusal
-from bridge.logs import at
+from bridge.consumer.undecodable import BadBatches, UndecodableLetters
+from bridge.hooks import BridgeHooks, HookChain, LoopState
 from bridge.offsets import Partition
-from bridge.record import Record, TimestampType, task_id
-from bridge.routing import Route, Router
+from bridge.routing import Router
 from bridge.settings import BridgeSettings
 
 log = logging.getLogger(__name__)
@@ -106,8 +93,6 @@ class Bridge:
         self._lock = threading.Lock()  # the assignment: loop thread vs. IO thread (rebalances)
         self._assignment = Assignment()
         self._dispatcher = dispatcher or Dispatcher(settings.celery, settings.kafka.group_id)
-        self._publisher = Publisher(self._dispatcher.publish)
-        self._in_flight: InFlight | None = None
         self._key_queues = KeyQueues(self._dispatcher.client, self.group_id)
         self._breakers = Breakers(
             OutcomeReader(self._dispatcher.client, self.group_id),
@@ -120,11 +105,7 @@ class Bridge:
         self._dead_letter_topics = DeadLetterTopics(
             settings.kafka, self.router.routes, bootstrap_timeout_ms=_START_BOOTSTRAP_MS
         )
-        self._topics_retry_at = 0.0
         self._consumer: KafkaConsumer | None = None
-        self._dead_letters = DeadLetterOffice(
-            self._dead_letter_producer, DeadLetterStore(self._dispatcher.client, self.group_id)
-        )
         self._duties = Duties(settings, self.router.routes, self._dead_letter_producer, self.hooks)
         celery = settings.celery
         outage = Outage(celery.publish_retry_backoff_ms, celery.publish_retry_backoff_max_ms)
@@ -135,8 +116,19 @@ class Bridge:
         self._commits = Commits(self._assignment, self._lock, self.hooks)
         self._reporter = Reporter(self.hooks, self.member, self.group_id, self._assignment,
                                   self._lock, self._pauses, self._breakers)  # fmt: skip
-        self._intake = Intake(self.router, self._dispatcher, self._key_queues, self._breakers,
-                              self._seek)  # fmt: skip
+        intake = Intake(self.router, self._dispatcher, self._key_queues, self._breakers,
+                        self._seek)  # fmt: skip
+        client = self._dispatcher.client
+        office = DeadLetterOffice(
+            self._dead_letter_producer, DeadLetterStore(client, self.group_id)
+        )
+        letters = UndecodableLetters(self.group_id, self.router, office, client, self.hooks)
+        self._handoff = Handoff(self._assignment, self._lock, intake,
+                                self._dispatcher.publish, letters, outage, self.hooks,
+                                self._seek, stall_timeout_ms=settings.stall_timeout_ms)  # fmt: skip
+        self._bad_batches = BadBatches(letters, self.router, self._assignment, self._lock, outage,
+                                       self.hooks, settle=self._handoff.settle,
+                                       max_records=settings.kafka.max_poll_records)  # fmt: skip
 
     @property
     def group_id(self) -> str:
@@ -173,7 +165,7 @@ class Bridge:
         batch = self._poll(consumer)
         self._ensure_dead_letter_topics()  # of a topic just assigned, before dispatch
         self._reporter.polled(batch)
-        self._handle_batch(batch)
+        self._handoff.take(batch, consumer)
         self._commits.commit_async(consumer)
         self._reporter.report(consumer)
 
@@ -210,75 +202,15 @@ class Bridge:
             )
         except KafkaError as exc:
             if not exc.retriable:
-                self._skip_undecodable(consumer, exc)
+                self._bad_batches.skip(consumer, exc)
                 return {}
             log.warning("poll failed, polling again in %.1f s: %r", _POLL_RETRY_S, exc)
             self._stopping.wait(_POLL_RETRY_S)  # the broker is down or restarting: no spin
             return {}
         except Exception as exc:  # a codec library's own error: data that does not decompress
-            self._skip_undecodable(consumer, exc)
+            self._bad_batches.skip(consumer, exc)
             return {}
         return {Partition(*tp): records for tp, records in batch.items()}
-
-    def _skip_undecodable(self, consumer: KafkaConsumer, exc: Exception) -> None:
-        """A record batch kafka-python cannot decode (see :mod:`bridge.consumer.batches`): once the
-        batch in flight is accepted, dead-letter what is known of each of its records (their
-        coordinates, the error; no key or headers, an empty value; reason ``undecodable``) and
-        go on after it. Otherwise (the partition was revoked, rewound, or the broker is down) it
-        is fetched and fails again later.
-
-        :raises Exception: ``exc``, when it was not raised decoding a batch.
-        """
-        bad = batches.find(exc)
-        if bad is None:
-            raise exc
-        bad.discard()  # else kafka-python's next poll at this position never returns
-        with self._lock:
-            mine = bad.tp in self._assignment
-        if not mine:
-            return
-        offset = consumer.position(bad.tp)
-        self._settle(None)  # a failed or refused enqueue rewinds the partition before it
-        with self._lock:
-            mine = bad.tp in self._assignment
-        if not mine or self._pauses.outage.down or consumer.position(bad.tp) != offset:
-            return  # records before it come again first; so will it
-        skip = batches.offsets_to_skip(offset, bad, self.settings.kafka.max_poll_records)
-        error = UndecodableBatchError(
-            f"{bad.describe()}: Kafka's client cannot decode this record batch: {exc!r}"
-        )
-        error.__cause__ = exc
-        log.error("%s: Kafka's client cannot decode the record batch (%r): dead-lettering "
-                  "offsets %d..%d with their coordinates only", bad.describe(), exc, skip[0],
-                  skip[-1], extra=at(topic=bad.tp.topic, partition=bad.tp.partition,
-                                     offset=offset))  # fmt: skip
-        self._dead_letter_offsets(consumer, bad.tp, skip, error)
-
-    def _dead_letter_offsets(
-        self, consumer: KafkaConsumer, tp: TopicPartition, offsets: range, error: Exception
-    ) -> None:
-        """Dead-letter ``offsets`` of ``tp`` as undecodable, accept those written and go on
-        after them; stop at the first write that fails (the broker's outage handling takes
-        over, and the rest is fetched again once it is over)."""
-        route = self.router.route_for(tp.topic)
-        partition, done = Partition(tp.topic, tp.partition), offsets.start
-        for offset in offsets:
-            # No key and an empty value: Kafka's producer needs one of them.
-            record = Record(
-                tp.topic, tp.partition, offset, -1, None, b"", (), route.value_format,
-                timestamp_type=TimestampType.NO_TIMESTAMP_TYPE,
-            )  # fmt: skip
-            try:
-                self._dead_letter_undecodable(route, record, error)
-            except PublishError as err:
-                self._broker_failed(err)  # paused; it is fetched again once resumed
-                break
-            with self._lock:
-                self._assignment.accept(partition, offset)
-            done = offset + 1
-        if done > offsets.start:
-            self.hooks.after_accept({partition: (offsets.start, done)})
-            consumer.seek(tp, done)
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (safe from a signal handler, and
@@ -305,146 +237,12 @@ class Bridge:
         if pending and self._consumer is not None:
             self._consumer.commit_async(commits.request(pending))
 
-    # -- the batch -------------------------------------------------------------------------
-
-    def _handle_batch(self, polled: Mapping[Partition, Sequence[Any]]) -> None:
-        """Build this poll's messages, settle the batch in flight, then enqueue this one."""
-        with self._lock:
-            mine = {tp: r for tp, r in polled.items() if r and tp in self._assignment}
-            assignment = self._assignment.generation
-        topic_ids = incarnations.topic_ids(self._consumer, {tp.topic for tp in mine})
-        batch = self._intake.batch(mine, assignment, topic_ids)
-        try:
-            self._intake.build(batch)
-        except PublishError as exc:  # no message template: Redis is down
-            self._settle(batch)
-            if batch.records:
-                self._publish_failed(batch, None, exc, 0.0)
-            return
-        self._settle(batch)
-        if batch.records:
-            self._submit(batch)
-
-    def _settle(self, following: Batch | None) -> None:
-        """Wait for the batch in flight and accept it; if it failed, rewind both it and
-        ``following`` (polled after it), and drop ``following``."""
-        flight, self._in_flight = self._in_flight, None
-        if flight is None:
-            return
-        done = flight.result()
-        if done.error is not None:
-            self._publish_failed(flight.batch, following, done.error, done.seconds)
-            return
-        outcome = done.outcome
-        assert outcome is not None
-        self.hooks.after_publish(outcome, done.seconds)
-        self._pauses.outage.recovered()
-        if outcome.skipped:
-            log.info("%d re-consumed records were already enqueued: skipped", outcome.skipped)
-        held = self._accept(flight.batch, outcome)
-        if following is not None:
-            following.drop(partitions_of(held))
-
-    def _submit(self, batch: Batch) -> None:
-        try:
-            for u in batch.undecodable:
-                route = self.router.route_for(u.tp.topic)
-                self._dead_letter_undecodable(route, u.record, u.error)
-        except PublishError as exc:
-            self._publish_failed(batch, None, exc, 0.0)
-            return
-        self._in_flight = self._publisher.submit(batch, self._head_deadline_ms())
-
-    def _publish_failed(
-        self, failed: Batch, following: Batch | None, exc: PublishError, seconds: float
-    ) -> None:
-        self._rewind(rewind_points(failed, following))
-        if following is not None:
-            following.clear()
-        self._broker_failed(exc)
-        self.hooks.after_publish_failed(failed.size, exc, seconds)
-
-    def _accept(self, batch: Batch, outcome: Outcome) -> list[Refusal]:
-        """Accept the batch's records up to what was refused (see :class:`Assignment`).
-
-        :returns: the refusals that hold their partition (sent back to the refused record).
-        """
-        with self._lock:
-            spans, held = self._assignment.accept_batch(
-                batch.messages, outcome.refused, batch.assignment
-            )
-        self.hooks.after_accept(spans)
-        for r in held:
-            self._seek((r.topic, r.partition), r.offset)
-            announce_hold(r)
-        return held
-
-    def _head_deadline_ms(self) -> int:
-        return int(time.time() * 1000) + self.settings.stall_timeout_ms
-
-    def _dead_letter_undecodable(self, route: Route, record: Record, exc: Exception) -> None:
-        now = utc_now_iso()
-        dl = DeadLetter(
-            record=record,
-            group_id=self.group_id,
-            dlt_topic=route.dlt_topic,
-            reason=Reason.UNDECODABLE,
-            error=ErrorInfo.of(exc),
-            attempts=0,
-            task=route.task,
-            task_id=task_id(self.group_id, record.topic, record.partition, record.offset),
-            first_failure_at=now,
-            dead_lettered_at=now,
-        )
-        self._send_undecodable(dl, exc)
-        if route.breaker_window_s is not None:
-            count_outcome(self._dispatcher.client, self.group_id, record.topic, dead=True,
-                          window_s=route.breaker_window_s, now_s=time.time())  # fmt: skip
-        self.hooks.after_dead_letter(record.topic, str(Reason.UNDECODABLE), False)
-
-    def _send_undecodable(self, dl: DeadLetter, exc: Exception) -> None:
-        """Write the dead letter of an undecodable record; one Kafka refuses for good (too
-        large…) is parked in Redis (``status`` shows it, ``replay --parked`` writes it) rather
-        than stall every partition retrying it.
-
-        :raises PublishError: not written (its record is fetched again), or refused and not
-            parked either.
-        """
-        record = dl.record
-        try:
-            posted = self._dead_letters.send(dl)
-        except redis.RedisError as err:  # only parking touches Redis
-            raise PublishError(f"{record!r}: dead letter refused, not parked: {err!r}") from err
-        except Exception as err:
-            raise PublishError(f"undecodable {record!r} not dead-lettered: {err}") from err
-        where = at(record, task_id=dl.task_id)
-        if posted.fate is Fate.PARKED:
-            log.critical("undecodable %r: Kafka refuses its dead letter, parked in Redis: %s",
-                         record, posted.error, extra=where)  # fmt: skip
-        else:
-            log.warning("undecodable %r dead-lettered to %s: %s", record, dl.dlt_topic, exc,
-                        extra=where)  # fmt: skip
-
-    def _rewind(self, points: Mapping[Partition, int]) -> None:
-        with self._lock:
-            points = self._assignment.rewind(points)
-        for tp, offset in points.items():
-            self._seek(tp, offset)
-
     def _seek(self, tp: tuple[str, int], offset: int) -> None:
         assert self._consumer is not None
         self._consumer.seek(TopicPartition(*tp), offset)
 
-    # -- pauses: broker outages and backpressure --------------------------------------------
-
-    def _broker_failed(self, exc: Exception) -> None:
-        self._pauses.outage.failed(exc)
-
-    def _queued_in_flight(self) -> dict[str, int]:
-        return self._in_flight.batch.queued() if self._in_flight is not None else {}
-
     def _reconcile_pauses(self, consumer: KafkaConsumer) -> None:
-        wanted = self._pauses.reconcile(self._queued_in_flight)
+        wanted = self._pauses.reconcile(self._handoff.queued)
         pause, resume = changes(wanted, consumer.paused())
         if pause:
             consumer.pause(*(TopicPartition(*tp) for tp in pause))
@@ -460,31 +258,22 @@ class Bridge:
     # -- setup and teardown ----------------------------------------------------------------
 
     def _ensure_dead_letter_topics(self) -> None:
-        """Create the DLT of a routed topic created after the start, once it is assigned here
-        (before its first record is dispatched); after a failure, try again in 5 s."""
         if self._dead_letter_topics.complete:  # the usual case, on every loop iteration
             return
         with self._lock:
-            missing = self._dead_letter_topics.missing(self._assignment.topics)
-        if not missing or time.monotonic() < self._topics_retry_at:
-            return
-        try:
-            self._dead_letter_topics.ensure(missing)
-        except KafkaError as exc:
-            self._topics_retry_at = time.monotonic() + _TOPICS_RETRY_S
-            log.warning("dead-letter topics of %s not created yet, trying again in %d s: %r",
-                        ", ".join(sorted(missing)), _TOPICS_RETRY_S, exc)  # fmt: skip
+            assigned = self._assignment.topics
+        self._dead_letter_topics.ensure_assigned(assigned)
 
     def close(self) -> None:
         """Stop the background threads, commit what was accepted, leave the group, let go."""
         timeout_ms = self.settings.kafka.shutdown_timeout_ms
         self._duties.stop(timeout_s=timeout_ms / 1000)
         if self._consumer is not None:
-            self._settle(None)  # the batch in flight: accept it, so that it is committed
+            self._handoff.settle()  # the batch in flight: accept it, so that it is committed
             self._commits.commit(self._consumer, timeout_ms=timeout_ms)
             self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
             self._consumer = None
-        self._publisher.close()
+        self._handoff.close()
         self._dead_letter_producer.close(timeout_s=timeout_ms / 1000)
         self._dispatcher.close()
         self.hooks.on_stop()
@@ -492,7 +281,6 @@ class Bridge:
 
 
 _POLL_RETRY_S = 0.5  # after a poll that failed because the broker is unreachable
-_TOPICS_RETRY_S = 5
 
 
 def _names(partitions: Iterable[Any]) -> str:

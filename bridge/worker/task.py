@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
 from celery import Task
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from celery.signals import worker_init
-from celery.utils.time import get_exponential_backoff_interval
 
 from bridge.backends.kafka.dead_letters import Fate, Posted
 from bridge.backends.redis import outcomes
@@ -44,13 +43,13 @@ from bridge.logs import at
 from bridge.record import Envelope, Record, decoded, from_task_arg
 from bridge.worker import consumer_step as worker_consumer
 from bridge.worker import metrics as worker_metrics
+from bridge.worker import retry_defaults
 from bridge.worker import state as worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _CONTROL_FLOW = (Retry, Ignore, Reject)
-_CELERY_DEFAULTS = {"retry_backoff_max": 600, "retry_jitter": True}
 
 
 class RecordTask(Task):  # type: ignore[type-arg]
@@ -190,7 +189,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
         if exc is not None and is_non_retryable(exc):
             raise exc
         request = self.request
-        route = self._route_policy()
+        route = retry_defaults.route_policy(request.args)
         if max_retries is None and not self._own("max_retries") and "max_retries" in route:
             max_retries = int(route["max_retries"])
         limit = self.max_retries if max_retries is None else max_retries
@@ -200,8 +199,8 @@ class RecordTask(Task):  # type: ignore[type-arg]
         if countdown is None and eta is None:
             countdown = self._route_backoff(route, request.retries)
         if args is None and request.args and isinstance(request.args[0], dict):
-            args = [_mark_failed(request.args[0]), *request.args[1:]]
-        delay_s = _delay_s(countdown, eta, self.default_retry_delay)
+            args = [retry_defaults.mark_failed(request.args[0]), *request.args[1:]]
+        delay_s = retry_defaults.delay_s(countdown, eta, self.default_retry_delay)
         threshold_s = worker.settings().retry.redis_schedule_min_delay_ms / 1000
         gate: KeyGate | None = getattr(request, "bridge_gate", None)
         if gate is not None and not exhausted:
@@ -218,30 +217,12 @@ class RecordTask(Task):  # type: ignore[type-arg]
         """Whether the task itself sets ``option`` (rather than inheriting Celery's default)."""
         return any(option in vars(cls) for cls in type(self).__mro__ if cls not in _BASES)
 
-    def _route_policy(self) -> dict[str, Any]:
-        arg = self.request.args[0] if self.request.args else None
-        return dict(arg.get("retry") or {}) if isinstance(arg, dict) else {}
-
     def _route_backoff(self, route: dict[str, Any], retries: int) -> float | None:
         if self._own("retry_backoff"):
             return None
-        if "retry_interval" in route:  # fixed, as RocketMQ retries ordered messages
-            return float(route["retry_interval"])
-        if "retry_backoff" not in route:
-            return None
         cap = getattr(self, "retry_backoff_max", None) if self._own("retry_backoff_max") else None
         jitter = getattr(self, "retry_jitter", None) if self._own("retry_jitter") else None
-        return float(
-            get_exponential_backoff_interval(
-                factor=int(route["retry_backoff"]),
-                retries=retries,
-                maximum=cap
-                or route.get("retry_backoff_max", _CELERY_DEFAULTS["retry_backoff_max"]),
-                full_jitter=jitter
-                if jitter is not None
-                else route.get("retry_jitter", _CELERY_DEFAULTS["retry_jitter"]),
-            )
-        )
+        return retry_defaults.route_backoff_s(route, retries, own_cap_s=cap, own_jitter=jitter)
 
     def _celery_retry(
         self,
@@ -389,16 +370,3 @@ def _at_key(step: Callable[[], T]) -> T:
         return step()
     except redis.RedisError as exc:
         raise Reject(f"key FIFO unavailable: {exc!r}", requeue=True) from exc
-
-
-def _mark_failed(arg: dict[str, Any]) -> dict[str, Any]:
-    return arg if arg.get("first_failure_at") else {**arg, "first_failure_at": utc_now_iso()}
-
-
-def _delay_s(countdown: float | None, eta: Any, default_s: float | None) -> float:
-    if countdown is not None:
-        return max(0.0, float(countdown))
-    if isinstance(eta, datetime):
-        when = eta if eta.tzinfo else eta.replace(tzinfo=UTC)
-        return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    return float(default_s or 0)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from bridge.backends.kafka.auth import describe_connection, security_configs
 from bridge.routing import Route
 from bridge.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+RETRY_S = 5
+"""How long the bridge waits before it tries again to create the DLTs of assigned topics."""
 
 
 def admin_client(kafka: KafkaSettings, bootstrap_timeout_ms: int | None = None) -> KafkaAdminClient:
@@ -117,15 +121,22 @@ class DeadLetterTopics:
     any of its records can die).
 
     :param bootstrap_timeout_ms: how long one attempt waits for a first broker.
+    :param clock: monotonic seconds (tests pass their own).
     """
 
     def __init__(
-        self, kafka: KafkaSettings, routes: Iterable[Route], bootstrap_timeout_ms: int
+        self,
+        kafka: KafkaSettings,
+        routes: Iterable[Route],
+        bootstrap_timeout_ms: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kafka = kafka
         self._routes = {route.topic: route for route in routes}
         self._bootstrap_timeout_ms = bootstrap_timeout_ms
         self._ready: set[str] = set()
+        self._clock = clock
+        self._retry_at = 0.0  # monotonic seconds
 
     @property
     def complete(self) -> bool:
@@ -149,3 +160,17 @@ class DeadLetterTopics:
             self._ready |= ensure_dead_letter_topics(admin, [self._routes[t] for t in wanted])
         finally:
             admin.close()
+
+    def ensure_assigned(self, assigned: Iterable[str]) -> None:
+        """Create the missing DLTs of the ``assigned`` topics (a routed topic created after
+        the start, once the bridge is assigned it, before its first record is dispatched);
+        after a failure, logged, try again in :data:`RETRY_S` at the earliest."""
+        missing = self.missing(assigned)
+        if not missing or self._clock() < self._retry_at:
+            return
+        try:
+            self.ensure(missing)
+        except KafkaError as exc:
+            self._retry_at = self._clock() + RETRY_S
+            log.warning("dead-letter topics of %s not created yet, trying again in %d s: %r",
+                        ", ".join(sorted(missing)), RETRY_S, exc)  # fmt: skip
