@@ -21,9 +21,9 @@ error". A channel here keeps the parameters it was opened with.
 
 ``celeryconfig.py`` calls :func:`install`: in the workers' (and Flower's) process, kombu's
 ``redis`` and ``rediss`` transport names stand for this one, and ``sentinel`` for
-:class:`SentinelTransport` (the same changes on kombu's Sentinel channel, which asks the
-Sentinels where the primary is). The broker URL keeps its scheme, so Flower and ``celery
-inspect`` see a Redis broker as before. It reads two more transport
+:class:`~bridge.worker.sentinel_transport.SentinelTransport` (the same changes on kombu's
+Sentinel channel, which asks the Sentinels where the primary is). The broker URL keeps its
+scheme, so Flower and ``celery inspect`` see a Redis broker as before. It reads two more transport
 options: ``processing_lease_s`` (how long a channel's heartbeat may be missing before other
 workers restore its processing lists) and ``multi_key_block_s`` (see
 :mod:`bridge.backends.redis.fetch`).
@@ -74,6 +74,7 @@ from kombu import transport as kombu_transport
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.imports import symbol_by_name
 from kombu.utils.json import dumps, loads
 
 from bridge.backends.redis.fetch import PROCESSING_INDEX, RESTORE, Fetcher, source_of
@@ -334,31 +335,6 @@ class Channel(kombu_redis.Channel):
         self._lists.clear()
 
 
-class SentinelChannel(Channel, kombu_redis.SentinelChannel):
-    """:class:`Channel` on kombu's Sentinel channel: its clients reach the primary the
-    Sentinels name (``master_name``, ``sentinel_kwargs``)."""
-
-    from_transport_options = (
-        *kombu_redis.SentinelChannel.from_transport_options,
-        "processing_lease_s",
-        "multi_key_block_s",
-    )
-
-    def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
-        self._pools_made: dict[bool, Any] = {}
-        super().__init__(connection, *args, **kwargs)
-
-    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
-        # As Channel._connparams: a channel whose connection was collected (a lost primary)
-        # cannot read the Sentinels' addresses from it any more; it asks the same Sentinels
-        # through the pool it made last (redis-py reconnects a disconnected pool).
-        if self.connection.client is None and asynchronous in self._pools_made:
-            return self._pools_made[asynchronous]
-        pool = super()._sentinel_managed_pool(asynchronous)  # type: ignore[misc]
-        self._pools_made[asynchronous] = pool
-        return pool
-
-
 class Transport(kombu_redis.Transport):
     """kombu's Redis transport with :class:`Channel`; an element that is JSON but not a
     kombu message (no ``body`` or ``properties``) is dropped too."""
@@ -373,13 +349,6 @@ class Transport(kombu_redis.Transport):
                       queue, problem, shown)  # fmt: skip
             return
         super()._deliver(message, queue)
-
-
-class SentinelTransport(Transport, kombu_redis.SentinelTransport):
-    """kombu's Sentinel transport with :class:`SentinelChannel`, dropping what
-    :class:`Transport` drops."""
-
-    Channel = SentinelChannel
 
 
 def malformed(message: Any) -> str | None:
@@ -402,20 +371,25 @@ def installed() -> bool:
     """Whether this process's ``redis``, ``rediss`` and ``sentinel`` transports are this
     module's (as kombu resolves them: its cache of resolved names included)."""
     return all(
-        kombu_transport.get_transport_cls(scheme) is globals()[name]
-        for scheme, name in _TRANSPORTS.items()
+        kombu_transport.get_transport_cls(scheme) is symbol_by_name(path)
+        for scheme, path in _TRANSPORTS.items()
     )
 
 
 def install() -> None:
     """Make kombu's ``redis`` and ``rediss`` transports :class:`Transport` and its
-    ``sentinel`` transport :class:`SentinelTransport`, in this process. kombu caches a name
+    ``sentinel`` transport :class:`~bridge.worker.sentinel_transport.SentinelTransport`, in
+    this process. kombu caches a name
     once resolved (``kombu.transport._transport_cache``): a connection opened before this call
     would keep kombu's own transport for good, so the cached names go too."""
     cache = getattr(kombu_transport, "_transport_cache", {})
-    for scheme, name in _TRANSPORTS.items():
-        kombu_transport.TRANSPORT_ALIASES[scheme] = f"{__name__}:{name}"
+    for scheme, path in _TRANSPORTS.items():
+        kombu_transport.TRANSPORT_ALIASES[scheme] = path
         cache.pop(scheme, None)
 
 
-_TRANSPORTS = {"redis": "Transport", "rediss": "Transport", "sentinel": "SentinelTransport"}
+_TRANSPORTS = {
+    "redis": f"{__name__}:Transport",
+    "rediss": f"{__name__}:Transport",
+    "sentinel": "bridge.worker.sentinel_transport:SentinelTransport",
+}

@@ -29,6 +29,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils import eventio
 
 from bridge.backends.redis.fetch import RESTORE
+from bridge.worker import sentinel_transport
 from bridge.worker import transport as worker_transport
 
 EXPECTED = Path(__file__).with_name("expected_failures.txt")
@@ -81,8 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
     kombu_redis.Channel = worker_transport.Channel  # type: ignore[misc]
     kombu_redis.QoS = worker_transport.QoS  # type: ignore[misc]
     kombu_redis.Transport = worker_transport.Transport  # type: ignore[misc]
-    kombu_redis.SentinelChannel = worker_transport.SentinelChannel  # type: ignore[misc]
-    kombu_redis.SentinelTransport = worker_transport.SentinelTransport  # type: ignore[misc]
+    kombu_redis.SentinelChannel = sentinel_transport.SentinelChannel  # type: ignore[misc]
+    kombu_redis.SentinelTransport = sentinel_transport.SentinelTransport  # type: ignore[misc]
 
 
 def pytest_collection_modifyitems(

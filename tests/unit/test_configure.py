@@ -13,7 +13,7 @@ from kombu.transport import redis as kombu_redis
 import bridge
 from bridge.errors import ConfigError
 from bridge.settings import CONFIG_ENV, BridgeSettings
-from bridge.worker import state, transport
+from bridge.worker import sentinel_transport, state, transport
 from bridge.worker.configure import celery_settings, contradictions
 from bridge.worker.state import start_problems, unsafe_worker_config
 from bridge.worker.task import RecordTask
@@ -175,7 +175,7 @@ def test_a_worker_of_a_sentinel_broker_gets_the_bridge_s_sentinel_transport(
     assert start_problems(app, handlers=["shop.handle_order"], others=[]) == []
     connection = app.connection_for_write()
     assert connection.transport_cls == "sentinel"
-    assert type(connection.transport) is transport.SentinelTransport
+    assert type(connection.transport) is sentinel_transport.SentinelTransport
     channel_class = connection.transport.Channel
     assert issubclass(channel_class, transport.Channel)
     assert issubclass(channel_class, kombu_redis.SentinelChannel)
