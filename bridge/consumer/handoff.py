@@ -110,8 +110,9 @@ class Handoff:
             following.drop(partitions_of(held))
 
     def queued(self) -> dict[str, int]:
-        """How many messages of the batch in flight go straight to each Celery queue."""
-        return self._in_flight.batch.queued() if self._in_flight is not None else {}
+        """How many messages of the batch in flight go straight to each Celery queue and are
+        not there yet (see :meth:`InFlight.queued`)."""
+        return self._in_flight.queued() if self._in_flight is not None else {}
 
     def close(self) -> None:
         """Finish the enqueue in flight and stop the publisher thread (:meth:`settle` first to

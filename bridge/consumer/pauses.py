@@ -147,12 +147,15 @@ class Pauses:
         queues = self._backpressure.queues
         if not queues or self.outage.down:
             return
+        # What is in flight first, then the lengths: a batch whose enqueue ends in between
+        # is counted once (in the lengths), not twice, which held a route short of its limit.
+        pending = in_flight()
         try:
             depths = self._queue_depths(queues)
         except PublishError as exc:
             self.outage.failed(exc)
             return
-        for queue, count in in_flight().items():
+        for queue, count in pending.items():
             depths[queue] = depths.get(queue, 0) + count
         held, released = self._backpressure.update(depths)
         for topic in held:

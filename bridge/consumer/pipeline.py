@@ -113,6 +113,11 @@ class InFlight:
         """How the enqueue ended, once it has (waits for it)."""
         return self.future.result()
 
+    def queued(self) -> dict[str, int]:
+        """The batch's messages per Celery queue while its enqueue runs; none once it has
+        ended: they are in the queues' lengths then (or were not enqueued at all)."""
+        return {} if self.future.done() else self.batch.queued()
+
 
 class Publisher:
     """The one thread that runs the enqueue scripts, one batch at a time, in order."""

@@ -183,7 +183,29 @@ def test_a_deep_queue_pauses_its_route_until_it_drains(caplog: pytest.LogCapture
         "backpressure: a paused, its queue holds {'qa': 10, 'other': 2}",  # 7 + 3 in flight
         "backpressure: a resumed, its queue holds {'qa': 2}",
     ]
-    assert pauses.paused == {}
+
+
+def test_what_is_in_flight_is_read_before_the_queue_depths() -> None:
+    # A batch whose enqueue ends between the two reads is then counted twice (conservative:
+    # the route is held a batch early); read the other way round it would not be counted at
+    # all, and the queue could pass its limit by more than one batch.
+    source = Redis()
+    source.depths = {"qa": 6}
+    reads: list[str] = []
+    queue_depths = source.queue_depths
+
+    def depths(queues: Iterable[str]) -> dict[str, int]:
+        reads.append("depths")
+        return queue_depths(queues)
+
+    def in_flight() -> dict[str, int]:
+        reads.append("in flight")
+        return {"qa": 1}
+
+    source.queue_depths = depths  # type: ignore[method-assign]
+    pauses = pauses_of(source, assigned(A0, A1, B0))
+    assert pauses.reconcile(in_flight) == {}  # 6 + 1 < 10
+    assert reads == ["in flight", "depths"]
 
 
 @pytest.mark.parametrize(

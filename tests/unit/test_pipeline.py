@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import NamedTuple
 
 import pytest
 
 from bridge.backends.redis.enqueue import Message, Ordered
-from bridge.consumer.pipeline import Batch, Publisher, Undecodable, rewind_points
+from bridge.consumer.pipeline import (
+    Batch,
+    InFlight,
+    Published,
+    Publisher,
+    Undecodable,
+    rewind_points,
+)
 from bridge.errors import PublishError
 from bridge.hooks import Outcome
 
@@ -72,6 +80,15 @@ def test_queued_counts_only_messages_that_go_straight_to_a_queue() -> None:
         Message("a", 0, 5, "other", b"m"),
     ]
     assert b.queued() == {"q": 3, "other": 1}
+
+
+def test_a_batch_in_flight_counts_its_messages_only_until_its_enqueue_ends() -> None:
+    b = batch({A0: range(3)})
+    future: Future[Published] = Future()
+    flight = InFlight(b, future)
+    assert flight.queued() == {"q": 3}  # not in the queue yet
+    future.set_result(Published(None, None, 0.0))
+    assert flight.queued() == {}  # in the queue's length now: counted there, not twice
 
 
 class Enqueues:
