@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 T = TypeVar("T")
@@ -14,6 +16,17 @@ T = TypeVar("T")
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
 REDIS_PORT = int(os.environ.get("REDIS_PORT", "6379"))
 BOOTSTRAP = f"127.0.0.1:{KAFKA_PORT}"
+
+
+def bridge_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The captured records of the bridge's own loggers: a test runs in one process with the
+    clients other tests left behind (a session's Kafka producer logs about their deleted
+    topics from its own thread), whose lines are not the test's subject."""
+    return [r for r in caplog.records if r.name == "bridge" or r.name.startswith("bridge.")]
+
+
+def bridge_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in bridge_records(caplog)]
 
 
 def wait_for(

@@ -13,6 +13,7 @@ from kafka.record import MemoryRecords
 from bridge.consumer import batches
 from bridge.consumer.batches import BadBatch, find, offsets_to_skip
 from tests.batch_bytes import DAMAGES, batch, damage
+from tests.conftest import bridge_messages
 
 TP = TopicPartition("orders", 3)
 ZSTD = 4
@@ -100,7 +101,7 @@ def test_a_missing_codec_library_is_named(
     assert batches.missing_codecs() == []  # every codec Kafka defines, out of the box
     monkeypatch.setattr("kafka.codec.has_zstd", lambda: False)
     batches.check_codecs()
-    assert [r.getMessage() for r in caplog.records] == [
+    assert bridge_messages(caplog) == [
         "no zstd library (pip install zstandard): record batches compressed with zstd will be "
         "dead-lettered as undecodable"
     ]

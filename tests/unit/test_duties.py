@@ -23,6 +23,7 @@ from bridge.errors import DeadLetterError
 from bridge.hooks import BridgeHooks
 from bridge.routing import Router
 from bridge.settings import BridgeSettings
+from tests.conftest import bridge_records
 from tests.unit.test_dead_letter_office import REFUSED, UNREACHABLE, Producer, Store
 from tests.unit.test_deadletter_headers import dead_letter
 
@@ -130,11 +131,11 @@ def test_the_writer_logs_what_it_did_with_each_letter(caplog: pytest.LogCaptureF
         writer(letters, Producer())[0].write_due()
         writer(letters, Producer(REFUSED))[0].write_due()
         writer(letters, Producer(DeadLetterError("down")))[0].write_due()
-    assert [r.levelname for r in caplog.records] == ["WARNING", "CRITICAL", "ERROR"]
+    assert [r.levelname for r in bridge_records(caplog)] == ["WARNING", "CRITICAL", "ERROR"]
     assert "pending dead letter (exhausted) written to orders.shop.dlt, task t1" in caplog.text
     assert "Kafka refuses its dead letter, parked: MessageSizeTooLargeError" in caplog.text
     assert "dead letter still not written (attempt 1), next in 1000 ms: down" in caplog.text
-    assert all(r.offset == 2**40 for r in caplog.records)  # type: ignore[attr-defined]
+    assert all(r.offset == 2**40 for r in bridge_records(caplog))  # type: ignore[attr-defined]
 
 
 class Scheduler:
@@ -160,7 +161,7 @@ def test_the_watchdog_republishes_stalled_heads_with_a_new_deadline(
         HeadRepublisher(queues, STALL_MS, clock=lambda: NOW_S).republish_stalled()  # type: ignore[arg-type]
     assert queues.calls == [("republish", NOW_MS, NOW_MS + STALL_MS)]
     assert f"ordered key {FIFO}: no sign of its head for 30000 ms" in caplog.text
-    assert caplog.records[0].topic == "orders"  # type: ignore[attr-defined]
+    assert bridge_records(caplog)[0].topic == "orders"  # type: ignore[attr-defined]
 
 
 def settings(*, ordered: bool) -> BridgeSettings:

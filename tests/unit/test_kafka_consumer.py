@@ -11,6 +11,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, SaslAuthenticationFailedError
 
 from bridge.consumer.kafka_consumer import Rebalances, await_topic_metadata, connect
+from tests.conftest import bridge_messages
 from tests.unit.fakes import FakeConsumer
 
 LOGGER = "bridge.consumer.kafka_consumer"
@@ -20,7 +21,7 @@ def test_a_consumer_made_at_once_is_returned(caplog: pytest.LogCaptureFixture) -
     consumer = FakeConsumer({})
     with caplog.at_level(logging.INFO, LOGGER):
         assert connect(lambda: consumer, threading.Event()) is consumer
-    assert caplog.messages == []
+    assert bridge_messages(caplog) == []
 
 
 def test_a_stop_while_kafka_is_unreachable_ends_the_start(caplog: pytest.LogCaptureFixture) -> None:
@@ -32,7 +33,7 @@ def test_a_stop_while_kafka_is_unreachable_ends_the_start(caplog: pytest.LogCapt
 
     with caplog.at_level(logging.ERROR, LOGGER):
         assert connect(unreachable, stopping) is None
-    assert caplog.messages == [
+    assert bridge_messages(caplog) == [
         "Kafka unreachable at start (attempt 1), trying again in 1.0 s: "
         "KafkaConnectionError: 111 ECONNREFUSED"
     ]
@@ -52,7 +53,7 @@ def test_an_error_that_is_not_retriable_is_raised() -> None:
 def test_topics_kafka_does_not_know_are_warned_of(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, LOGGER):
         await_topic_metadata(FakeConsumer({TopicPartition("a", 0): 1}), ["a", "b"])
-    assert caplog.messages == ["topic b does not exist (yet): nothing to consume from it"]
+    assert bridge_messages(caplog) == ["topic b does not exist (yet): nothing to consume from it"]
 
 
 def test_rebalances_reach_their_callbacks() -> None:

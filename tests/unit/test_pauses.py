@@ -20,6 +20,7 @@ from bridge.errors import PublishError
 from bridge.hooks import Refusal
 from bridge.offsets import Partition
 from bridge.settings import BreakerSettings
+from tests.conftest import bridge_messages, bridge_records
 
 A0, A1, B0 = Partition("a", 0), Partition("a", 1), Partition("b", 0)
 LOGGER = "bridge.consumer.pauses"
@@ -119,7 +120,7 @@ def test_the_outage_backoff_pauses_until_its_delay_is_over_and_grows(
     assert not outage.down
     with caplog.at_level(logging.ERROR, LOGGER):
         outage.failed(PublishError("boom"))
-    assert caplog.messages == [
+    assert bridge_messages(caplog) == [
         "Celery broker unavailable (attempt 1): all partitions paused, retry in 100 ms: boom"
     ]
     assert outage.retry_at == pytest.approx(100.1)
@@ -150,8 +151,8 @@ def test_a_recovery_after_failures_is_logged_once_and_resets_the_backoff(
     with caplog.at_level(logging.WARNING, LOGGER):
         outage.recovered()
         outage.recovered()
-    assert caplog.messages[-1:] == ["Celery broker available again after 2 failures"]
-    assert len([m for m in caplog.messages if "available again" in m]) == 1
+    assert bridge_messages(caplog)[-1:] == ["Celery broker available again after 2 failures"]
+    assert len([m for m in bridge_messages(caplog) if "available again" in m]) == 1
     assert (outage.failures, outage.down) == (0, False)
     outage.failed(PublishError("down"))
     assert outage.retry_at == pytest.approx(100.1)  # the first delay again
@@ -179,7 +180,7 @@ def test_a_deep_queue_pauses_its_route_until_it_drains(caplog: pytest.LogCapture
         assert pauses.reconcile(nothing_in_flight) == {A0: "backpressure", A1: "backpressure"}
         source.depths = {"qa": 2}
         assert pauses.reconcile(nothing_in_flight) == {}
-    assert caplog.messages == [
+    assert bridge_messages(caplog) == [
         "backpressure: a paused, its queue holds {'qa': 10, 'other': 2}",  # 7 + 3 in flight
         "backpressure: a resumed, its queue holds {'qa': 2}",
     ]
@@ -227,8 +228,8 @@ def test_a_held_partition_is_paused_until_what_it_watches_drains(
     source.sizes = {"w": 6}
     with caplog.at_level(logging.INFO, LOGGER):
         assert pauses.reconcile(nothing_in_flight) == {}
-    assert caplog.messages == [released]
-    assert (caplog.records[0].topic, caplog.records[0].partition) == ("a", 0)  # type: ignore[attr-defined]
+    assert bridge_messages(caplog) == [released]
+    assert (bridge_records(caplog)[0].topic, bridge_records(caplog)[0].partition) == ("a", 0)  # type: ignore[attr-defined]
     assert assignment.held == {}
 
 
@@ -257,7 +258,7 @@ def test_a_failed_read_is_a_broker_outage_and_nothing_is_read_while_it_lasts(
     assert (source.reads, pauses.outage.failures) == (1, 1)
     queues = failing == "queue depths"
     why = "queue depths unknown: ConnectionError()" if queues else source.why
-    assert caplog.messages[-1].endswith(f"retry in 100 ms: {why}")
+    assert bridge_messages(caplog)[-1].endswith(f"retry in 100 ms: {why}")
     clock.now += 0.05
     pauses.reconcile(nothing_in_flight)
     assert source.reads == 1  # down: nothing read
@@ -271,10 +272,10 @@ def test_a_hold_is_announced_with_what_is_full(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.WARNING, LOGGER):
         announce_hold(Refusal("a", 0, 5, "key", "fifo", 8))
         announce_hold(Refusal("a", 1, 6, "watermark", "bridge:g:published:a:1", 1))
-    assert caplog.messages[0] == "a[0]@5: its key has 8 records waiting: partition paused"
-    assert caplog.messages[1].startswith("a[1]@6: below its published watermark")
-    assert "(delete bridge:g:published:a:1 to enqueue from here)" in caplog.messages[1]
-    located = [(r.levelno, r.topic, r.partition, r.offset) for r in caplog.records]  # type: ignore[attr-defined]
+    assert bridge_messages(caplog)[0] == "a[0]@5: its key has 8 records waiting: partition paused"
+    assert bridge_messages(caplog)[1].startswith("a[1]@6: below its published watermark")
+    assert "(delete bridge:g:published:a:1 to enqueue from here)" in bridge_messages(caplog)[1]
+    located = [(r.levelno, r.topic, r.partition, r.offset) for r in bridge_records(caplog)]  # type: ignore[attr-defined]
     assert located == [(logging.WARNING, "a", 0, 5), (logging.ERROR, "a", 1, 6)]
 
 

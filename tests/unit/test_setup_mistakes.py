@@ -21,6 +21,7 @@ from bridge.settings import BridgeSettings
 from bridge.worker import state as worker
 from bridge.worker import transport as worker_transport
 from bridge.worker.unroutable import dead_letter, envelope_in, not_a_record_task, not_registered
+from tests.conftest import bridge_messages
 
 SETTINGS = BridgeSettings.model_validate(
     {
@@ -162,7 +163,7 @@ def test_the_bridge_warns_once_per_route_problem_and_says_when_it_is_gone(
         watch._report(problems)
         watch._report(problems)
         watch._report({})
-    assert [r.getMessage() for r in caplog.records] == [
+    assert bridge_messages(caplog) == [
         f"route orders: {problems['orders']}",
         "route orders: its task is run by a live worker again",
     ]
