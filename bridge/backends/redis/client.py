@@ -33,16 +33,15 @@ def broker_client(celery: CelerySettings, **options: Any) -> redis.Redis:
     # The Sentinels are asked with the same timeouts and retries (none: fail fast) as the primary.
     sentinel_kwargs = {k: v for k, v in options.items() if k.startswith("socket_") or k == "retry"}
     sentinel_kwargs.update(celery.sentinel_options().get("sentinel_kwargs", {}))
-    sentinels = Sentinel(  # type: ignore[no-untyped-call]  # redis-py's Sentinel is untyped
+    sentinels = Sentinel(
         list(found.hosts),
         min_other_sentinels=int(celery.transport_options.get("min_other_sentinels", 0)),
         sentinel_kwargs=sentinel_kwargs,
         **options,
     )
-    credentials = {"username": found.username, "password": found.password}
     master_name = str(celery.transport_options["master_name"])
-    client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
-        master_name, db=found.db, **credentials
+    client: redis.Redis = sentinels.master_for(
+        master_name, db=found.db, username=found.username, password=found.password
     )
     return client
 
