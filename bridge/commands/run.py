@@ -43,6 +43,9 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
     if refused:
         print(f"kafka-celery-bridge: {refused}", file=sys.stderr)
         return 2
+    short = _too_few_replicas(settings)
+    if short:  # a warning: a failover at start leaves the new primary alone for a while
+        print(f"kafka-celery-bridge: warning: {short}", file=sys.stderr)
     bridge = Bridge(settings, hooks=hooks)
     stopper.aim(bridge.stop)
     bridge.run()
@@ -69,6 +72,31 @@ def _redis_refuses_credentials(settings: BridgeSettings) -> str | None:
         url = mask_url(settings.celery.broker_url)
         return f"celery.broker_url {url}: Redis refuses the credentials ({refusal})"
     return None
+
+
+def _too_few_replicas(settings: BridgeSettings) -> str | None:
+    """What to say when the primary has fewer connected replicas than
+    ``celery.min_replicas_to_accept``; None when enough, when none are required, or when
+    Redis cannot be asked now (the bridge waits out that outage)."""
+    wanted = settings.celery.min_replicas_to_accept
+    if not wanted:
+        return None
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from bridge.backends.redis.client import broker_client
+    from bridge.backends.redis.replicas import startup_warning
+
+    once = Retry(NoBackoff(), 0)
+    client = broker_client(settings.celery, socket_connect_timeout=5, socket_timeout=5, retry=once)
+    try:
+        connected = int(client.info("replication").get("connected_slaves", 0))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return startup_warning(wanted, connected)
 
 
 def _refusal(client: Any) -> str | None:

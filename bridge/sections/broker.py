@@ -77,6 +77,23 @@ class CelerySettings(Section):
         ge=60,
         description="How long a partition's published watermark (the exactly-once enqueue) lives.",
     )
+    min_replicas_to_accept: int = Field(
+        default=0,
+        ge=0,
+        description="Replicas (Redis `WAIT`) that must acknowledge each enqueued batch before "
+        "it counts as accepted and its Kafka offsets are committed; fewer within "
+        "`replica_ack_timeout_ms` is a failed enqueue (rewound, backed off, retried). 0: no "
+        "`WAIT`, a batch is accepted once the primary ran it.",
+    )
+    replica_ack_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=60_000,
+        description="How long each batch waits for `min_replicas_to_accept` replicas (ms): far "
+        "above a healthy replica's lag (sub-millisecond on a LAN), far below a Sentinel's "
+        "failover; the bridge's publisher thread blocks this long per batch while a replica "
+        "is missing.",
+    )
     visibility_timeout_s: int = Field(
         default=3600,
         ge=1,

@@ -135,7 +135,8 @@ CONFIG_KEYS = {  # TOML section -> its keys (BRIDGE_SECTION__KEY overrides each)
     "celery": (
         "broker_url", "broker_username", "broker_password", "broker_password_file",
         "sentinel_password", "sentinel_password_file", "publish_retry_backoff_ms",
-        "publish_retry_backoff_max_ms", "enqueue_dedup_ttl_s", "visibility_timeout_s",
+        "publish_retry_backoff_max_ms", "enqueue_dedup_ttl_s", "min_replicas_to_accept",
+        "replica_ack_timeout_ms", "visibility_timeout_s",
         "transport_options",
     ),
     "dead_letter": ("retries", "retry_backoff_ms", "retry_backoff_max_ms", "delivery_timeout_ms"),

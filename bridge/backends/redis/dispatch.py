@@ -23,7 +23,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from bridge.backends.redis import ordering, scripts
+from bridge.backends.redis import ordering, replicas, scripts
 from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.enqueue import EnqueueBatch, Message, Ordered
 from bridge.backends.redis.messages import DeliveryTags, Template
@@ -65,6 +65,8 @@ class Dispatcher:
     def __init__(self, celery: CelerySettings, group_id: str) -> None:
         self._group_id = group_id
         self._ttl_s = celery.enqueue_dedup_ttl_s
+        self._min_replicas = celery.min_replicas_to_accept
+        self._ack_timeout_ms = celery.replica_ack_timeout_ms
         self._app = publisher_app(celery)
         self._connection = self._app.connection_for_write()
         self._channel: Any = None
@@ -72,7 +74,9 @@ class Dispatcher:
         self._writers: dict[str, ArgWriter] = {}  # by topic
         self._tags = DeliveryTags()
         self._origin = message_origin(group_id)
-        self._redis = broker_client(celery, socket_timeout=5, socket_connect_timeout=5)
+        # WAIT blocks its connection up to replica_ack_timeout_ms: the socket waits longer.
+        socket_timeout = 5 + (self._ack_timeout_ms / 1000 if self._min_replicas else 0)
+        self._redis = broker_client(celery, socket_timeout=socket_timeout, socket_connect_timeout=5)
         self._script = self._redis.register_script(_ENQUEUE)
 
     def message(
@@ -179,19 +183,39 @@ class Dispatcher:
             watermarks are that incarnation's. A topic whose id is ``None`` (or missing) keeps
             an id-less watermark, and a record below it is refused (``watermark``), not
             skipped. ``None``: the watermarks are not tied to topic ids (replay's, of DLTs).
-        :raises PublishError: Redis did not run the script (nothing or everything was done).
+        :raises PublishError: Redis did not run the script (nothing or everything was done),
+            or fewer than ``celery.min_replicas_to_accept`` replicas acknowledged it in time.
         """
         if not messages:
             return Outcome(0, 0)
         batch = EnqueueBatch(self._group_id, topic_ids)
         for m in messages:
             batch.add(m)
+        keys, args = batch.keys(), batch.args(self._ttl_s, head_deadline_ms)
         try:
-            result = self._script(keys=batch.keys(), args=batch.args(self._ttl_s, head_deadline_ms))
+            if self._min_replicas:
+                result = self._replicated(keys, args, len(messages))
+            else:
+                result = self._script(keys=keys, args=args)
         except redis.RedisError as exc:
             raise PublishError(f"{len(messages)} task messages not enqueued: {exc!r}") from exc
         enqueued, skipped, appended, *refused = (int(v) for v in result)
         return Outcome(enqueued, skipped, appended, batch.refusals(refused))
+
+    def _replicated(self, keys: list[str], args: list[Any], count: int) -> Any:
+        """Run the script, then ``WAIT`` on the same connection (one non-transactional
+        pipeline holds one connection: ``WAIT`` counts that connection's writes).
+
+        :raises PublishError: too few replicas acknowledged it in time.
+        """
+        with self._redis.pipeline(transaction=False) as pipe:
+            self._script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._min_replicas, self._ack_timeout_ms)  # type: ignore[no-untyped-call]
+            result, got = pipe.execute()
+        why = replicas.shortfall(self._min_replicas, int(got), self._ack_timeout_ms)
+        if why is not None:
+            raise PublishError(f"{count} task messages enqueued, not replicated: {why}")
+        return result
 
     def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
         """Messages waiting in each Celery queue (``LLEN``).
