@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install services tools down status lint unit unit-pythons integration test mutation kombu-tests demo bench chaos docs docs-build clean
+.PHONY: install services tools down status lint unit unit-pythons integration test mutation kombu-tests demo bench chaos chaos-sentinel docs docs-build clean
 
 install: $(STAMP)
 
@@ -106,6 +106,15 @@ bench: install services
 # results in bench/results/chaos.json and chaos.md. CHAOS_SEED=n repeats a run.
 chaos: install
 	CHAOS_PROFILE=full $(BIN)/pytest -m chaos tests/chaos
+
+# The chaos suite against Redis with Sentinel (a primary, a replica and three Sentinels on
+# 16379, 16380, 36379-36381; the handlers' ledger in a Redis of its own on 16381), full profile:
+# the primary SIGKILLed (restarted later, back as a replica) and cut off (kill -STOP until the
+# replica is promoted, then -CONT), 3 times each. The bridge waits for CHAOS_MIN_REPLICAS
+# (default 1) replicas after each enqueue (celery.min_replicas_to_accept); results in
+# bench/results/chaos-sentinel.json and .md (chaos-sentinel-min0.* with CHAOS_MIN_REPLICAS=0).
+chaos-sentinel: install
+	CHAOS_TOPOLOGY=sentinel CHAOS_PROFILE=full $(BIN)/pytest -m chaos tests/chaos
 
 clean:
 	rm -rf $(VENV) .venv-3.* .pytest_cache .mypy_cache .ruff_cache *.egg-info mutants site

@@ -27,6 +27,7 @@ import redis
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from bench.harness import to_toml
+from tests.chaos.failover import broker_settings
 from tests.chaos.handlers import EXECUTIONS, GEN_ENV, LEDGER_URL_ENV, inflight_key
 from tests.chaos.services import REPO, Services
 from tests.chaos.verdict import Execution, Source
@@ -120,10 +121,13 @@ class System:
         return self.folder / "bridge.toml"
 
     def ledger(self) -> redis.Redis:
-        return redis.Redis.from_url(self.services.redis_url(1))
+        return redis.Redis.from_url(self.services.ledger_url())
 
     def write_config(self) -> None:
-        self.config.write_text(to_toml(self._sections(), self._routes()))
+        sections = self._sections()
+        for name, values in broker_settings(self.services).items():
+            sections[name].update(values)  # the Sentinels' URL, master_name, replicas
+        self.config.write_text(to_toml(sections, self._routes()))
 
     def _sections(self) -> dict[str, dict[str, Any]]:
         return {
@@ -137,7 +141,7 @@ class System:
                 "max_poll_interval_ms": 60000,
             },
             "celery": {
-                "broker_url": self.services.redis_url(0),
+                "broker_url": self.services.broker_url(0),
                 "publish_retry_backoff_ms": 10,
                 "publish_retry_backoff_max_ms": 500,
                 # A killed worker's unacknowledged messages come back after 45 s. A task may
@@ -194,7 +198,7 @@ class System:
         """The next worker generation, once it is ready."""
         gen = len(self.workers)
         env = {**os.environ, "BRIDGE_CONFIG": str(self.config), GEN_ENV: str(gen),
-               LEDGER_URL_ENV: self.services.redis_url(1)}  # fmt: skip
+               LEDGER_URL_ENV: self.services.ledger_url()}  # fmt: skip
         cmd = [sys.executable, "-m", "celery", "-A", "tests.chaos.handlers", "worker",
                "-Q", QUEUE, "-c", "2", "-P", "prefork", "-l", "INFO", "-n", f"chaos{gen}@%h",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
@@ -483,9 +487,10 @@ class FaultLog:
                              "took_s": round(time.monotonic() - began, 1),
                              "epoch": [epoch, time.time()], **detail})  # fmt: skip
 
-    def windows(self, fault: str, slack_s: float) -> list[tuple[float, float]]:
-        """When each ``fault`` was in progress (epoch seconds), ``slack_s`` longer."""
-        return [(e["epoch"][0], e["epoch"][1] + slack_s) for e in self.entries
+    def windows(self, fault: str, slack_s: float, lead_s: float = 0.0) -> list[tuple[float, float]]:
+        """When each ``fault`` was in progress (epoch seconds), from ``lead_s`` before it to
+        ``slack_s`` after it."""
+        return [(e["epoch"][0] - lead_s, e["epoch"][1] + slack_s) for e in self.entries
                 if e["fault"] == fault]  # fmt: skip
 
     def counts(self) -> dict[str, int]:

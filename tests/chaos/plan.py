@@ -2,7 +2,9 @@
 
 Two profiles: ``full`` (``make chaos``: every fault 3 times) and ``reduced`` (plain ``pytest``,
 so CI: every fault twice). A seeded RNG shuffles the faults and draws the pause before each,
-so a run is repeated by its seed (``CHAOS_SEED``).
+so a run is repeated by its seed (``CHAOS_SEED``). Each Redis topology has its faults:
+:data:`FAULTS` against one Redis, :data:`SENTINEL_FAULTS` against a primary, a replica and
+three Sentinels (``CHAOS_TOPOLOGY=sentinel``, ``make chaos-sentinel``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ FAULTS = (
     "kafka-restart",  # stop the broker (SIGTERM), start it again
     "kafka-freeze",  # kill -STOP the broker for freeze_s, then -CONT
     "rebalance",  # a second bridge joins the group, then leaves it
+)
+SENTINEL_FAULTS = (
+    "primary-kill",  # SIGKILL the primary; once the replica is promoted, restart it (a replica)
+    "primary-partition",  # kill -STOP the primary until the replica is promoted, then -CONT
 )
 
 
@@ -52,19 +58,24 @@ class Step:
     pause_s: float
 
 
-def plan(profile: Profile, seed: int) -> list[Step]:
-    """Every fault ``profile.repeats`` times, shuffled, each after a random pause.
+def faults_of(topology: str) -> tuple[str, ...]:
+    """The faults injected against a Redis ``topology`` (``single`` or ``sentinel``)."""
+    return SENTINEL_FAULTS if topology == "sentinel" else FAULTS
+
+
+def plan(profile: Profile, seed: int, faults: tuple[str, ...] = FAULTS) -> list[Step]:
+    """Every one of ``faults`` ``profile.repeats`` times, shuffled, each after a random pause.
 
     Two faults of the same kind never follow each other, so each hits a system that has
     recovered from the last one of its kind at least once in between.
     """
     rng = random.Random(seed)
-    faults = [f for f in FAULTS for _ in range(profile.repeats)]
+    steps = [f for f in faults for _ in range(profile.repeats)]
     while True:
-        rng.shuffle(faults)
-        if all(a != b for a, b in itertools.pairwise(faults)):
+        rng.shuffle(steps)
+        if all(a != b for a, b in itertools.pairwise(steps)):
             break
-    return [Step(f, round(rng.uniform(*profile.pause_s), 2)) for f in faults]
+    return [Step(f, round(rng.uniform(*profile.pause_s), 2)) for f in steps]
 
 
 def profile_named(name: str) -> Profile:

@@ -7,6 +7,8 @@ own, so the faults it injects disturb no other test (and run in parallel with th
 ``CHAOS_TOPOLOGY=sentinel`` runs Redis as a primary (``CHAOS_REDIS_PORT``), a replica (+1) and
 three Sentinels (+20000..+20002) instead (``REDIS_TOPOLOGY=sentinel``): the bridge and the
 workers reach it through the Sentinels, and the suite's own reads follow the current primary.
+The handlers' ledger then lives in a Redis of its own (+2), which no fault touches: a failover
+drops what the primary had not replicated, and the ledger must not lose what it saw.
 """
 
 from __future__ import annotations
@@ -79,9 +81,31 @@ class Services:
         """A plain URL of the current primary (the suite's own reads and writes)."""
         return f"redis://127.0.0.1:{self.primary_port()}/{db}"
 
-    def run(self, command: str) -> None:
+    @property
+    def ledger_port(self) -> int:
+        """The ledger's own Redis (Sentinel topology); the broker's Redis with one Redis."""
+        return self.redis_port + 2 if self.sentinel else self.redis_port
+
+    def ledger_url(self) -> str:
+        """Where the handlers write their ledger (db 1)."""
+        return f"redis://127.0.0.1:{self.ledger_port}/1"
+
+    def up(self) -> None:
+        """Kafka and Redis (and the ledger's Redis with Sentinels)."""
+        self.run("up")
+        if self.sentinel:
+            self.run("start-redis", ledger=True)
+
+    def down(self) -> None:
+        """Stop everything :meth:`up` started (or a run that was interrupted left running)."""
+        if self.sentinel:
+            self.run("stop-redis", ledger=True)
+        self.run("down")
+
+    def run(self, command: str, *, ledger: bool = False) -> None:
         """``scripts/services.sh COMMAND`` on the suite's ports (``up``, ``down``,
-        ``restart-redis``, ``stop-kafka``, ``start-kafka``…).
+        ``restart-redis``, ``stop-kafka``, ``start-kafka``…); ``ledger``: on the ledger's own
+        Redis (``start-redis``, ``stop-redis``).
 
         :raises subprocess.CalledProcessError: the script failed.
         """
@@ -91,8 +115,8 @@ class Services:
             "SERVICES_DIR": str(self.folder),
             "KAFKA_PORT": str(self.kafka_port),
             "KAFKA_CONTROLLER_PORT": str(self.controller_port),
-            "REDIS_PORT": str(self.redis_port),
-            "REDIS_TOPOLOGY": self.topology,
+            "REDIS_PORT": str(self.ledger_port if ledger else self.redis_port),
+            "REDIS_TOPOLOGY": "single" if ledger else self.topology,
             "KAFKA_HEAP_OPTS": "-Xmx512m -Xms128m",
         }
         subprocess.run(

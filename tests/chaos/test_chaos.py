@@ -3,6 +3,9 @@
 ``CHAOS_PROFILE=full`` (``make chaos``) injects each fault 3 times, the default ``reduced``
 profile (plain ``pytest``, CI) twice; ``CHAOS_SEED`` repeats a run. Kafka and Redis are the
 suite's own (:mod:`tests.chaos.services`), started here and stopped at the end.
+``CHAOS_TOPOLOGY=sentinel`` (``make chaos-sentinel``) runs Redis as a primary, a replica and
+three Sentinels and injects the failover faults of :mod:`tests.chaos.failover` instead, with
+``celery.min_replicas_to_accept`` from ``CHAOS_MIN_REPLICAS`` (1 by default).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import pytest
 
 from bench.harness import machine
-from tests.chaos import report
+from tests.chaos import failover, report
 from tests.chaos.harness import (
     FaultLog,
     Supervisor,
@@ -32,7 +35,7 @@ from tests.chaos.harness import (
     read_topics,
     sources,
 )
-from tests.chaos.plan import plan, profile_named
+from tests.chaos.plan import SENTINEL_FAULTS, faults_of, plan, profile_named
 from tests.chaos.services import REPO, Services
 from tests.chaos.verdict import Source, Verdict, judge
 from tests.chaos.workload import ORDERED_TOPIC, UNORDERED_TOPIC, Producer
@@ -44,6 +47,9 @@ TIMEOUT_S = {"full": 2400, "reduced": 900}[PROFILE.name]
 DRAIN_TIMEOUT_S = 360
 CHAOS_DIR = REPO / ".services" / "chaos"  # git ignores .services/
 REDIS_RECONNECT_S = 5
+# A failover undoes what the old primary wrote in the last instant before the fault, and
+# workers reconnect to the new primary within seconds of it.
+FAILOVER_LEAD_S = 2
 
 
 @pytest.fixture
@@ -51,13 +57,13 @@ def services() -> Iterator[Services]:
     """The suite's own Kafka and Redis, fresh (the last run's data is deleted first) and always
     stopped at the end. Their data and logs, and the run's, stay in ``CHAOS_DIR``."""
     own = Services(CHAOS_DIR)
-    own.run("down")  # a run that was interrupted may have left them running
+    own.down()  # a run that was interrupted may have left them running
     shutil.rmtree(CHAOS_DIR, ignore_errors=True)
     try:
-        own.run("up")
+        own.up()
         yield own
     finally:
-        own.run("down")
+        own.down()
 
 
 @pytest.fixture
@@ -129,10 +135,12 @@ def inject_faults(system: System, services: Services) -> FaultLog:
         "kafka-restart": lambda: restart_kafka(services),
         "kafka-freeze": lambda: services.freeze_kafka(PROFILE.freeze_s),
         "rebalance": lambda: system.rebalance(round(rng.uniform(2, 5), 1)),
+        "primary-kill": lambda: failover.kill_primary(services, rng),
+        "primary-partition": lambda: failover.partition_primary(services, rng),
     }
     log = FaultLog()
     pause = threading.Event()
-    for step in plan(PROFILE, SEED):
+    for step in plan(PROFILE, SEED, faults_of(services.topology)):
         pause.wait(step.pause_s)  # a random moment for the next fault, not a wait for results
         log.inject(step.fault, actions[step.fault])
     pause.wait(PROFILE.pause_s[1])  # some records produced after the last fault too
@@ -167,6 +175,12 @@ def drain(
     # (Celery's first reconnection comes ~2 s later), is lost.
     ack_loss = faults.windows("redis-restart", slack_s=REDIS_RECONNECT_S)
     received_in_restart = system.received_within(ack_loss)
+    failovers = [
+        window
+        for fault in SENTINEL_FAULTS
+        for window in faults.windows(fault, REDIS_RECONNECT_S, lead_s=FAILOVER_LEAD_S)
+    ]
+    received_in_failover = system.received_within(failovers)
 
     def verdict() -> Verdict:
         dead = dead_letter_coords(read_topics(services.bootstrap, dlt_topics()))
@@ -179,6 +193,8 @@ def drain(
             ack_loss,
             system.timed_out_writes(),
             received_in_restart,
+            failovers,
+            received_in_failover,
         )
 
     def settled() -> bool:
@@ -200,8 +216,10 @@ def results(
 ) -> dict[str, Any]:
     return {
         "profile": PROFILE.name,
+        "topology": system.services.topology,
         "seed": SEED,
-        "command": "make chaos" if PROFILE.name == "full" else "pytest -m chaos",
+        "command": command(system.services),
+        "min_replicas_to_accept": failover.min_replicas(system.services),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seconds": seconds,
         "rate_per_s": PROFILE.rate_per_s,
@@ -217,6 +235,16 @@ def results(
         "pending_at_end": pending,
         "exited_by_themselves": system.crashes,
         "worker_log_lines": {"couldn't ack": system.lost_acks()},
+        "not_replicated": failover.not_replicated(b.text() for b in system.bridges),
         "redis_persistence": redis_persistence,
         "machine": machine(),
     }
+
+
+def command(services: Services) -> str:
+    """How the run was started."""
+    if not services.sentinel:
+        return "make chaos" if PROFILE.name == "full" else "pytest -m chaos"
+    if PROFILE.name == "full":
+        return "make chaos-sentinel"
+    return "CHAOS_TOPOLOGY=sentinel pytest -m chaos"

@@ -18,9 +18,17 @@ id). The verdict answers, without any I/O:
   received the record's task message while Redis restarted: the worker restores what it holds
   unrun when its connection drops, the restore fails with Redis down, the messages come back
   after the visibility timeout, and a second copy of them has been seen a minute later (its
-  source is not pinned down). Anything else (two
+  source is not pinned down). It is explained by a Sentinel failover (the primary killed or
+  cut off, the replica promoted) when the earlier execution ran, or a worker received the
+  record's task message, while the primary failed over and the old one rejoined as a
+  replica: the new primary holds what the old one had replicated, so an acknowledgement (or
+  a fetch) in the suffix it never got is undone and the message is delivered again; or the
+  bridge's enqueue ran on the old primary, a worker took it there, and the enqueue (not
+  replicated, so not accepted) was done again on the new primary. Anything else (two
   task messages for one record, a redelivery with no fault behind it, say after a task
-  outlived the broker's visibility timeout) is unexplained;
+  outlived the broker's visibility timeout) is unexplained; an unexplained rerun of a first
+  attempt is counted as an **enqueue duplicate** too (a second task message for the record
+  is its likeliest cause);
 - **DLT duplicates**: records dead-lettered more than once, explained the same way, or by a
   timed-out write: a write timed out against a frozen or restarting broker, so it was written
   again, by the worker's or the bridge's sender itself (``write to … failed
@@ -39,10 +47,11 @@ from typing import Any
 
 WORKER_KILL = "worker-kill"
 REDIS_RESTART = "redis-restart"
+FAILOVER = "redis-failover"
 DLT_TIMEOUT = "dlt-timeout"
 UNEXPLAINED = "unexplained"
-CAUSES = (WORKER_KILL, REDIS_RESTART, UNEXPLAINED)
-DLT_CAUSES = (WORKER_KILL, REDIS_RESTART, DLT_TIMEOUT, UNEXPLAINED)
+CAUSES = (WORKER_KILL, REDIS_RESTART, FAILOVER, UNEXPLAINED)
+DLT_CAUSES = (WORKER_KILL, REDIS_RESTART, FAILOVER, DLT_TIMEOUT, UNEXPLAINED)
 Window = tuple[float, float]
 
 
@@ -88,6 +97,7 @@ class Verdict:
     dlt_duplicates: dict[str, int]
     handled_and_dead: list[str]
     unknown: list[str]
+    enqueue_duplicates: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -110,6 +120,7 @@ class Verdict:
             "lost_after_kafka_ack": len(self.lost_in_kafka),
             "order_violations": len(self.order_violations),
             "duplicates": self.duplicates,
+            "enqueue_duplicates": self.enqueue_duplicates,
             "dlt_duplicates": self.dlt_duplicates,
             "handled_and_dead_lettered": len(self.handled_and_dead),
             "executed_but_not_in_source": len(self.unknown),
@@ -127,6 +138,8 @@ def judge(
     ack_loss: Iterable[Window] = (),
     timed_out: Iterable[str] = (),
     received_in_restart: Iterable[str] = (),
+    failover: Iterable[Window] = (),
+    received_in_failover: Iterable[str] = (),
 ) -> Verdict:
     """The verdict of one run.
 
@@ -141,15 +154,26 @@ def judge(
         after a write timed out.
     :param received_in_restart: the coordinates of the records whose task message a worker
         received within one of the ``ack_loss`` windows.
+    :param failover: the windows (epoch seconds) from each Sentinel fault until the old
+        primary rejoined as a replica (and the workers reconnected).
+    :param received_in_failover: the coordinates of the records whose task message a worker
+        received within one of the ``failover`` windows.
     """
     by_coords = {s.coords: s for s in sources}
     runs = list(executions)
-    faults = Faults(set(killed_gens), list(ack_loss), set(received_in_restart))
+    faults = Faults(
+        set(killed_gens),
+        list(ack_loss),
+        set(received_in_restart),
+        list(failover),
+        set(received_in_failover),
+    )
     dead = Counter(dead_letters)
     handled = {e.coords for e in runs if e.event == "ok"}
     done = handled | set(dead)
     executed = {e.coords for e in runs}
     duplicates, examples = classify_duplicates(runs, faults)
+    enqueue_duplicates = len(examples.pop("enqueue-duplicates"))
     dlt_duplicates = classify_dlt_duplicates(dead, runs, faults, set(timed_out))
     lost = sorted(set(by_coords) - done)
     violations = order_violations(runs, by_coords)
@@ -165,17 +189,21 @@ def judge(
         dlt_duplicates=dlt_duplicates,
         handled_and_dead=sorted(handled & set(dead)),
         unknown=sorted((executed | set(dead)) - set(by_coords)),
+        enqueue_duplicates=enqueue_duplicates,
         examples=examples,
     )
 
 
 @dataclass(frozen=True)
 class Faults:
-    """What can explain a duplicate: killed worker generations, Redis restart windows."""
+    """What can explain a duplicate: killed worker generations, Redis restart and failover
+    windows, the records received in them."""
 
     killed: set[int]
     ack_loss: list[Window]
     received_in_restart: set[str] = field(default_factory=set)
+    failover: list[Window] = field(default_factory=list)
+    received_in_failover: set[str] = field(default_factory=set)
 
     def cause(self, earlier: Iterable[Execution], run: Execution) -> str:
         """Why ``run`` repeats one of the ``earlier`` executions of its record."""
@@ -186,6 +214,10 @@ class Faults:
             return REDIS_RESTART
         if run.coords in self.received_in_restart:
             return REDIS_RESTART
+        if any(a <= e.at <= b and run.at > a for e in before for a, b in self.failover):
+            return FAILOVER
+        if run.coords in self.received_in_failover:
+            return FAILOVER
         return UNEXPLAINED
 
 
@@ -194,10 +226,12 @@ def classify_duplicates(
 ) -> tuple[dict[str, int], dict[str, list[str]]]:
     """Count the starts beyond one per (record, attempt), by cause (see the module docstring).
 
-    :returns: ``{cause: count}`` and up to 20 example coordinates per cause.
+    :returns: ``{cause: count}`` and up to 20 example coordinates per cause, and under
+        ``enqueue-duplicates`` every unexplained rerun of a first attempt.
     """
     counts = dict.fromkeys(CAUSES, 0)
     examples: dict[str, list[str]] = {cause: [] for cause in CAUSES}
+    enqueued_twice: list[str] = []
     seen: dict[str, list[Execution]] = defaultdict(list)
     for run in runs:
         earlier = seen[run.coords]
@@ -208,8 +242,11 @@ def classify_duplicates(
             counts[cause] += 1
             if len(examples[cause]) < 20:
                 examples[cause].append(f"{run.coords}#{run.attempt}")
+            if cause == UNEXPLAINED and run.attempt == 0:
+                enqueued_twice.append(run.coords)
         earlier.append(run)
-    return counts, {f"duplicates-{cause}": ex for cause, ex in examples.items()}
+    found = {f"duplicates-{cause}": ex for cause, ex in examples.items()}
+    return counts, {**found, "enqueue-duplicates": enqueued_twice}
 
 
 def classify_dlt_duplicates(

@@ -7,10 +7,12 @@ from collections import Counter
 
 import pytest
 
-from tests.chaos.plan import FAULTS, PROFILES, plan, profile_named
-from tests.chaos.report import markdown
+from tests.chaos.failover import lag_bytes, not_replicated
+from tests.chaos.plan import FAULTS, PROFILES, SENTINEL_FAULTS, faults_of, plan, profile_named
+from tests.chaos.report import markdown, stem
 from tests.chaos.verdict import (
     DLT_TIMEOUT,
+    FAILOVER,
     REDIS_RESTART,
     UNEXPLAINED,
     WORKER_KILL,
@@ -72,7 +74,7 @@ def test_order_counts_first_successes_and_ignores_unordered_routes() -> None:
 def test_a_rerun_after_a_killed_worker_is_an_explained_duplicate() -> None:
     runs = [*run(0, "start", gen=0), *run(0, gen=1)]
     verdict = judge([src(0)], runs, [], killed_gens=[0])
-    assert verdict.duplicates == {WORKER_KILL: 1, REDIS_RESTART: 0, UNEXPLAINED: 0}
+    assert verdict.duplicates == {WORKER_KILL: 1, REDIS_RESTART: 0, FAILOVER: 0, UNEXPLAINED: 0}
     assert verdict.passed
 
 
@@ -80,7 +82,7 @@ def test_a_rerun_after_a_killed_worker_is_an_explained_duplicate() -> None:
 def test_a_rerun_without_a_crash_before_it_is_unexplained(killed: list[int]) -> None:
     # Both runs in generation 0: killing it later does not explain the second.
     verdict = judge([src(0)], [*run(0, gen=0), *run(0, gen=0)], [], killed_gens=killed)
-    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 0, UNEXPLAINED: 1}
+    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 0, FAILOVER: 0, UNEXPLAINED: 1}
     assert verdict.examples["duplicates-unexplained"] == ["t:0:0#0"]
     assert not verdict.passed
 
@@ -91,14 +93,14 @@ def test_retries_are_not_duplicates_but_a_repeated_later_attempt_after_a_kill_is
     runs = [*run(0, "retry", 0, gen=0), *run(0, "retry", 0, gen=1), *run(0, "ok", 1, gen=1),
             *run(0, "ok", 1, gen=1)]  # fmt: skip
     verdict = judge([src(0)], runs, [], killed_gens=[0])
-    assert verdict.duplicates == {WORKER_KILL: 2, REDIS_RESTART: 0, UNEXPLAINED: 0}
+    assert verdict.duplicates == {WORKER_KILL: 2, REDIS_RESTART: 0, FAILOVER: 0, UNEXPLAINED: 0}
 
 
 def test_a_rerun_of_an_execution_whose_ack_a_redis_restart_lost_is_explained() -> None:
     restarts = [(100.0, 106.0)]
     runs = [*run(0, at=103.0), *run(1, at=90.0), *run(0, at=150.0), *run(1, at=160.0)]
     verdict = judge([src(0), src(1)], runs, [], [], ack_loss=restarts)
-    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 1, UNEXPLAINED: 1}
+    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 1, FAILOVER: 0, UNEXPLAINED: 1}
     assert verdict.examples["duplicates-redis-restart"] == ["t:0:0#0"]
 
 
@@ -110,8 +112,30 @@ def test_a_rerun_of_a_message_a_worker_received_while_redis_restarted_is_explain
     verdict = judge(
         [src(0), src(1)], runs, [], [], ack_loss=restarts, received_in_restart=["t:0:0"]
     )
-    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 1, UNEXPLAINED: 1}
+    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 1, FAILOVER: 0, UNEXPLAINED: 1}
     assert verdict.examples["duplicates-redis-restart"] == ["t:0:0#0"]
+
+
+def test_a_rerun_of_an_execution_in_a_failover_is_explained_by_it() -> None:
+    # Record 0 ran while the primary failed over (its ack was in the suffix the new primary
+    # never got); record 1 ran long before, record 2's message was received in the failover.
+    failovers = [(100.0, 112.0)]
+    runs = [*run(0, at=104.0), *run(1, at=90.0), *run(2, at=95.0),
+            *run(0, at=113.0), *run(1, at=114.0), *run(2, at=115.0)]  # fmt: skip
+    verdict = judge([src(0), src(1), src(2)], runs, [], [], failover=failovers,
+                    received_in_failover=["t:0:2"])  # fmt: skip
+    assert verdict.duplicates == {WORKER_KILL: 0, REDIS_RESTART: 0, FAILOVER: 2, UNEXPLAINED: 1}
+    assert verdict.examples["duplicates-redis-failover"] == ["t:0:0#0", "t:0:2#0"]
+    assert verdict.enqueue_duplicates == 1
+    assert verdict.to_dict()["enqueue_duplicates"] == 1
+    assert not verdict.passed
+
+
+def test_an_unexplained_rerun_of_a_retry_is_no_enqueue_duplicate() -> None:
+    runs = [*run(0, "retry"), *run(0, attempt=1), *run(0, attempt=1)]
+    verdict = judge([src(0)], runs, [], [])
+    assert verdict.duplicates[UNEXPLAINED] == 1
+    assert verdict.enqueue_duplicates == 0
 
 
 def test_dead_letters_written_twice_are_counted_and_classified() -> None:
@@ -121,6 +145,7 @@ def test_dead_letters_written_twice_are_counted_and_classified() -> None:
     assert verdict.dlt_duplicates == {
         WORKER_KILL: 1,
         REDIS_RESTART: 0,
+        FAILOVER: 0,
         DLT_TIMEOUT: 0,
         UNEXPLAINED: 1,
     }
@@ -148,6 +173,15 @@ def test_the_plan_injects_every_fault_as_often_as_the_profile_says(name: str) ->
     assert Counter(s.fault for s in steps) == {f: profile.repeats for f in FAULTS}
     assert all(a.fault != b.fault for a, b in itertools.pairwise(steps))
     assert all(profile.pause_s[0] <= s.pause_s <= profile.pause_s[1] for s in steps)
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_the_sentinel_plan_alternates_its_faults(name: str) -> None:
+    profile = profile_named(name)
+    steps = plan(profile, seed=42, faults=faults_of("sentinel"))
+    assert Counter(s.fault for s in steps) == {f: profile.repeats for f in SENTINEL_FAULTS}
+    assert all(a.fault != b.fault for a, b in itertools.pairwise(steps))
+    assert faults_of("single") == FAULTS
 
 
 def test_the_plan_is_repeated_by_its_seed_and_varies_with_it() -> None:
@@ -187,3 +221,46 @@ def test_the_table_lists_every_fault_and_the_totals() -> None:
     assert "| **lost** | **0** |" in table
     assert "| bridges / workers that exited by themselves (restarted) | 0 / 1 |" in table
     assert "Profile `full`, seed 3, 600 s" in table
+
+
+def test_the_sentinel_table_lists_its_faults_and_the_failovers() -> None:
+    verdict = judge([src(0)], run(0), [], []).to_dict()
+    failover = {"fault": "primary-kill", "new_primary": 6380, "promoted_after_s": 4.1,
+                "rejoined_after_s": 9.0, "acted_as_primary_until_s": None,
+                "dropped_bytes": 0}  # fmt: skip
+    doc = {"profile": "full", "topology": "sentinel", "min_replicas_to_accept": 1, "seed": 3,
+           "seconds": {"total": 600}, "at": "2026-12-04T17:00:00",
+           "fault_counts": {"primary-kill": 1}, "faults": [failover], "verdict": verdict,
+           "not_replicated": {"batches": 2, "task_messages": 30},
+           "exited_by_themselves": []}  # fmt: skip
+    table = markdown(doc)
+    assert "| primary-kill | 1 |" in table
+    assert "| primary-partition | 0 |" in table
+    assert "kafka-freeze" not in table
+    assert "| failovers (replica promoted, old primary back as a replica) | 1 |" in table
+    assert "| replica promoted after (s, min-max) | 4.1-4.1 |" in table
+    assert "not accepted (task messages) | 2 (30) |" in table
+    assert "`celery.min_replicas_to_accept = 1`" in table
+    assert stem(doc) == "chaos-sentinel"
+    assert stem({**doc, "min_replicas_to_accept": 0, "profile": "reduced"}) == (
+        "chaos-sentinel-min0-reduced"
+    )
+    assert stem({"profile": "reduced"}) == "chaos-reduced"
+
+
+def test_the_bridge_logs_tell_the_batches_too_few_replicas_acknowledged() -> None:
+    logs = [
+        "ERROR Celery broker unavailable (attempt 1): all partitions paused, retry in 10 ms: "
+        "12 task messages enqueued, not replicated: celery.min_replicas_to_accept is 1: only 0",
+        "ERROR ... 3 task messages enqueued, not replicated: ...\nINFO partitions assigned",
+    ]
+    assert not_replicated(logs) == {"batches": 2, "task_messages": 15}
+    assert not_replicated([]) == {"batches": 0, "task_messages": 0}
+
+
+def test_the_replica_lag_is_the_primary_offset_past_the_least_advanced_replica() -> None:
+    info = {"role": "master", "master_repl_offset": 1000,
+            "slave0": {"ip": "127.0.0.1", "port": 6380, "offset": 900, "lag": 0},
+            "slave1": {"ip": "127.0.0.1", "port": 6381, "offset": 990, "lag": 0}}  # fmt: skip
+    assert lag_bytes(info) == 100
+    assert lag_bytes({"role": "master", "master_repl_offset": 5}) is None
