@@ -8,6 +8,12 @@ bridge settings of such a run.
 - ``primary-partition``: ``kill -STOP`` the primary (it answers nobody, as behind a network
   partition) until the Sentinels have promoted the replica, a while longer, then ``-CONT``:
   it must rejoin as a replica, dropping whatever it held that the new primary never got.
+  Partitions alternate between short and long ones. A short one (``-CONT`` 0-0.5 s after the
+  promotion: 3-5 s in all here) ends before the clients' socket timeouts (the bridge's is 5
+  s), so the bridge and the workers keep their connections to the old primary, which acts as
+  a primary until Sentinel turns it into a replica (~10 s later), and what they write there
+  is dropped then. A long one (2-4 s after the promotion) outlasts the timeouts: the clients
+  give up on the old primary and ask the Sentinels for the new one.
 
 Each fault reports when the new primary was named, how long the old one went on acting as a
 primary after it came back (Sentinel reconfigures it only once it sees it again) and when it
@@ -106,9 +112,9 @@ def kill_primary(services: Services, rng: random.Random) -> dict[str, Any]:
             "down_after_promotion_s": down_s, **_rejoin(old, new, before, began)}  # fmt: skip
 
 
-def partition_primary(services: Services, rng: random.Random) -> dict[str, Any]:
-    """``kill -STOP`` the primary until the replica is promoted and 0.5-2 s more, then
-    ``-CONT``; wait until it is a replica of the new primary."""
+def partition_primary(services: Services, rng: random.Random, short: bool) -> dict[str, Any]:
+    """``kill -STOP`` the primary until the replica is promoted and 0-0.5 s (``short``) or
+    2-4 s more, then ``-CONT``; wait until it is a replica of the new primary."""
     old, new = _ports(services)
     before = replication(old)
     pid = services.node_pid(old)
@@ -116,12 +122,13 @@ def partition_primary(services: Services, rng: random.Random) -> dict[str, Any]:
     began = time.monotonic()
     try:
         promoted_s = _promotion(services, old, new, began)
-        extra_s = round(rng.uniform(0.5, 2.0), 1)
+        extra_s = round(rng.uniform(*((0.0, 0.5) if short else (2.0, 4.0))), 1)
         time.sleep(extra_s)  # the fault's length: the partition outlasts the failover
     finally:
         os.kill(pid, signal.SIGCONT)
     return {"old_primary": old, "new_primary": new, "promoted_after_s": promoted_s,
-            "stopped_after_promotion_s": extra_s, **_rejoin(old, new, before, began)}  # fmt: skip
+            "short": short, "stopped_after_promotion_s": extra_s,
+            **_rejoin(old, new, before, began)}  # fmt: skip
 
 
 def _ports(services: Services) -> tuple[int, int]:

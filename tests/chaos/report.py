@@ -29,6 +29,9 @@ def markdown(report: dict[str, Any]) -> str:
         ("handled", verdict["handled"]),
         ("dead-lettered", verdict["dead_lettered"]),
         ("**lost**", f"**{verdict['lost']}**"),
+        *([("lost, by the fault they were produced in (its place in the run)",
+            ", ".join(f"{k}: {v}" for k, v in report["lost_by_fault"].items()))]
+          if report.get("lost_by_fault") else []),
         ("ordered-key violations", verdict["order_violations"]),
         ("bridges / workers that exited by themselves (restarted)",
          " / ".join(str(sum(c["process"].startswith(p) for c in report["exited_by_themselves"]))

@@ -11,6 +11,7 @@ three Sentinels and injects the failover faults of :mod:`tests.chaos.failover` i
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -37,7 +38,7 @@ from tests.chaos.harness import (
 )
 from tests.chaos.plan import SENTINEL_FAULTS, faults_of, plan, profile_named
 from tests.chaos.services import REPO, Services
-from tests.chaos.verdict import Source, Verdict, judge
+from tests.chaos.verdict import Source, Verdict, judge, lost_by_fault
 from tests.chaos.workload import ORDERED_TOPIC, UNORDERED_TOPIC, Producer
 from tests.conftest import wait_for
 
@@ -95,7 +96,8 @@ def test_under_repeated_faults_no_record_is_lost_and_ordered_keys_keep_their_ord
         faults = inject_faults(system, services)
         seconds["faults"] = round(time.monotonic() - began)
         producer.stop()
-        produced = sources(read_topics(services.bootstrap, [UNORDERED_TOPIC, ORDERED_TOPIC]))
+        records = read_topics(services.bootstrap, [UNORDERED_TOPIC, ORDERED_TOPIC])
+        produced = sources(records)
         drain_began = time.monotonic()
         verdict = drain(system, services, produced, producer.acked, faults)
         seconds["drain"] = round(time.monotonic() - drain_began)
@@ -108,6 +110,8 @@ def test_under_repeated_faults_no_record_is_lost_and_ordered_keys_keep_their_ord
     seconds["total"] = round(time.monotonic() - began)
     doc = results(faults, verdict, producer, system, pending, seconds, persistence)
     doc["lost_whereabouts"] = lost
+    produced_at = {f"{r.topic}:{r.partition}:{r.offset}": r.timestamp / 1000 for r in records}
+    doc["lost_by_fault"] = lost_by_fault(verdict.lost, produced_at, faults.entries)
     path = report.write(doc)
 
     assert verdict.passed, (
@@ -128,6 +132,7 @@ def test_under_repeated_faults_no_record_is_lost_and_ordered_keys_keep_their_ord
 def inject_faults(system: System, services: Services) -> FaultLog:
     """Every fault of the seeded plan, each after its pause, while the producer produces."""
     rng = random.Random(SEED)
+    short_partitions = itertools.cycle((True, False))  # a short partition first, then a long
     actions: dict[str, Callable[[], dict[str, Any] | None]] = {
         "bridge-kill": system.kill_bridge,
         "worker-kill": system.kill_worker,
@@ -136,7 +141,9 @@ def inject_faults(system: System, services: Services) -> FaultLog:
         "kafka-freeze": lambda: services.freeze_kafka(PROFILE.freeze_s),
         "rebalance": lambda: system.rebalance(round(rng.uniform(2, 5), 1)),
         "primary-kill": lambda: failover.kill_primary(services, rng),
-        "primary-partition": lambda: failover.partition_primary(services, rng),
+        "primary-partition": lambda: failover.partition_primary(
+            services, rng, next(short_partitions)
+        ),
     }
     log = FaultLog()
     pause = threading.Event()

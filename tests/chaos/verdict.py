@@ -296,3 +296,26 @@ def split(coords: str) -> tuple[str, int, int]:
     """``topic:partition:offset`` into its parts (a topic name has no colon)."""
     topic, partition, offset = coords.rsplit(":", 2)
     return topic, int(partition), int(offset)
+
+
+def lost_by_fault(
+    lost: Iterable[str],
+    produced_at: Mapping[str, float],
+    faults: Iterable[Mapping[str, Any]],
+    lead_s: float = 2.0,
+    slack_s: float = 5.0,
+) -> dict[str, int]:
+    """How many lost records were produced during each fault (from ``lead_s`` before it to
+    ``slack_s`` after it): ``{"3 primary-partition": 12, "none": 0}``, the fault named by its
+    place in the run.
+
+    :param produced_at: each record's Kafka timestamp, in seconds since the epoch.
+    :param faults: the fault log's entries (``fault``, ``epoch``: its start and end).
+    """
+    windows = [(f"{i} {f['fault']}", f["epoch"][0] - lead_s, f["epoch"][1] + slack_s)
+               for i, f in enumerate(faults)]  # fmt: skip
+    found = Counter(
+        next((name for name, a, b in windows if a <= produced_at.get(c, -1.0) <= b), "none")
+        for c in lost
+    )
+    return dict(found)

@@ -19,6 +19,7 @@ from tests.chaos.verdict import (
     Execution,
     Source,
     judge,
+    lost_by_fault,
 )
 from tests.chaos.workload import ORDERED_TOPIC, UNORDERED_TOPIC, nth
 
@@ -241,6 +242,12 @@ def test_the_sentinel_table_lists_its_faults_and_the_failovers() -> None:
     assert "| replica promoted after (s, min-max) | 4.1-4.1 |" in table
     assert "not accepted (task messages) | 2 (30) |" in table
     assert "`celery.min_replicas_to_accept = 1`" in table
+    assert "by the fault they were produced in" not in table
+    lost = markdown({**doc, "lost_by_fault": {"1 primary-partition": 66, "none": 1}})
+    assert (
+        "| lost, by the fault they were produced in (its place in the run) | "
+        "1 primary-partition: 66, none: 1 |" in lost
+    )
     assert stem(doc) == "chaos-sentinel"
     assert stem({**doc, "min_replicas_to_accept": 0, "profile": "reduced"}) == (
         "chaos-sentinel-min0-reduced"
@@ -264,3 +271,16 @@ def test_the_replica_lag_is_the_primary_offset_past_the_least_advanced_replica()
             "slave1": {"ip": "127.0.0.1", "port": 6381, "offset": 990, "lag": 0}}  # fmt: skip
     assert lag_bytes(info) == 100
     assert lag_bytes({"role": "master", "master_repl_offset": 5}) is None
+
+
+def test_lost_records_are_counted_by_the_fault_they_were_produced_in() -> None:
+    faults = [{"fault": "primary-kill", "epoch": [100.0, 110.0]},
+              {"fault": "primary-partition", "epoch": [130.0, 150.0]}]  # fmt: skip
+    produced_at = {"t:0:1": 99.0, "t:0:2": 149.0, "t:0:3": 154.0, "t:0:4": 120.0}
+    lost = ["t:0:1", "t:0:2", "t:0:3", "t:0:4", "t:0:9"]
+    assert lost_by_fault(lost, produced_at, faults) == {
+        "0 primary-kill": 1,
+        "1 primary-partition": 2,
+        "none": 2,
+    }
+    assert lost_by_fault([], produced_at, faults) == {}
