@@ -306,8 +306,9 @@ def lost_by_fault(
     slack_s: float = 5.0,
 ) -> dict[str, int]:
     """How many lost records were produced during each fault (from ``lead_s`` before it to
-    ``slack_s`` after it): ``{"3 primary-partition": 12, "none": 0}``, the fault named by its
-    place in the run.
+    ``slack_s`` after it; of two such faults, the later one, whose start the record preceded
+    or which took it at once): ``{"3 primary-partition": 12, "none": 0}``, the fault named by
+    its place in the run.
 
     :param produced_at: each record's Kafka timestamp, in seconds since the epoch.
     :param faults: the fault log's entries (``fault``, ``epoch``: its start and end).
@@ -315,7 +316,8 @@ def lost_by_fault(
     windows = [(f"{i} {f['fault']}", f["epoch"][0] - lead_s, f["epoch"][1] + slack_s)
                for i, f in enumerate(faults)]  # fmt: skip
     found = Counter(
-        next((name for name, a, b in windows if a <= produced_at.get(c, -1.0) <= b), "none")
+        next((name for name, a, b in reversed(windows) if a <= produced_at.get(c, -1.0) <= b),
+             "none")
         for c in lost
-    )
+    )  # fmt: skip
     return dict(found)

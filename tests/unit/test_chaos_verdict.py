@@ -284,3 +284,6 @@ def test_lost_records_are_counted_by_the_fault_they_were_produced_in() -> None:
         "none": 2,
     }
     assert lost_by_fault([], produced_at, faults) == {}
+    # 151 s: 5 s after the partition ended and 2 s before the next fault: the next one's.
+    later = [*faults, {"fault": "primary-kill", "epoch": [153.0, 160.0]}]
+    assert lost_by_fault(["t:0:5"], {"t:0:5": 151.0}, later) == {"2 primary-kill": 1}
