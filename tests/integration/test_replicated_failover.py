@@ -36,6 +36,7 @@ from tests.integration.helpers import (
     StartBridge,
     assert_each_handled_once,
     send_many,
+    status_json,
     task_ids,
     wait_committed_to_end,
 )
@@ -135,6 +136,9 @@ def test_offsets_wait_for_the_replica_and_nothing_is_lost_in_the_failover(
     wait_for(lambda: "not replicated: celery.min_replicas_to_accept is 1" in run.bridge.log(),
              what="a batch the replica did not acknowledge")  # fmt: skip
     assert committed_offsets(admin, group, topic.name) == ends(run.before)
+    doc = status_json(run.bridge)
+    assert doc["redis_replicas"] == {"connected": 0, "required": 1}
+    assert any("min_replicas_to_accept is 1 but the primary has 0" in w for w in doc["warnings"])
 
     lose_the_primary(topology, first, second)
     old_primary_back(topology, first)  # a replica again: WAIT can be satisfied
