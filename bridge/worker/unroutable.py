@@ -58,6 +58,21 @@ def envelope_in(body: Any) -> Envelope | None:
         return None
 
 
+def envelopes_in(body: Any) -> list[Envelope]:
+    """The record envelopes a decoded task message body carries: one record's, or a batch's
+    (a list of envelopes as first argument); none when it is not bridge records (pure)."""
+    one = envelope_in(body)
+    if one is not None:
+        return [one]
+    try:
+        batch = body[0][0]
+        if isinstance(batch, list) and batch:
+            return [from_task_arg(arg) for arg in batch]
+    except (TypeError, KeyError, IndexError, AttributeError, UndecodableRecordError):
+        pass
+    return []
+
+
 def not_registered(task: str, node: str, cause: BaseException | None = None) -> UnroutableError:
     """The error of a record whose task no worker of its queue registers (pure)."""
     error = UnroutableError(
