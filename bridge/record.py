@@ -154,9 +154,13 @@ def batch_task_id(group_id: str, topic: str, partition: int, first: int, last: i
     return f"{group_id}:{topic}:{partition}:{first}-{last}"
 
 
+BATCH_REPR_PREFIX = "Records("
+
+
 def batch_repr(topic: str, partition: int, first: int, last: int, count: int) -> str:
-    """How a batch shows in logs and as its task's ``argsrepr``."""
-    return f"Records({topic}[{partition}]@{first}..{last}, {count} records)"
+    """How a batch shows in logs and as its task's ``argsrepr`` (which starts with
+    :data:`BATCH_REPR_PREFIX`: a worker tells a batch's message by this header)."""
+    return f"{BATCH_REPR_PREFIX}{topic}[{partition}]@{first}..{last}, {count} records)"
 
 
 def decode_value(raw: bytes | None, value_format: ValueFormat) -> Any:

@@ -8,7 +8,9 @@ Celery hands a message whose task name the worker does not register to
 *strategy*. The step replaces the first for bridge records (other messages keep Celery's
 handling), and wraps the strategies of registered tasks that are not ``RecordTask``: a bridge
 record would reach such a handler as a dict. That check reads one header (``origin``) and
-decodes only what a bridge sent; ``RecordTask`` strategies are left as they are.
+decodes only what a bridge sent. The strategies of ``RecordTask`` tasks of one record are
+wrapped too: a batch of records (a batched route's, told by its ``argsrepr`` header) is
+dead-lettered record by record, as it would be rejected; other messages pass untouched.
 
 :func:`install` adds the step to an app's workers. ``bridge.worker.task`` does it at ``worker_init``
 (before the worker builds its consumer) for every worker that imports ``bridge.RecordTask``.
@@ -28,7 +30,7 @@ from bridge.backends.redis import worker_registry
 from bridge.deadletter import DeadLetter
 from bridge.errors import UnroutableError
 from bridge.logs import at
-from bridge.record import Envelope, is_bridge_origin
+from bridge.record import BATCH_REPR_PREFIX, Envelope, is_bridge_origin
 from bridge.worker import metrics as worker_metrics
 from bridge.worker import unroutable
 
@@ -102,12 +104,18 @@ def guard(c: Any) -> None:
 
     def update_strategies() -> None:
         build()
-        for name in non_record_tasks(c.app):
-            if name in c.strategies:
-                c.strategies[name] = guarded(c, name, c.strategies[name])
+        wrap(c, non_record_tasks(c.app), guarded)
+        wrap(c, single_record_tasks(c.app), batch_guarded)
 
     c.on_unknown_task = on_unknown_task
     c.update_strategies = update_strategies
+
+
+def wrap(c: Any, names: list[str], guard: Callable[[Any, str, Strategy], Strategy]) -> None:
+    """Wrap the strategies of the tasks ``names`` of the consumer ``c`` in ``guard``."""
+    for name in names:
+        if name in c.strategies:
+            c.strategies[name] = guard(c, name, c.strategies[name])
 
 
 def guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
@@ -124,6 +132,23 @@ def guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
         return strategy(message, *args, **kwargs)
 
     return guarded_strategy
+
+
+def batch_guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
+    """``strategy`` of a ``RecordTask`` of one record, dead-lettering the records of a batch
+    (told by its ``argsrepr`` header: no other message is decoded here)."""
+
+    def batch_guarded_strategy(message: Any, *args: Any, **kwargs: Any) -> Any:
+        headers = message.headers or {}
+        if str(headers.get("argsrepr") or "").startswith(BATCH_REPR_PREFIX):
+            envelopes = envelopes_of(message)
+            if len(envelopes) > 1:  # the bridge sends one record in a message of its own
+                error = unroutable.not_a_batch_task(name, c.hostname)
+                dead_letter(c, message, envelopes, name, error)
+                return None
+        return strategy(message, *args, **kwargs)
+
+    return batch_guarded_strategy
 
 
 def envelopes_of(message: Any) -> list[Envelope]:
@@ -190,6 +215,17 @@ def registration(c: Any) -> worker_registry.Registration:
         record_tasks=tuple(sorted(n for n, t in tasks.items() if isinstance(t, RecordTask))),
         other_tasks=tuple(non_record_tasks(c.app)),
         at_ms=int(time.time() * 1000),
+    )
+
+
+def single_record_tasks(app: Celery) -> list[str]:
+    """The names of ``app``'s ``RecordTask`` tasks that take no batches."""
+    from bridge.worker.task import RecordTask  # bridge.worker.task installs this module's step
+
+    return sorted(
+        name
+        for name, task in app.tasks.items()
+        if isinstance(task, RecordTask) and not task.takes_batches
     )
 
 

@@ -91,6 +91,14 @@ def not_a_record_task(task: str, node: str) -> UnroutableError:
     )
 
 
+def not_a_batch_task(task: str, node: str) -> UnroutableError:
+    """The error of a batch of records whose task is a ``RecordTask`` of one record (pure)."""
+    return UnroutableError(
+        f"task {task!r} in worker {node} is a RecordTask of one record and got a batch: its "
+        f"route has batch_size > 1; declare it with @app.task(base=RecordBatchTask, ...)"
+    )
+
+
 def dead_letter(envelope: Envelope, task: str, task_id: str, error: UnroutableError) -> DeadLetter:
     """The dead letter of a record no worker ran (pure): ``unroutable``, after 0 attempts."""
     now = utc_now_iso()

@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
@@ -170,3 +171,32 @@ def test_a_worker_killed_mid_batch_loses_nothing(
         (survivor or worker).stop()
     assert ledger.done() == ids
     wait_committed_to_end(admin, bridge.group_id, topic)
+
+
+@pytest.mark.parametrize(
+    ("task", "why"),
+    [("tests.no_such_task", b"is not registered"), ("tests.flaky", b"RecordTask of one record")],
+    ids=["unknown-task", "single-record-task"],
+)
+def test_a_batch_no_worker_can_run_is_dead_lettered_record_by_record(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    producer: KafkaProducer,
+    ledger: Ledger,
+    task: str,
+    why: bytes,
+) -> None:
+    """The session's worker has no configuration routing this topic (its start-up checks do
+    not see the route): each record of the batch is dead-lettered as unroutable, not lost."""
+    topic = make_topic()
+    bridge = start_bridge([batched(topic, 5, task=task)])
+    send_many(producer, topic, ledger, 5)
+    dead = read_all(topic.dlt(bridge.group_id), expected=5)
+    assert sorted(original_offset(d) for d in dead) == list(range(5))
+    for letter in dead:
+        headers = headers_of(letter)
+        assert headers["bridge-reason"] == b"unroutable"
+        assert why in headers["kafka_dlt-exception-message"]
+        offset = original_offset(letter)
+        assert headers["bridge-task-id"] == f"{bridge.group_id}:{topic.name}:0:{offset}".encode()
+    assert ledger.attempts() == {}
