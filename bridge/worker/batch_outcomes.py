@@ -55,8 +55,10 @@ def run_batch(
     :param passthrough: exceptions that are not failures of records (Celery's ``Ignore``,
         ``Reject``): raised as they are.
     :returns: the failed records' failures by coordinates, and what a ``BatchFailed`` named
-        that is not a record of the batch (ignored).
+        that is not a record of the batch (ignored). No records: the handler does not run.
     """
+    if not records:
+        return {}, []
     try:
         handler(list(records))
     except passthrough:

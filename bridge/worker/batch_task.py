@@ -50,8 +50,8 @@ class RecordBatchTask(RecordTask):
         arg = args[0] if args else None
         if isinstance(arg, list) and arg and isinstance(arg[0], Record):
             return self.run(*args, **kwargs)  # called directly, e.g. in a unit test
-        if not isinstance(arg, list):
-            return super().__call__(*args, **kwargs)  # one record: a retry
+        if not isinstance(arg, list) or not arg:
+            return super().__call__(*args, **kwargs)  # one record (a retry), or not ours
         self._require_settings()
         envelopes = [self._envelope((item,)) for item in arg]
         records, failed = _decoded(envelopes)

@@ -183,6 +183,7 @@ def records(*offs: int) -> list[Record]:
 
 def test_a_handler_that_returns_succeeded_for_every_record() -> None:
     assert run_batch(records(1, 2), lambda batch: None) == ({}, [])
+    assert run_batch([], lambda batch: _raise(AssertionError("ran"))) == ({}, [])
 
 
 def test_batch_failed_names_the_records_that_failed_each_with_its_exception() -> None:
