@@ -2,9 +2,10 @@
 report, ``bench/results/latest.json``, and its table, ``bench/results/latest.md``.
 
 Parts run in this order (``BENCH_PARTS=throughput,memory`` runs only those; the rows of the
-others are kept from the last report): ``throughput``, ``scaling``, ``isolation``,
-``retries``, ``memory``. Each is a module of ``bench`` with ``run() -> (rows, detail)``. No
-two parts run at once: they share the machine's 2 cores with Kafka and Redis.
+others are kept from the last report): ``throughput``, ``replicated``, ``scaling``,
+``isolation``, ``retries``, ``memory``, ``fetch``, ``batches``. Each is a module of ``bench``
+with ``run() -> (rows, detail)``. No two parts run at once: they share the machine's 2 cores
+with Kafka and Redis.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any
 from bench.harness import RESULTS, machine
 from bench.report import Row, markdown, merge
 
-PARTS = ("throughput", "scaling", "isolation", "retries", "memory", "fetch")
+PARTS = (
+    "throughput", "replicated", "scaling", "isolation", "retries", "memory", "fetch", "batches",
+)  # fmt: skip
 
 
 def chosen_parts() -> list[str]:

@@ -3,7 +3,10 @@
 - ``bench.delayed`` (bench/retries.py): retry once after the countdown in the record's header;
 - ``bench.pending`` (bench/memory.py): ask for a retry in an hour, nothing else;
 - ``bench.isolated`` (bench/isolation.py): simulated work, then a success noted in Redis, or a
-  failure that is retried (the route's fixed interval and retry limit decide).
+  failure that is retried (the route's fixed interval and retry limit decide);
+- ``bench.count`` and ``bench.count_batch`` (bench/batches.py): count the records done in
+  ``{bench}:count`` (one ``INCRBY`` per call); a record with ``fail-once`` fails its first
+  attempt (retried alone after 10 ms).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from functools import cache
 
 import redis
 
-from bridge import Record, RecordTask
+from bridge import BatchFailed, Record, RecordBatchTask, RecordTask
 from tasks import app
 
 
@@ -51,3 +54,30 @@ def isolated(record: Record) -> None:
         _redis().incr(f"{prefix}:failed")
         raise TimeoutError(f"{record.key_text}: this key always fails")
     _redis().rpush(f"{prefix}:ok", f"{record.key_text} {time.time()}")
+
+
+def _count(records: list[Record], retries: int) -> None:
+    failing = {r: TimeoutError("fails once") for r in records if r.header("fail-once")}
+    failed = failing if retries == 0 else {}
+    done = len(records) - len(failed)
+    if done:
+        _redis().incrby(f"{(records[0].header('bench') or b'').decode()}:count", done)
+    if failed:
+        raise BatchFailed(failed)
+
+
+@app.task(base=RecordTask, bind=True, name="bench.count", autoretry_for=(TimeoutError,),
+          retry_kwargs={"countdown": 0.01}, max_retries=3)  # fmt: skip
+def count(self: RecordTask, record: Record) -> None:
+    """Count the record done (fails once first if it says ``fail-once``)."""
+    try:
+        _count([record], self.request.retries)
+    except BatchFailed as failed:
+        raise failed.failures[0][1] from None
+
+
+@app.task(base=RecordBatchTask, bind=True, name="bench.count_batch", autoretry_for=(TimeoutError,),
+          retry_kwargs={"countdown": 0.01}, max_retries=3)  # fmt: skip
+def count_batch(self: RecordBatchTask, records: list[Record]) -> None:
+    """Count the records done; those that say ``fail-once`` fail their first attempt."""
+    _count(records, self.request.retries)

@@ -3,6 +3,7 @@
 Public API::
 
     from bridge import Record, RecordTask, PermanentError
+    from bridge import RecordBatchTask, BatchFailed  # handlers of batches of records
     from bridge import configure  # bridge.configure(app): a Celery app's workers run handlers
     from bridge import produce, produce_async, Produced  # write records to Kafka
 
@@ -16,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import (
+    BatchFailed,
     BridgeError,
     ConfigError,
     DeadLetterError,
@@ -29,6 +31,7 @@ from bridge.errors import (
 if TYPE_CHECKING:
     from bridge.record import Record
     from bridge.settings import BridgeSettings, load_settings
+    from bridge.worker.batch_task import RecordBatchTask
     from bridge.worker.configure import configure
     from bridge.worker.producer import Produced, produce, produce_async
     from bridge.worker.task import RecordTask
@@ -39,6 +42,7 @@ _LAZY = {
     "BridgeSettings": "bridge.settings",
     "Produced": "bridge.worker.producer",
     "Record": "bridge.record",
+    "RecordBatchTask": "bridge.worker.batch_task",
     "RecordTask": "bridge.worker.task",
     "configure": "bridge.worker.configure",
     "load_settings": "bridge.settings",
@@ -47,6 +51,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "BatchFailed",
     "BridgeError",
     "BridgeSettings",
     "ConfigError",
@@ -57,6 +62,7 @@ __all__ = [
     "Produced",
     "PublishError",
     "Record",
+    "RecordBatchTask",
     "RecordTask",
     "UndecodableRecordError",
     "__version__",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class BridgeError(Exception):
     """Root of every error the bridge raises on purpose."""
@@ -13,6 +16,23 @@ class ConfigError(BridgeError):
 
 class PermanentError(BridgeError):
     """Raised by a handler when retrying cannot help: the record is dead-lettered at once."""
+
+
+class BatchFailed(BridgeError):
+    """Raised by a batch handler (``RecordBatchTask``) to name the records of its batch that
+    failed, each with its exception; the others succeeded. Each failed record then goes on on
+    its own, as a single record whose handler raised that exception.
+
+    :param failures: ``{record: exception}``, or ``(record, exception)`` pairs; a record is
+        matched to its batch by its topic, partition and offset.
+    """
+
+    def __init__(
+        self, failures: Mapping[Any, BaseException] | Iterable[tuple[Any, BaseException]]
+    ) -> None:
+        pairs = tuple(failures.items() if isinstance(failures, Mapping) else failures)
+        super().__init__(f"{len(pairs)} record(s) of the batch failed")
+        self.failures: tuple[tuple[Any, BaseException], ...] = pairs
 
 
 class UndecodableRecordError(PermanentError):

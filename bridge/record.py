@@ -147,6 +147,22 @@ def task_id(group_id: str, topic: str, partition: int, offset: int) -> str:
     return f"{group_id}:{topic}:{partition}:{offset}"
 
 
+def batch_task_id(group_id: str, topic: str, partition: int, first: int, last: int) -> str:
+    """The deterministic task id of a batch: consecutive records ``first`` .. ``last`` of one
+    partition in one consumer group (each record keeps its own :func:`task_id` for its retries
+    and its dead letter)."""
+    return f"{group_id}:{topic}:{partition}:{first}-{last}"
+
+
+BATCH_REPR_PREFIX = "Records("
+
+
+def batch_repr(topic: str, partition: int, first: int, last: int, count: int) -> str:
+    """How a batch shows in logs and as its task's ``argsrepr`` (which starts with
+    :data:`BATCH_REPR_PREFIX`: a worker tells a batch's message by this header)."""
+    return f"{BATCH_REPR_PREFIX}{topic}[{partition}]@{first}..{last}, {count} records)"
+
+
 def decode_value(raw: bytes | None, value_format: ValueFormat) -> Any:
     """Decode a record value: ``bytes`` as is, ``text`` as UTF-8, ``json`` as UTF-8 JSON.
 

@@ -26,6 +26,9 @@ class Route:
     max_waiting_per_partition: int = 100_000
     # The dead-letter flood breaker's window, when it is on: workers then count outcomes.
     breaker_window_s: int | None = None
+    # Records per task message (1: one each), and how long a partial batch may wait (ms).
+    batch_size: int = 1
+    batch_max_wait_ms: int = 0
 
 
 class Router:
@@ -55,6 +58,8 @@ class Router:
                 max_waiting_per_key=r.max_waiting_per_key,
                 max_waiting_per_partition=r.max_waiting_per_partition,
                 breaker_window_s=window_s,
+                batch_size=r.batch_size,
+                batch_max_wait_ms=r.batch_max_wait_ms if r.batch_size > 1 else 0,
             )
             for r in settings.routes
         )

@@ -102,7 +102,8 @@ class Assignment:
             tp = Partition(m.topic, m.partition)
             if tp in current and (tp not in stop or m.offset < stop[tp]):
                 self._offsets.accept(tp, m.offset)
-                spans[tp] = (spans[tp][0] if tp in spans else m.offset, m.offset + 1)
+                first = getattr(m, "first", m.offset)  # a batch's message: its first record
+                spans[tp] = (spans[tp][0] if tp in spans else first, m.offset + 1)
         held = [r for r in refused if (r.topic, r.partition) in current]
         for r in held:
             self._holds.hold(Partition(r.topic, r.partition), watch=r.watch, kind=r.full,

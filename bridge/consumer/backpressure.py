@@ -1,8 +1,9 @@
 """Which partitions to pause, and why (pure: no Kafka, no Redis).
 
 Backpressure keeps Kafka the buffer: a route whose Celery queue holds ``max_queue_depth``
-messages or more is *held* until the queue drains to ``resume_queue_depth`` or less
-(hysteresis, so a queue hovering at the limit does not flap). Depth is checked before every
+records or more (each message of a batched route counted as a full batch) is *held* until
+the queue drains to ``resume_queue_depth`` or less (hysteresis, so a queue hovering at the
+limit does not flap). Depth is checked before every
 poll, so a queue exceeds its limit by at most one poll batch.
 
 On ordered routes a partition is also held when one of its keys, or the partition as a whole,
@@ -33,12 +34,20 @@ class Limit:
 
 
 def limits_of(routes: Iterable[Route]) -> dict[str, Limit]:
-    """The queue-depth limits of the routes that have one, by topic."""
-    return {
-        r.topic: Limit(r.queue, r.max_queue_depth, r.resume_queue_depth or 0)
-        for r in routes
-        if r.max_queue_depth is not None
-    }
+    """The queue-depth limits of the routes that have one, by topic, in messages.
+
+    A route's limits are in records; a batched route's message counts as a full batch
+    (``batch_size`` records), so its queue pauses at ``max_queue_depth`` records or fewer (one
+    message at least), and resumes below that.
+    """
+    return {r.topic: _limit(r) for r in routes if r.max_queue_depth is not None}
+
+
+def _limit(route: Route) -> Limit:
+    size = route.batch_size
+    max_depth = max(1, (route.max_queue_depth or 0) // size)
+    resume_depth = min((route.resume_queue_depth or 0) // size, max_depth - 1)
+    return Limit(route.queue, max_depth, resume_depth)
 
 
 class Backpressure:

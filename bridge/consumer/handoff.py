@@ -2,6 +2,7 @@
 
 For each poll::
 
+    take what is due of the records held for batched routes (Gathering) ->
     build its task messages (Intake) -> settle the batch in flight: wait for its enqueue and
     accept its offsets up to what was refused -> dead-letter this batch's undecodable records
     -> hand it to the publisher thread (Publisher) while the loop polls again
@@ -17,13 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer
 
 from bridge.consumer import incarnations
 from bridge.consumer.assignment import Assignment
+from bridge.consumer.gathering import Gathering
 from bridge.consumer.intake import Intake, Seek
 from bridge.consumer.pauses import Outage, announce_hold
 from bridge.consumer.pipeline import (
@@ -56,25 +58,37 @@ class Handoff:
     :param seek: sends a partition back to an offset (the Kafka consumer's ``seek``).
     :param stall_timeout_ms: how long an ordered key's head may run before it is deemed
         stalled (``stall_timeout_ms``).
+    :param gathering: holds the records of batched routes until their batch is due (guarded
+        by ``lock``); default: no batched route.
     """
 
     def __init__(self, assignment: Assignment, lock: threading.Lock, intake: Intake,
                  publish: Publish, letters: UndecodableLetters, outage: Outage,
-                 hooks: BridgeHooks, seek: Seek, *, stall_timeout_ms: int) -> None:  # fmt: skip
+                 hooks: BridgeHooks, seek: Seek, *, stall_timeout_ms: int,
+                 gathering: Gathering | None = None) -> None:  # fmt: skip
         self._assignment, self._lock, self._intake = assignment, lock, intake
+        self._gathering = gathering or Gathering({})
         self._publisher = Publisher(publish)
         self._letters, self._outage, self._hooks = letters, outage, hooks
         self._seek, self._stall_timeout_ms = seek, stall_timeout_ms
         self._in_flight: InFlight | None = None
 
-    def take(self, polled: Mapping[Partition, Sequence[Any]], consumer: KafkaConsumer) -> None:
+    def take(
+        self,
+        polled: Mapping[Partition, Sequence[Any]],
+        consumer: KafkaConsumer,
+        *,
+        flush: bool = False,
+    ) -> None:
         """Build this poll's messages, settle the batch in flight, then enqueue this one.
 
         :param polled: what the poll returned, by partition.
         :param consumer: the Kafka consumer (asked for the topics' ids).
+        :param flush: take every record held for a batched route, however few.
         """
         with self._lock:
             mine = {tp: r for tp, r in polled.items() if r and tp in self._assignment}
+            mine = self._gathering.take(mine, time.monotonic(), flush=flush)
             assignment = self._assignment.generation
         topic_ids = incarnations.topic_ids(consumer, {tp.topic for tp in mine})
         batch = self._intake.batch(mine, assignment, topic_ids)
@@ -108,6 +122,26 @@ class Handoff:
         held = self._accept(flight.batch, outcome)
         if following is not None:
             following.drop(partitions_of(held))
+
+    def flush(self, consumer: KafkaConsumer) -> None:
+        """Enqueue every record held for a batched route and settle it, before the consumer
+        moves past them (a batch kafka-python cannot decode is skipped after them)."""
+        self.take({}, consumer, flush=True)
+        self.settle()
+
+    def due_in_s(self) -> float | None:
+        """How long until a held batch is due (``None``: nothing is held)."""
+        with self._lock:
+            return self._gathering.due_in_s(time.monotonic())
+
+    def trim(self, tp: Partition, offset: int) -> None:
+        """The consumer is sent to ``offset`` of ``tp``: forget what it will fetch again."""
+        with self._lock:
+            self._gathering.trim(tp, offset)
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        """``partitions`` were revoked: drop what they held (call it under the lock)."""
+        self._gathering.forget(partitions)
 
     def queued(self) -> dict[str, int]:
         """How many messages of the batch in flight go straight to each Celery queue and are

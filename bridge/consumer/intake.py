@@ -2,9 +2,10 @@
 
 Of the records polled on assigned partitions, a route's flood breaker lets through only so
 many while it probes (the partition is rewound to the first record it did not take). Each record
-gets its task message from the dispatcher (on an ordered route, with its key's FIFO and limits);
-a record its route cannot decode gets none and is set aside, to be dead-lettered just before its
-batch is enqueued.
+gets its task message from the dispatcher (on an ordered route, with its key's FIFO and limits;
+on a batched route, consecutive records share one, up to ``batch_size``); a record its route
+cannot decode gets none and is set aside, to be dead-lettered just before its batch is
+enqueued.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.enqueue import Message, Ordered
 from bridge.backends.redis.ordering import KeyQueues
 from bridge.consumer.flood import Breakers
+from bridge.consumer.gathering import cuts
 from bridge.consumer.pipeline import Batch, Undecodable
 from bridge.errors import UndecodableRecordError
 from bridge.offsets import Partition
@@ -55,7 +57,30 @@ class Intake:
         :raises PublishError: no message template (Redis is down).
         """
         for tp, records in batch.records.items():
-            batch.messages += [self._message(tp, msg, batch) for msg in records]
+            route = self._router.route_for(tp.topic)
+            if route.batch_size > 1:
+                batch.messages += self._batches(tp, records, route, batch)
+            else:
+                batch.messages += [self._message(tp, msg, batch) for msg in records]
+
+    def _batches(
+        self, tp: Partition, records: Sequence[Any], route: Route, batch: Batch
+    ) -> list[Message]:
+        """The messages of a batched route's records: up to ``batch_size`` consecutive
+        decodable records each; an undecodable one is set aside, alone."""
+        decodable = [self._decodable(tp, msg, route, batch) for msg in records]
+        return [
+            self._dispatcher.batched(route, run) if ok else _advance_only(run[0])
+            for ok, run in cuts(records, route.batch_size, decodable)
+        ]
+
+    def _decodable(self, tp: Partition, msg: Any, route: Route, batch: Batch) -> bool:
+        try:
+            check_value(msg.value, route.value_format)
+        except UndecodableRecordError as exc:  # dead-lettered when its batch is enqueued
+            batch.undecodable.append(Undecodable(tp, to_record(msg, route), exc))
+            return False
+        return True
 
     def _admit(self, polled: Mapping[Partition, Sequence[Any]]) -> dict[Partition, Any]:
         admitted: dict[Partition, Any] = {}
@@ -71,11 +96,8 @@ class Intake:
 
     def _message(self, tp: Partition, msg: Any, batch: Batch) -> Message:
         route = self._router.route_for(tp.topic)
-        try:
-            check_value(msg.value, route.value_format)
-        except UndecodableRecordError as exc:  # dead-lettered when its batch is enqueued
-            batch.undecodable.append(Undecodable(tp, to_record(msg, route), exc))
-            return Message(msg.topic, msg.partition, msg.offset, None, None)
+        if not self._decodable(tp, msg, route, batch):
+            return _advance_only(msg)
         if not route.ordered:
             return self._dispatcher.consumed(route, msg)
         ordered = Ordered(
@@ -84,6 +106,11 @@ class Intake:
             route.max_waiting_per_partition,
         )
         return self._dispatcher.consumed(route, msg, ordered)
+
+
+def _advance_only(msg: Any) -> Message:
+    """The message of a record the bridge dead-letters: it only moves the watermark."""
+    return Message(msg.topic, msg.partition, msg.offset, None, None)
 
 
 def to_record(msg: Any, route: Route) -> Record:

@@ -28,6 +28,7 @@ them a second time.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -49,6 +50,7 @@ from bridge.consumer.backpressure import Backpressure, limits_of
 from bridge.consumer.commits import Commits
 from bridge.consumer.duties import Duties
 from bridge.consumer.flood import Breakers
+from bridge.consumer.gathering import Gathering, shapes_of
 from bridge.consumer.handoff import Handoff
 from bridge.consumer.intake import Intake
 from bridge.consumer.kafka_consumer import START_BOOTSTRAP_MS as _START_BOOTSTRAP_MS
@@ -125,9 +127,10 @@ class Bridge:
         letters = UndecodableLetters(self.group_id, self.router, office, client, self.hooks)
         self._handoff = Handoff(self._assignment, self._lock, intake,
                                 self._dispatcher.publish, letters, outage, self.hooks,
-                                self._seek, stall_timeout_ms=settings.stall_timeout_ms)  # fmt: skip
+                                self._seek, stall_timeout_ms=settings.stall_timeout_ms,
+                                gathering=Gathering(shapes_of(self.router.routes)))  # fmt: skip
         self._bad_batches = BadBatches(letters, self.router, self._assignment, self._lock, outage,
-                                       self.hooks, settle=self._handoff.settle,
+                                       self.hooks, settle=self._flush,
                                        max_records=settings.kafka.max_poll_records)  # fmt: skip
 
     @property
@@ -195,9 +198,13 @@ class Bridge:
 
         :raises KafkaError: a Kafka error that is not retriable.
         """
+        timeout_ms = self.settings.kafka.poll_timeout_ms
+        due_s = self._handoff.due_in_s()  # a held batch is not kept waiting by the poll
+        if due_s is not None:
+            timeout_ms = min(timeout_ms, math.ceil(due_s * 1000))
         try:
             batch: dict[TopicPartition, list[Any]] = consumer.poll(
-                timeout_ms=self.settings.kafka.poll_timeout_ms,
+                timeout_ms=timeout_ms,
                 max_records=self.settings.kafka.max_poll_records,
             )
         except KafkaError as exc:
@@ -232,6 +239,7 @@ class Bridge:
         partitions = set(partitions)
         with self._lock:
             pending = self._assignment.revoke(partitions)
+            self._handoff.forget(Partition(*tp) for tp in partitions)
         if partitions:
             log.info("partitions revoked: %s", _names(partitions))
         if pending and self._consumer is not None:
@@ -239,7 +247,13 @@ class Bridge:
 
     def _seek(self, tp: tuple[str, int], offset: int) -> None:
         assert self._consumer is not None
+        self._handoff.trim(Partition(*tp), offset)
         self._consumer.seek(TopicPartition(*tp), offset)
+
+    def _flush(self) -> None:
+        """Settle the batch in flight and enqueue what batched routes hold."""
+        assert self._consumer is not None
+        self._handoff.flush(self._consumer)
 
     def _reconcile_pauses(self, consumer: KafkaConsumer) -> None:
         wanted = self._pauses.reconcile(self._handoff.queued)

@@ -22,6 +22,7 @@ from bridge.backends.kafka.topics import admin_client
 from bridge.backends.redis.client import broker_client, primary_address
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues, KeyState
+from bridge.backends.redis.replicas import startup_warning
 from bridge.backends.redis.retries import RetrySummary, Scheduler
 from bridge.backends.redis.waiting import RedisCounts, read_counts
 from bridge.backends.redis.worker_registry import (
@@ -128,6 +129,10 @@ class RedisView:
     consumers: dict[str, int] = field(default_factory=dict)
     #: the primary the Sentinels named (``host:port``); ``None`` for one Redis server
     primary: str | None = None
+    #: replicas connected to the primary (``INFO replication``), and how many
+    #: ``celery.min_replicas_to_accept`` requires
+    replicas: int = 0
+    replicas_required: int = 0
 
 
 def redis_view(settings: BridgeSettings) -> RedisView:
@@ -159,6 +164,8 @@ def redis_view(settings: BridgeSettings) -> RedisView:
             workers=read_registrations(client),
             consumers=read_consumers(client, queues, settings.celery.processing_lease_s),
             primary=primary_address(client),
+            replicas=int(client.info("replication").get("connected_slaves", 0)),
+            replicas_required=settings.celery.min_replicas_to_accept,
         )
     finally:
         client.close()
@@ -181,6 +188,7 @@ def status_doc(
         "group_id": group_id,
         "at": iso_ms(now_ms),
         "redis_primary": None if held is None else held.primary,
+        "redis_replicas": None if held is None else _replicas(held),
         "bridges": [_bridge(m) for m in (held.members if held is not None else ())],
         "routes": [_route(r, kafka, held, owners) for r in routes],
         "retries": None if held is None else _retries(held, now_ms),
@@ -227,16 +235,23 @@ def _routability(route: Route, held: RedisView | None) -> dict[str, Any]:
     return {"workers": {**cover.to_dict(), "problem": problem}, "unroutable": count.to_dict()}
 
 
+def _replicas(held: RedisView) -> dict[str, int]:
+    return {"connected": held.replicas, "required": held.replicas_required}
+
+
 def _warnings(routes: Iterable[Route], held: RedisView) -> list[str]:
-    """One line per routed queue that no worker on the bridge's transport consumes."""
+    """One line per routed queue that no worker on the bridge's transport consumes, and one
+    when the primary has fewer replicas than ``celery.min_replicas_to_accept``."""
     topics: dict[str, list[str]] = {}
     for route in routes:
         topics.setdefault(route.queue, []).append(route.topic)
-    return [
+    lines = [
         no_consumer_warning(queue, names, held.queue_depths.get(queue))
         for queue, names in sorted(topics.items())
         if held.consumers.get(queue) == 0
     ]
+    short = startup_warning(held.replicas_required, held.replicas)
+    return lines if short is None else [*lines, short]
 
 
 def _breaker(topic: str, members: Iterable[LoopState]) -> dict[str, Any] | None:

@@ -51,6 +51,10 @@ def _title(doc: Mapping[str, Any]) -> Text:
     text = Text(f"consumer group {doc['group_id']} at {doc['at']}: {running}", style="bold")
     if doc.get("redis_primary"):  # Sentinels: where they say the primary is now
         text.append(f"\n  Redis primary (Sentinel): {doc['redis_primary']}", style="")
+    replicas = doc.get("redis_replicas") or {}
+    if replicas.get("connected") or replicas.get("required"):
+        text.append(f"\n  Redis replicas: {replicas['connected']} connected, "
+                    f"{replicas['required']} required to accept", style="")  # fmt: skip
     for b in bridges:
         down = " (Celery broker down)" if b["broker_down"] else ""
         text.append(f"\n  {b['member']}: {len(b['partitions'])} partitions{down}", style="")

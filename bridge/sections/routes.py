@@ -13,7 +13,8 @@ from bridge.sections.base import Section
 ValueFormat = Literal["json", "text", "bytes"]
 OnExhausted = Literal["dead-letter", "park"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = ("json", "text", "bytes")
-MAX_QUEUE_DEPTH = 10_000  # default max_queue_depth: messages in a route's Celery queue
+MAX_QUEUE_DEPTH = 10_000  # default max_queue_depth: records in a route's Celery queue
+MAX_BATCH_SIZE = 10_000  # records in one task message at most
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -42,7 +43,8 @@ class RouteSettings(Section):
     max_queue_depth: int = Field(
         default=MAX_QUEUE_DEPTH,
         ge=1,
-        description="Backpressure: pause the route's partitions at this Celery queue depth...",
+        description="Backpressure: pause the route's partitions at this Celery queue depth, "
+        "in records (a batched route's message counts as `batch_size` records)...",
     )
     resume_queue_depth: int | None = Field(
         default=None,
@@ -87,6 +89,20 @@ class RouteSettings(Section):
         ge=1,
         description="...or the partition this many in key FIFOs.",
     )
+    batch_size: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="Records per task message: up to this many consecutive records of one "
+        "partition go to the task together (its base must be `RecordBatchTask`); 1: one "
+        "record per message. Unordered routes only.",
+    )
+    batch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        description="Batched routes: a partial batch is published once its oldest record "
+        "has waited this long in the bridge (a route with `batch_size = 1` never waits).",
+    )
 
     @field_validator("topic", "dlt_topic")
     @classmethod
@@ -113,6 +129,13 @@ class RouteSettings(Section):
         if self.resume_queue_depth is not None and self.resume_queue_depth >= self.max_queue_depth:
             raise ValueError(f"resume_queue_depth needs a larger max_queue_depth (default "
                              f"{MAX_QUEUE_DEPTH})")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _batches_unordered(self) -> RouteSettings:
+        if self.batch_size > 1 and self.ordered:
+            raise ValueError("batch_size > 1 needs ordered = false: ordered routes run one "
+                             "record at a time")  # fmt: skip
         return self
 
     @property

@@ -8,7 +8,9 @@ Celery hands a message whose task name the worker does not register to
 *strategy*. The step replaces the first for bridge records (other messages keep Celery's
 handling), and wraps the strategies of registered tasks that are not ``RecordTask``: a bridge
 record would reach such a handler as a dict. That check reads one header (``origin``) and
-decodes only what a bridge sent; ``RecordTask`` strategies are left as they are.
+decodes only what a bridge sent. The strategies of ``RecordTask`` tasks of one record are
+wrapped too: a batch of records (a batched route's, told by its ``argsrepr`` header) is
+dead-lettered record by record, as it would be rejected; other messages pass untouched.
 
 :func:`install` adds the step to an app's workers. ``bridge.worker.task`` does it at ``worker_init``
 (before the worker builds its consumer) for every worker that imports ``bridge.RecordTask``.
@@ -25,9 +27,10 @@ from celery import Celery, bootsteps, signals
 from celery.exceptions import NotRegistered
 
 from bridge.backends.redis import worker_registry
+from bridge.deadletter import DeadLetter
 from bridge.errors import UnroutableError
 from bridge.logs import at
-from bridge.record import Envelope, is_bridge_origin
+from bridge.record import BATCH_REPR_PREFIX, Envelope, is_bridge_origin
 from bridge.worker import metrics as worker_metrics
 from bridge.worker import unroutable
 
@@ -89,24 +92,30 @@ def guard(c: Any) -> None:
     build = c.update_strategies
 
     def on_unknown_task(body: Any, message: Any, exc: BaseException) -> None:
-        envelope = envelope_of(message)
-        if envelope is None:
+        envelopes = envelopes_of(message)
+        if not envelopes:
             discard(body, message, exc)
             return
         name = str(message.headers.get("task"))
         error = unroutable.not_registered(name, c.hostname, NotRegistered(name))
-        if dead_letter(c, message, envelope, name, error):  # as Celery does, once it is safe
+        if dead_letter(c, message, envelopes, name, error):  # as Celery does, once it is safe
             signals.task_unknown.send(sender=c, message=message, exc=exc, name=name,
                                       id=message.headers.get("id"))  # fmt: skip
 
     def update_strategies() -> None:
         build()
-        for name in non_record_tasks(c.app):
-            if name in c.strategies:
-                c.strategies[name] = guarded(c, name, c.strategies[name])
+        wrap(c, non_record_tasks(c.app), guarded)
+        wrap(c, single_record_tasks(c.app), batch_guarded)
 
     c.on_unknown_task = on_unknown_task
     c.update_strategies = update_strategies
+
+
+def wrap(c: Any, names: list[str], guard: Callable[[Any, str, Strategy], Strategy]) -> None:
+    """Wrap the strategies of the tasks ``names`` of the consumer ``c`` in ``guard``."""
+    for name in names:
+        if name in c.strategies:
+            c.strategies[name] = guard(c, name, c.strategies[name])
 
 
 def guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
@@ -114,10 +123,10 @@ def guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
 
     def guarded_strategy(message: Any, *args: Any, **kwargs: Any) -> Any:
         if is_bridge_origin((message.headers or {}).get("origin")):
-            envelope = envelope_of(message)
-            if envelope is not None:
+            envelopes = envelopes_of(message)
+            if envelopes:
                 dead_letter(
-                    c, message, envelope, name, unroutable.not_a_record_task(name, c.hostname)
+                    c, message, envelopes, name, unroutable.not_a_record_task(name, c.hostname)
                 )
                 return None
         return strategy(message, *args, **kwargs)
@@ -125,46 +134,73 @@ def guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
     return guarded_strategy
 
 
-def envelope_of(message: Any) -> Envelope | None:
-    """The record envelope a task message carries, or ``None`` (not a bridge record, or a
-    body that does not decode: Celery's own handling applies)."""
+def batch_guarded(c: Any, name: str, strategy: Strategy) -> Strategy:
+    """``strategy`` of a ``RecordTask`` of one record, dead-lettering the records of a batch
+    (told by its ``argsrepr`` header: no other message is decoded here)."""
+
+    def batch_guarded_strategy(message: Any, *args: Any, **kwargs: Any) -> Any:
+        headers = message.headers or {}
+        if str(headers.get("argsrepr") or "").startswith(BATCH_REPR_PREFIX):
+            envelopes = envelopes_of(message)
+            if len(envelopes) > 1:  # the bridge sends one record in a message of its own
+                error = unroutable.not_a_batch_task(name, c.hostname)
+                dead_letter(c, message, envelopes, name, error)
+                return None
+        return strategy(message, *args, **kwargs)
+
+    return batch_guarded_strategy
+
+
+def envelopes_of(message: Any) -> list[Envelope]:
+    """The record envelopes a task message carries (a batch's: several), or none (not bridge
+    records, or a body that does not decode: Celery's own handling applies)."""
     try:
-        return unroutable.envelope_in(message.decode())
+        return unroutable.envelopes_in(message.decode())
     except Exception:  # ContentDisallowed, DecodeError: not ours to judge
-        return None
+        return []
 
 
 def dead_letter(
-    c: Any, message: Any, envelope: Envelope, task: str, error: UnroutableError
+    c: Any, message: Any, envelopes: list[Envelope], task: str, error: UnroutableError
 ) -> bool:
-    """Store the record's ``unroutable`` dead letter for the bridge, then acknowledge the
-    message; if Redis fails, requeue it (it stays unacknowledged if that fails too).
+    """Store the ``unroutable`` dead letter of each record the message carries for the
+    bridge, then acknowledge the message; if Redis fails, requeue it (it stays
+    unacknowledged if that fails too; records stored before are stored again).
 
     :returns: whether the message was acknowledged.
     """
-    task_id = str(message.headers.get("id") or envelope.task_id())
-    dl = unroutable.dead_letter(envelope, task, task_id, error)
-    where = at(dl.record, task_id=task_id)
-    try:
-        with message.channel.conn_or_acquire() as client:
-            kept = unroutable.keep(client, envelope, dl, c.hostname)
-    except Exception as exc:
-        log.error("%r: unroutable (%s) and its dead letter not stored, requeued: %r",
-                  dl.record, error, exc, extra=where)  # fmt: skip
-        message.reject_log_error(log, c.connection_errors, requeue=True)
-        return False
+    kept = []
+    for envelope in envelopes:
+        # One record's message has its task id; a batch's records each their own.
+        given = message.headers.get("id") if len(envelopes) == 1 else None
+        dl = unroutable.dead_letter(envelope, task, str(given or envelope.task_id()), error)
+        try:
+            with message.channel.conn_or_acquire() as client:
+                kept.append((dl, unroutable.keep(client, envelope, dl, c.hostname)))
+        except Exception as exc:
+            log.error("%r: unroutable (%s) and its dead letter not stored, requeued: %r",
+                      dl.record, error, exc, extra=at(dl.record, task_id=dl.task_id))  # fmt: skip
+            message.reject_log_error(log, c.connection_errors, requeue=True)
+            return False
     message.ack_log_error(log, c.connection_errors)
+    for dl, stored in kept:
+        _log_unroutable(c, dl, stored, task, error)
+    return True
+
+
+def _log_unroutable(c: Any, dl: DeadLetter, kept: bool, task: str, error: UnroutableError) -> None:
+    task_id = dl.task_id
+    where = at(dl.record, task_id=task_id)
     if not kept:
         log.warning("task %s: not the head of its key (a stale copy) or the key is parked: "
                     "dropped", task_id, extra=where)  # fmt: skip
         worker_metrics.stale_copy(task)
-        return True
+        return
     log.error("%r dead-lettered as unroutable (the bridge writes it to %s), task %s: %s",
               dl.record, dl.dlt_topic, task_id, error, extra=where)  # fmt: skip
     worker_metrics.dead_letter_written(task, str(dl.reason), "deferred")
     if c.event_dispatcher is not None:  # Flower shows the task as failed, with the reason
         c.event_dispatcher.send("task-failed", uuid=task_id, exception=repr(error))
-    return True
 
 
 def registration(c: Any) -> worker_registry.Registration:
@@ -179,6 +215,17 @@ def registration(c: Any) -> worker_registry.Registration:
         record_tasks=tuple(sorted(n for n, t in tasks.items() if isinstance(t, RecordTask))),
         other_tasks=tuple(non_record_tasks(c.app)),
         at_ms=int(time.time() * 1000),
+    )
+
+
+def single_record_tasks(app: Celery) -> list[str]:
+    """The names of ``app``'s ``RecordTask`` tasks that take no batches."""
+    from bridge.worker.task import RecordTask  # bridge.worker.task installs this module's step
+
+    return sorted(
+        name
+        for name, task in app.tasks.items()
+        if isinstance(task, RecordTask) and not task.takes_batches
     )
 
 

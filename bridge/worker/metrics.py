@@ -124,6 +124,12 @@ def _count_run(task: str, outcome: str, run: HandlerRun, started: float) -> None
     _metrics.duration.labels(task, outcome).observe(time.perf_counter() - started)
 
 
+def records_succeeded(task: str, count: int) -> None:
+    """``count`` records of a batch succeeded (each counted as a ``success`` outcome)."""
+    if _metrics is not None and count:
+        _metrics.outcomes.labels(task, "success", "").inc(count)
+
+
 def stale_copy(task: str) -> None:
     """An ordered record's task was dropped without running (not its key's head)."""
     if _metrics is not None:

@@ -134,7 +134,20 @@ def start_problems(app: Any, handlers: list[str], others: list[str]) -> list[str
         for name in handlers
         if not app.tasks[name].acks_late
     ]
-    return problems + misrouted(conf, others)
+    return problems + misrouted(conf, others) + unbatched(conf, app, handlers)
+
+
+def unbatched(conf: BridgeSettings, app: Any, handlers: list[str]) -> list[str]:
+    """Batched routes of ``conf`` whose task this worker runs as a ``RecordTask`` of single
+    records (``handlers``): it would reject their batches as foreign messages."""
+    single = {name for name in handlers if not getattr(app.tasks[name], "takes_batches", False)}
+    return [
+        f"route {route.topic}: batch_size = {route.batch_size}, but task {route.task} is a "
+        f"RecordTask of one record; declare it with @app.task(base=RecordBatchTask, ...) "
+        f"and let it take a list of records"
+        for route in conf.routes
+        if route.batch_size > 1 and route.task in single
+    ]
 
 
 def misrouted(conf: BridgeSettings, others: list[str]) -> list[str]:

@@ -61,6 +61,8 @@ class RecordTask(Task):  # type: ignore[type-arg]
     # mid-task, or a task that asks to be requeued, loses nothing. A task may still opt out.
     acks_late = True
     reject_on_worker_lost = True
+    # Whether its messages may carry a batch of records (RecordBatchTask).
+    takes_batches = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args and isinstance(args[0], Record):  # called directly, e.g. in a unit test
@@ -68,9 +70,23 @@ class RecordTask(Task):  # type: ignore[type-arg]
         self._require_settings()
         envelope = self._envelope(args)
         gate = self._open_gate(envelope) if envelope.ordered else None
+        return self._handle(
+            envelope,
+            gate,
+            lambda: self._run_retrying(decoded(envelope.record), *args[1:], **kwargs),
+        )
+
+    def _handle(self, envelope: Envelope, gate: KeyGate | None, call: Callable[[], Any]) -> Any:
+        """Run ``call`` (the handler on the record, Celery's autoretry around it) and see the
+        record to its end: done, a retry scheduled, or given up (dead-lettered or parked).
+
+        :returns: what the handler returned.
+        :raises Exception: what the handler raised, once the record is dead-lettered; Celery's
+            ``Retry`` (a retry is scheduled), ``Ignore``, ``Reject``.
+        """
         with worker_metrics.handler_run(self.name) as run:
             try:
-                result = self._run_retrying(decoded(envelope.record), *args[1:], **kwargs)
+                result = call()
             except _CONTROL_FLOW:
                 raise
             except RetryNotScheduledError as exc:
@@ -84,7 +100,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
                 raise
         if gate is not None:
             _at_key(gate.done)
-        _count_outcome(envelope, dead=False)
+        count_outcome(envelope, dead=False)
         return result
 
     def _require_settings(self) -> None:
@@ -147,7 +163,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
                       extra=at(envelope.record, task_id=gate.task_id))  # fmt: skip
             return "parked"
         fate = self._counted_dead_letter(envelope, exc, reason)
-        _count_outcome(envelope, dead=True)
+        count_outcome(envelope, dead=True)
         if gate is None:
             return "dead-lettered"
         if fate is Fate.WRITTEN:
@@ -160,7 +176,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
             _at_key(lambda: gate.park(refused))
         return "dead-lettered"
 
-    def _run_retrying(self, record: Record, *args: Any, **kwargs: Any) -> Any:
+    def _run_retrying(self, record: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return self.run(record, *args, **kwargs)
         except Retry as signal:
@@ -355,7 +371,7 @@ def _prepare_worker(sender: Any = None, **_: Any) -> None:
         raise SystemExit("kafka-celery-bridge refuses this worker:\n  " + "\n  ".join(problems))
 
 
-def _count_outcome(envelope: Envelope, *, dead: bool) -> None:
+def count_outcome(envelope: Envelope, *, dead: bool) -> None:
     """Count a finished record for its route's flood breaker, if it has one."""
     if envelope.breaker_window_s is not None:
         rec, window_s = envelope.record, envelope.breaker_window_s

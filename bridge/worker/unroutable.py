@@ -58,6 +58,21 @@ def envelope_in(body: Any) -> Envelope | None:
         return None
 
 
+def envelopes_in(body: Any) -> list[Envelope]:
+    """The record envelopes a decoded task message body carries: one record's, or a batch's
+    (a list of envelopes as first argument); none when it is not bridge records (pure)."""
+    one = envelope_in(body)
+    if one is not None:
+        return [one]
+    try:
+        batch = body[0][0]
+        if isinstance(batch, list) and batch:
+            return [from_task_arg(arg) for arg in batch]
+    except (TypeError, KeyError, IndexError, AttributeError, UndecodableRecordError):
+        pass
+    return []
+
+
 def not_registered(task: str, node: str, cause: BaseException | None = None) -> UnroutableError:
     """The error of a record whose task no worker of its queue registers (pure)."""
     error = UnroutableError(
@@ -73,6 +88,14 @@ def not_a_record_task(task: str, node: str) -> UnroutableError:
     return UnroutableError(
         f"task {task!r} in worker {node} is not a RecordTask: it would get the record "
         f"envelope as a dict; declare it with @app.task(base=RecordTask, ...)"
+    )
+
+
+def not_a_batch_task(task: str, node: str) -> UnroutableError:
+    """The error of a batch of records whose task is a ``RecordTask`` of one record (pure)."""
+    return UnroutableError(
+        f"task {task!r} in worker {node} is a RecordTask of one record and got a batch: its "
+        f"route has batch_size > 1; declare it with @app.task(base=RecordBatchTask, ...)"
     )
 
 

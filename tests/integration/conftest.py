@@ -291,7 +291,7 @@ class Ledger:
         return {text(m) for m in self.client.smembers(f"{self.prefix}:done")}
 
     def clear(self) -> None:
-        for suffix in ("attempts", "done", "executions", "succeeded"):
+        for suffix in ("attempts", "done", "executions", "succeeded", "batches"):
             self.client.delete(f"{self.prefix}:{suffix}")
 
 

@@ -25,7 +25,7 @@ from functools import cache
 import redis
 from celery.exceptions import Retry
 
-from bridge import PermanentError, Record, RecordTask
+from bridge import BatchFailed, PermanentError, Record, RecordBatchTask, RecordTask
 from tasks import app
 
 LEDGER_URL_ENV = "TEST_LEDGER_URL"
@@ -36,9 +36,9 @@ def ledger() -> redis.Redis:
     return redis.Redis.from_url(os.environ[LEDGER_URL_ENV])
 
 
-def behave(task: RecordTask, record: Record) -> None:
+def behave(task: RecordTask, record: Record, task_id: str | None = None) -> None:
     prefix = (record.header("ledger") or b"").decode()
-    task_id = str(task.request.id)
+    task_id = task_id or str(task.request.id)
     ledger().hincrby(f"{prefix}:attempts", task_id, 1)
     ledger().rpush(
         f"{prefix}:executions",
@@ -67,6 +67,11 @@ def behave(task: RecordTask, record: Record) -> None:
 def key_of(record: Record) -> str | None:
     """The record's key as text, whatever its bytes."""
     return None if record.key is None else record.key.decode("utf-8", "backslashreplace")
+
+
+def record_task_id(task: RecordTask, record: Record) -> str:
+    """The record's own task id, in a batch (whose id ends with its offsets) or alone."""
+    return f"{str(task.request.id).rsplit(':', 1)[0]}:{record.offset}"
 
 
 def fail_as_told(task: RecordTask, record: Record) -> None:
@@ -189,3 +194,32 @@ def echo(self: RecordTask, record: Record) -> None:
         pipe.hset(f"{prefix}:echo", str(self.request.id), json.dumps(got))
         pipe.sadd(f"{prefix}:done", str(self.request.id))
         pipe.execute()
+
+
+@app.task(
+    base=RecordBatchTask,
+    bind=True,
+    name="tests.batch",
+    autoretry_for=(TimeoutError,),
+    retry_kwargs={"countdown": 0.01},
+    max_retries=2,
+)
+def batch(self: RecordBatchTask, records: list[Record]) -> None:
+    """Each record behaves as its headers say; the batch is written to ``{ledger}:batches``
+    (its task id and offsets); a record with ``batch-raise`` makes the whole handler raise
+    ``TimeoutError`` before any record runs, in a batch (each is then retried alone)."""
+    prefix = (records[0].header("ledger") or b"").decode()
+    ledger().rpush(
+        f"{prefix}:batches",
+        json.dumps({"task_id": str(self.request.id), "offsets": [r.offset for r in records]}),
+    )
+    if len(records) > 1 and any(r.header("batch-raise") for r in records):
+        raise TimeoutError("the whole batch failed")
+    failed: dict[Record, Exception] = {}
+    for record in records:
+        try:
+            behave(self, record, record_task_id(self, record))
+        except Exception as exc:
+            failed[record] = exc
+    if failed:
+        raise BatchFailed(failed)

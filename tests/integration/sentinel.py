@@ -46,7 +46,7 @@ def _free(port: int) -> bool:
 class Topology:
     """One test's primary/replica/Sentinels, driven through ``scripts/services.sh``."""
 
-    def __init__(self, services_dir: Path) -> None:
+    def __init__(self, services_dir: Path, down_after_ms: int = 500) -> None:
         self.data_ports = (free_port(), free_port())
         first_sentinel = _free_run(3)
         self.sentinel_ports = (first_sentinel, first_sentinel + 1, first_sentinel + 2)
@@ -61,7 +61,7 @@ class Topology:
             "REDIS_MASTER_NAME": "test-primary",
             "REDIS_PASSWORD": PASSWORD,
             "SENTINEL_PASSWORD": SENTINEL_PASSWORD,
-            "SENTINEL_DOWN_AFTER_MS": "500",
+            "SENTINEL_DOWN_AFTER_MS": str(down_after_ms),
             "SENTINEL_FAILOVER_TIMEOUT_MS": "5000",
         }
         self.services_dir = services_dir
@@ -103,9 +103,12 @@ class Topology:
         return int((self.services_dir / f"redis-{port}" / "redis.pid").read_text())
 
 
-def running_topology(services_dir: Path) -> Iterator[Topology]:
-    """Start a topology in ``services_dir``, yield it, stop it whatever happened."""
-    topology = Topology(services_dir)
+def running_topology(services_dir: Path, down_after_ms: int = 500) -> Iterator[Topology]:
+    """Start a topology in ``services_dir``, yield it, stop it whatever happened.
+
+    ``down_after_ms``: the Sentinels' ``down-after-milliseconds``. 500 makes a failover quick;
+    on a loaded machine it can also take a healthy primary for down."""
+    topology = Topology(services_dir, down_after_ms)
     try:
         topology.run("start-redis")
         yield topology

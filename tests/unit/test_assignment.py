@@ -9,6 +9,7 @@ from typing import NamedTuple
 import pytest
 from kafka import TopicPartition
 
+from bridge.backends.redis.enqueue import Batched, Message
 from bridge.consumer.assignment import Assignment
 from bridge.consumer.backpressure import Full
 from bridge.hooks import Refusal
@@ -218,3 +219,12 @@ def test_holds_are_released_once_what_they_watch_drains() -> None:
     assert set(assignment.held) == {A0}
     assert assignment.release({}) == {A0}  # nothing counted: drained
     assert assignment.held == {}
+
+
+def test_a_batch_message_accepts_the_span_of_its_records() -> None:
+    assignment = Assignment()
+    assignment.assign([A0])
+    batch = Message("a", 0, 14, "q", b"m", batch=Batched(10, 5, lambda mark: batch))
+    spans, _ = assignment.accept_batch([batch, Message("a", 0, 15, "q", b"m")], [], 1)
+    assert spans == {A0: (10, 16)}
+    assert assignment.offsets_of(A0)[0] == 16

@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 # -- what users import -------------------------------------------------------------------------
 
 PUBLIC_NAMES = {  # name -> what it is (an exception: its public base class)
+    "BatchFailed": "exception(BridgeError)",
     "BridgeError": "exception(Exception)",
     "BridgeSettings": "class",
     "ConfigError": "exception(BridgeError)",
@@ -48,6 +49,7 @@ PUBLIC_NAMES = {  # name -> what it is (an exception: its public base class)
     "Produced": "class",
     "PublishError": "exception(BridgeError)",
     "Record": "class",
+    "RecordBatchTask": "class",
     "RecordTask": "class",
     "UndecodableRecordError": "exception(PermanentError)",
     "configure": "function",
@@ -152,7 +154,7 @@ CONFIG_KEYS = {  # TOML section -> its keys (BRIDGE_SECTION__KEY overrides each)
         "topic", "task", "queue", "ordered", "value_format", "dlt_topic", "max_queue_depth",
         "resume_queue_depth", "max_retries", "retry_backoff_s", "retry_backoff_max_s",
         "retry_jitter", "retry_interval_s", "on_exhausted", "max_waiting_per_key",
-        "max_waiting_per_partition",
+        "max_waiting_per_partition", "batch_size", "batch_max_wait_ms",
     ),
 }  # fmt: skip
 

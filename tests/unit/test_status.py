@@ -171,3 +171,23 @@ def test_status_names_the_primary_the_sentinels_named() -> None:
     render(doc, Console(file=out, width=220))
     assert "Redis primary (Sentinel): 10.0.0.2:6380" in out.getvalue()
     assert status_doc("g", ROUTES, kafka(), held())["redis_primary"] is None
+
+
+def test_status_counts_the_replicas_and_warns_when_fewer_than_required() -> None:
+    short = status_doc("g", ROUTES, kafka(), replace(held(), replicas=1, replicas_required=2))
+    assert short["redis_replicas"] == {"connected": 1, "required": 2}
+    assert short["warnings"][-1] == (
+        "celery.min_replicas_to_accept is 2 but the primary has 1 connected replica(s): no "
+        "batch is accepted (nor its offsets committed) until 2 are connected and acknowledge "
+        "writes"
+    )
+    out = io.StringIO()
+    render(short, Console(file=out, width=400))
+    assert "Redis replicas: 1 connected, 2 required to accept" in out.getvalue()
+    enough = status_doc("g", ROUTES, kafka(), replace(held(), replicas=2, replicas_required=2))
+    assert not any("min_replicas_to_accept" in w for w in enough["warnings"])
+    single = status_doc("g", ROUTES, kafka(), held())
+    assert single["redis_replicas"] == {"connected": 0, "required": 0}
+    out = io.StringIO()
+    render(single, Console(file=out, width=400))
+    assert "Redis replicas" not in out.getvalue()

@@ -25,17 +25,28 @@ from kombu.exceptions import OperationalError
 
 from bridge.backends.redis import ordering, replicas, scripts
 from bridge.backends.redis.client import broker_client
-from bridge.backends.redis.enqueue import EnqueueBatch, Message, Ordered
+from bridge.backends.redis.enqueue import Batched, EnqueueBatch, Message, Ordered, Straddle, recut
 from bridge.backends.redis.messages import DeliveryTags, Template
 from bridge.errors import PublishError
 from bridge.hooks import Outcome
-from bridge.record import ArgWriter, Envelope, message_origin, record_repr, to_task_arg
+from bridge.record import (
+    ArgWriter,
+    Envelope,
+    batch_repr,
+    batch_task_id,
+    message_origin,
+    record_repr,
+    to_task_arg,
+)
 from bridge.record import task_id as record_task_id
 from bridge.routing import Route
 from bridge.settings import CelerySettings
 
 # One poll batch in one script (bridge/backends/redis/lua/enqueue.lua documents its KEYS and ARGV).
 _ENQUEUE = scripts.script("enqueue")
+# Runs of the script after the first, for batches cut again at a watermark (one is enough
+# unless another bridge of the group enqueues the same partition meanwhile).
+_RECUTS = 3
 
 
 def publisher_app(celery: CelerySettings) -> Celery:
@@ -111,21 +122,48 @@ class Dispatcher:
         """
         template = self._template_for(route.task, route.queue)
         topic, partition, offset = record.topic, record.partition, record.offset
-        arg_json = self._writer_for(route).json(
-            topic,
-            partition,
-            offset,
+        return self._filled(
+            template, (topic, partition, offset),
+            record_task_id(self._group_id, topic, partition, offset),
+            record_repr(topic, partition, offset, record.key), self._arg_json(route, record),
+            ordered,
+        )  # fmt: skip
+
+    def batched(self, route: Route, records: Sequence[Any]) -> Message:
+        """The task message of consecutive records of one partition (as kafka-python consumed
+        them) on ``route``: its argument is the list of their envelopes, its task id
+        :func:`~bridge.record.batch_task_id`; one record gets its plain message (:meth:`consumed`).
+
+        :raises PublishError: see :meth:`message`.
+        """
+        if len(records) == 1:
+            return self.consumed(route, records[0])
+        template = self._template_for(route.task, route.queue)
+        head, last = records[0], records[-1]
+        topic, partition = head.topic, head.partition
+        arg_json = "[" + ",".join(self._arg_json(route, r) for r in records) + "]"
+        message = self._filled(
+            template, (topic, partition, last.offset),
+            batch_task_id(self._group_id, topic, partition, head.offset, last.offset),
+            batch_repr(topic, partition, head.offset, last.offset, len(records)), arg_json, None,
+        )  # fmt: skip
+
+        def recut(mark: int) -> Message:
+            return self.batched(route, [r for r in records if r.offset >= mark])
+
+        return message._replace(batch=Batched(head.offset, len(records), recut))
+
+    def _arg_json(self, route: Route, record: Any) -> str:
+        return self._writer_for(route).json(
+            record.topic,
+            record.partition,
+            record.offset,
             record.timestamp,
             record.key,
             record.value,
             record.headers,
             timestamp_type=record.timestamp_type,
         )
-        return self._filled(
-            template, (topic, partition, offset),
-            record_task_id(self._group_id, topic, partition, offset),
-            record_repr(topic, partition, offset, record.key), arg_json, ordered,
-        )  # fmt: skip
 
     def _filled(
         self,
@@ -188,6 +226,29 @@ class Dispatcher:
         """
         if not messages:
             return Outcome(0, 0)
+        outcome, straddles = self._enqueue(messages, head_deadline_ms, topic_ids)
+        for _ in range(_RECUTS):
+            if not straddles:
+                return outcome
+            messages, skipped = recut(messages, straddles)
+            more, straddles = self._enqueue(messages, head_deadline_ms, topic_ids)
+            outcome = Outcome(
+                outcome.enqueued + more.enqueued,
+                outcome.skipped + skipped + more.skipped,
+                outcome.appended + more.appended,
+                outcome.refused + more.refused,
+            )
+        if straddles:
+            raise PublishError(f"batches still straddle their watermarks: {straddles!r}")
+        return outcome
+
+    def _enqueue(
+        self,
+        messages: Sequence[Message],
+        head_deadline_ms: int,
+        topic_ids: Mapping[str, str | None] | None,
+    ) -> tuple[Outcome, list[Straddle]]:
+        """One run of the script: what it did, and the batches it left to cut again."""
         batch = EnqueueBatch(self._group_id, topic_ids)
         for m in messages:
             batch.add(m)
@@ -200,7 +261,8 @@ class Dispatcher:
         except redis.RedisError as exc:
             raise PublishError(f"{len(messages)} task messages not enqueued: {exc!r}") from exc
         enqueued, skipped, appended, *refused = (int(v) for v in result)
-        return Outcome(enqueued, skipped, appended, batch.refusals(refused))
+        outcome = Outcome(enqueued, skipped, appended, batch.refusals(refused))
+        return outcome, batch.straddles(refused)
 
     def _replicated(self, keys: list[str], args: list[Any], count: int) -> Any:
         """Run the script, then ``WAIT`` on the same connection (one non-transactional

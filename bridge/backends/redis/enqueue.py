@@ -9,7 +9,7 @@ back as :class:`~bridge.hooks.Refusal`\\ s naming the key to watch. The dispatch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,6 +17,7 @@ from bridge import keys
 from bridge.hooks import Refusal
 
 _UNVERIFIED = 3  # the script's refusal code of a record below a watermark it cannot verify
+_STRADDLES = 4  # a batch whose first records were enqueued already, and not its last ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +29,22 @@ class Ordered:
     max_per_partition: int
 
 
+class Batched(NamedTuple):
+    """What a task message carrying several records (a batch) adds to its :class:`Message`,
+    whose ``offset`` is the batch's last one."""
+
+    first: int  # the offset of its first record
+    size: int  # how many records it carries
+    # The message of the same records from an offset on (of one record: a plain message).
+    recut: Callable[[int], Message]
+
+
 class Message(NamedTuple):
     """One record's task message, ready for its queue (``payload`` is None: advance only).
 
     For an ordered record, ``payload`` is its key FIFO element (see
-    :mod:`bridge.backends.redis.ordering`).
+    :mod:`bridge.backends.redis.ordering`). A batch's message (``batch``) carries consecutive
+    records of its partition, up to ``offset``.
     A named tuple, not a dataclass: one is built per record, and this builds 3x faster.
     """
 
@@ -42,6 +54,27 @@ class Message(NamedTuple):
     queue: str | None
     payload: bytes | None
     ordered: Ordered | None = None
+    batch: Batched | None = None
+
+    @property
+    def first(self) -> int:
+        """The offset of the first record it carries."""
+        return self.offset if self.batch is None else self.batch.first
+
+    @property
+    def record_count(self) -> int:
+        """How many records it carries."""
+        return 1 if self.batch is None else self.batch.size
+
+
+class Straddle(NamedTuple):
+    """A batch refused because its partition's watermark falls inside it (after a rewind that
+    cut the records into other batches): its records from ``mark`` on are still to enqueue."""
+
+    topic: str
+    partition: int
+    first: int
+    mark: int
 
 
 class EnqueueBatch:
@@ -65,6 +98,9 @@ class EnqueueBatch:
         w = self.marks.setdefault((m.topic, m.partition), len(self.marks) + 1)
         if m.queue is None or m.payload is None:  # dead-lettered by the bridge
             self.argv += [w, m.offset, 0, 0, 0, 0, b""]
+        elif m.batch is not None:
+            q = self.queues.setdefault(m.queue, len(self.queues) + 1)
+            self.argv += [w, m.offset, 3, q, m.batch.first, m.batch.size, m.payload]
         elif m.ordered is None:
             q = self.queues.setdefault(m.queue, len(self.queues) + 1)
             self.argv += [w, m.offset, 1, q, 0, 0, m.payload]
@@ -100,13 +136,26 @@ class EnqueueBatch:
         topic_id = None if self.topic_ids is None else self.topic_ids.get(topic)
         return keys.published_watermark(self.group_id, topic, partition, topic_id)
 
+    def straddles(self, flat: Sequence[int]) -> list[Straddle]:
+        """The batches to cut again, from the script's ``w, offset, code, x`` quadruples."""
+        partitions = list(self.marks)
+        found = []
+        for w, offset, code, mark in zip(*[iter(flat)] * 4, strict=True):
+            if code == _STRADDLES:
+                topic, partition = partitions[w - 1]
+                found.append(Straddle(topic, partition, offset, mark))
+        return found
+
     def refusals(self, flat: Sequence[int]) -> tuple[Refusal, ...]:
-        """The refused records, from the script's ``w, offset, code, x`` quadruples."""
+        """The refused records, from the script's ``w, offset, code, x`` quadruples (the
+        batches to cut again aside: :meth:`straddles`)."""
         partitions = list(self.marks)
         fifos = list(self.fifos)
         found = []
         for w, offset, code, f in zip(*[iter(flat)] * 4, strict=True):
             topic, partition = partitions[w - 1]
+            if code == _STRADDLES:
+                continue
             if code == _UNVERIFIED:
                 watch = self._watermark(topic, partition)
                 found.append(Refusal(topic, partition, offset, "watermark", watch, 1))
@@ -117,3 +166,23 @@ class EnqueueBatch:
             full = "key" if code == 1 else "partition"
             found.append(Refusal(topic, partition, offset, full, watch, self._limits[w][code - 1]))
         return tuple(found)
+
+
+def recut(messages: Sequence[Message], straddles: Sequence[Straddle]) -> tuple[list[Message], int]:
+    """What is left to enqueue of ``messages`` (one run of the script's) once it stopped at
+    ``straddles``: in each such partition, the straddling batch cut at its watermark and the
+    messages after it; and how many records that cut leaves out (enqueued already).
+    """
+    at = {(s.topic, s.partition): s for s in straddles}
+    again: list[Message] = []
+    skipped = 0
+    for m in messages:
+        s = at.get((m.topic, m.partition))
+        if s is None or m.offset < s.first:
+            continue
+        if m.batch is not None and m.batch.first == s.first:
+            cut = m.batch.recut(s.mark)
+            skipped += m.record_count - cut.record_count
+            m = cut
+        again.append(m)
+    return again, skipped

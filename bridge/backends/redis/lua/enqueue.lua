@@ -11,23 +11,29 @@
 --   ARGV[1] n   ARGV[2] the watermarks' TTL (s)   ARGV[3] nq   ARGV[4] head stall deadline (ms)
 --   ARGV[4+i], i = 1 .. n: '1' when a record below partition i's watermark is refused (code 3)
 --     instead of skipped: the watermark may be another incarnation's of the topic
---   then 7 per record, in offset order within a partition, from ARGV[5+n]:
+--   then 7 per message, in offset order within a partition, from ARGV[5+n]:
 --     w        its partition's index, 1 .. n
---     offset
+--     offset   its record's (kind 3: its last record's)
 --     kind     0: only advance the watermark (the bridge dead-lettered the record),
---              1: push to a queue, 2: append to a key FIFO
---     x        the queue's index q (kind 1) or the FIFO's index f (kind 2); 0 for kind 0
---     max_key, max_part   the limits of kind 2 (see fifo_append.lua); 0 otherwise
---     payload  the task message (kind 1) or the FIFO element (kind 2); empty for kind 0
+--              1: push to a queue, 2: append to a key FIFO,
+--              3: push a batch (consecutive records of the partition, first .. offset)
+--     x        the queue's index q (kinds 1, 3) or the FIFO's index f (kind 2); 0 for kind 0
+--     max_key, max_part   the limits of kind 2 (see fifo_append.lua);
+--              kind 3: the batch's first offset and its count of records; 0 otherwise
+--     payload  the task message (kinds 1, 3) or the FIFO element (kind 2); empty for kind 0
 --
--- Transition, per record: below its partition's watermark it is skipped (already enqueued)
--- or, for a strict partition, refused (code 3); else it is pushed (kind 1) or appended
--- (kind 2, which may be refused: code 1 or 2), and the watermark moves past it. A refusal
--- stops its partition: its later records in the batch are left for the next poll, untouched.
--- Then every known watermark (one that existed or moved) is SET again with the TTL.
+-- Transition, per message: wholly below its partition's watermark it is skipped (already
+-- enqueued) or, for a strict partition, refused (code 3; so is a batch partly below it); a
+-- batch partly below it (enqueued before, cut otherwise) is refused (code 4) for the caller
+-- to cut again at the watermark; else it is pushed (kinds 1, 3) or appended (kind 2, which
+-- may be refused: code 1 or 2), and the watermark moves past it. A refusal stops its
+-- partition: its later messages are left for the next poll (or, after code 4, the caller's
+-- next run), untouched. Counts are of records. Then every known watermark (one that existed
+-- or moved) is SET again with the TTL.
 -- Returns {enqueued, skipped, appended, then 4 per refusal: w, offset, code, x}: code 1 the
 -- key is full, 2 the partition is full (x: the FIFO's index), 3 below a watermark that cannot
--- be verified (x: 0).
+-- be verified (x: 0; offset: a batch's first), 4 a batch straddles the watermark (offset: its
+-- first, x: the watermark).
 
 local n, ttl, nq, deadline = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local heads = KEYS[2 * n + 1]
@@ -39,18 +45,23 @@ end
 local result = {0, 0, 0}
 for j = 5 + n, #ARGV, 7 do
   local w, offset, kind, x = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), ARGV[j + 2], ARGV[j + 3]
+  local first, count = offset, 1
+  if kind == '3' then first, count = tonumber(ARGV[j + 4]), tonumber(ARGV[j + 5]) end
   if stopped[w] then
     -- a record of this partition was refused: the later ones wait for the next poll
-  elseif offset < marks[w] and strict[w] then
+  elseif first < marks[w] and strict[w] then
     stopped[w] = true
-    for _, v in ipairs({w, offset, 3, 0}) do table.insert(result, v) end
+    for _, v in ipairs({w, first, 3, 0}) do table.insert(result, v) end
   elseif offset < marks[w] then
-    result[2] = result[2] + 1
+    result[2] = result[2] + count
+  elseif first < marks[w] then
+    stopped[w] = true
+    for _, v in ipairs({w, first, 4, marks[w]}) do table.insert(result, v) end
   else
     local refused = 0
-    if kind == '1' then
+    if kind == '1' or kind == '3' then
       redis.call('LPUSH', KEYS[2 * n + 1 + tonumber(x)], ARGV[j + 6])
-      result[1] = result[1] + 1
+      result[1] = result[1] + count
     elseif kind == '2' then
       refused = append(KEYS[2 * n + 1 + nq + tonumber(x)], KEYS[n + w], heads, ARGV[j + 6],
                        tonumber(ARGV[j + 4]), tonumber(ARGV[j + 5]), deadline)
