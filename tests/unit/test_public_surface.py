@@ -217,6 +217,15 @@ COMMANDS: dict[str, dict[str, str]] = {
         "--topic": "repeated",
     },
 }
+COMMANDS["console"] = {
+    **COMMON,
+    "--host": "value default=127.0.0.1",
+    "--port": "value default=8470",
+    "--password-file": "value",
+    "--read-only-password-file": "value",
+    "--refresh-s": "value default=5",
+    "--secure-cookie": "flag",
+}
 POSITIONAL = {"topics": ["action required choices=create"]}  # python -m bridge topics create
 ONE_OF = {  # mutually exclusive options ("required": exactly one must be given)
     "run": [],
@@ -225,6 +234,7 @@ ONE_OF = {  # mutually exclusive options ("required": exactly one must be given)
     "resume": [],
     "replay": ["--topic|--dlt-topic", "--key|--key-b64"],
     "topics": [],
+    "console": [],
 }
 
 
@@ -294,7 +304,7 @@ def test_python_m_bridge_help_is_this_parsers(
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == parser.format_help()
     if not command:
-        assert "{run,status,release,resume,replay,topics}" in result.stdout
+        assert "{run,status,release,resume,replay,topics,console}" in result.stdout
 
 
 # -- Redis keys --------------------------------------------------------------------------------

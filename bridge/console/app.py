@@ -1,0 +1,248 @@
+"""The console's web app (Starlette): login, the overview and the dead letters.
+
+Every page needs a logged-in session; every POST needs the session's CSRF token too
+(:func:`action`), and those that change something the ``operator`` role. Pages are rendered
+by Jinja2 with autoescaping, and every value shown goes through :func:`masker` first, so a
+configured secret never reaches a page. The status document and the DLT reader are given to
+:func:`create_app`, so that tests can hand it others.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from bridge.console.auth import Passwords, Role, new_token, token_matches
+from bridge.console.dlt_reader import DltReader
+from bridge.console.views import detail, parse_filter, partition_state, row
+from bridge.credentials import MASK
+from bridge.errors import ReplayError
+from bridge.routing import Router
+from bridge.settings import BridgeSettings
+
+SESSION_COOKIE = "bridge_console"
+SESSION_MAX_AGE_S = 8 * 3600
+PAGE_SIZE = 50
+
+Page = Callable[[Request], Response]
+Action = Callable[[Request], Awaitable[Response]]
+
+
+def masker(secrets: list[str]) -> Callable[[Any], Any]:
+    """Jinja2's ``finalize``: every configured secret in a value shown becomes ``***``."""
+
+    def mask(value: Any) -> Any:
+        if not isinstance(value, str):
+            return "" if value is None else value
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+
+    return mask
+
+
+def page(endpoint: Page) -> Page:
+    """A page for logged-in users: anyone else is sent to the login page."""
+
+    @functools.wraps(endpoint)
+    def guarded(request: Request) -> Response:
+        if role_of(request) is None:
+            return RedirectResponse("/login", status_code=303)
+        return endpoint(request)
+
+    return guarded
+
+
+def action(*, login: bool = True, act: bool = True) -> Callable[[Action], Action]:
+    """A POST endpoint: refused (403) without the session's CSRF token in the form, without a
+    login (``login``), or for the read-only role (``act``)."""
+
+    def wrap(endpoint: Action) -> Action:
+        @functools.wraps(endpoint)
+        async def guarded(request: Request) -> Response:
+            form = await request.form()
+            sent = form.get("csrf")
+            if not token_matches(
+                request.session.get("csrf"), sent if isinstance(sent, str) else None
+            ):
+                return HTMLResponse("refused: missing or wrong CSRF token", status_code=403)
+            role = role_of(request)
+            if login and role is None:
+                return HTMLResponse("refused: log in first", status_code=403)
+            if login and act and role is not None and not role.may_act:
+                return HTMLResponse("refused: the read-only role cannot act", status_code=403)
+            return await endpoint(request)
+
+        guarded.csrf_checked = True  # type: ignore[attr-defined]
+        return guarded
+
+    return wrap
+
+
+def role_of(request: Request) -> Role | None:
+    """The logged-in role of the request's session, or ``None``."""
+    name = request.session.get("role")
+    return Role(name) if name in set(Role) else None
+
+
+class Console:
+    """The pages, over a status source and a DLT reader."""
+
+    def __init__(
+        self,
+        settings: BridgeSettings,
+        passwords: Passwords,
+        status: Callable[[], dict[str, Any]],
+        reader: DltReader,
+        secrets: list[str],
+        refresh_s: int,
+    ) -> None:
+        self._group_id = settings.kafka.group_id
+        self._routes = Router.from_settings(settings).routes
+        self._passwords = passwords
+        self._status = status
+        self._reader = reader
+        self._refresh_s = refresh_s
+        self._env = Environment(
+            loader=PackageLoader("bridge.console", "templates"),
+            autoescape=True,
+            finalize=masker(secrets),
+        )
+        self._env.globals["partition_state"] = partition_state
+
+    def render(self, request: Request, name: str, status_code: int = 200, **data: Any) -> Response:
+        """Template ``name`` with ``data``, the session's role and CSRF token."""
+        token = request.session.setdefault("csrf", new_token())
+        html = self._env.get_template(name).render(
+            role=role_of(request), csrf=token, group_id=self._group_id, **data
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def login_form(self, request: Request) -> Response:
+        return self.render(request, "login.html", error=None)
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        attempt = form.get("password")
+        role = self._passwords.role_of(attempt) if isinstance(attempt, str) else None
+        if role is None:
+            return self.render(request, "login.html", 401, error="wrong password")
+        request.session.clear()  # a new session: no fixation of one given before login
+        request.session.update({"role": str(role), "csrf": new_token()})
+        return RedirectResponse("/", status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    def overview(self, request: Request) -> Response:
+        return self.render(request, "overview.html", doc=self._status(), refresh_s=self._refresh_s)
+
+    def dead_letters(self, request: Request) -> Response:
+        query = request.query_params
+        route = self._route(query.get("topic"))
+        try:
+            flt = parse_filter(query)
+        except ReplayError as exc:
+            return self.render(
+                request,
+                "dead_letters.html",
+                400,
+                route=route,
+                routes=self._routes,
+                error=str(exc),
+                partitions=[],
+                page=None,
+                f=query,
+            )
+        parts = self._reader.partitions(route.dlt_topic)
+        chosen = _chosen(parts, query.get("partition"))
+        before = _int(query.get("before"))
+        found = (
+            None
+            if chosen is None
+            else self._reader.page(route.dlt_topic, chosen, before, flt, PAGE_SIZE)
+        )
+        rows = [row(x) for x in found.letters] if found else []
+        return self.render(
+            request,
+            "dead_letters.html",
+            route=route,
+            routes=self._routes,
+            partitions=parts,
+            page=found,
+            rows=rows,
+            f=flt.given,
+            error=None,
+        )
+
+    def dead_letter(self, request: Request) -> Response:
+        params = request.path_params
+        route = self._route(params["topic"])
+        letter = self._reader.one(route.dlt_topic, params["partition"], params["offset"])
+        if letter is None:
+            return self.render(request, "not_found.html", 404, what="no such dead letter")
+        return self.render(request, "dead_letter.html", route=route, d=detail(letter))
+
+    def _route(self, topic: str | None) -> Any:
+        found = [r for r in self._routes if r.topic == topic]
+        return found[0] if found else self._routes[0]
+
+
+def create_app(
+    settings: BridgeSettings,
+    passwords: Passwords,
+    *,
+    status: Callable[[], dict[str, Any]],
+    reader: DltReader,
+    secrets: list[str],
+    refresh_s: int = 5,
+    secure_cookie: bool = False,
+) -> Starlette:
+    """The console's ASGI app. Sessions are signed with a key made at start (a restart logs
+    everyone out); ``secure_cookie`` sends the cookie over HTTPS only."""
+    c = Console(settings, passwords, status, reader, secrets, refresh_s)
+    routes = [
+        Route("/login", c.login_form, methods=["GET"]),
+        Route("/login", action(login=False)(c.login), methods=["POST"]),
+        Route("/logout", action(act=False)(c.logout), methods=["POST"]),
+        Route("/", page(c.overview), methods=["GET"]),
+        Route("/dead-letters", page(c.dead_letters), methods=["GET"]),
+        Route(
+            "/dead-letters/{topic}/{partition:int}/{offset:int}",
+            page(c.dead_letter),
+            methods=["GET"],
+        ),
+    ]
+    session = Middleware(
+        SessionMiddleware,
+        secret_key=new_token(),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE_S,
+        same_site="strict",
+        https_only=secure_cookie,
+    )
+    return Starlette(routes=routes, middleware=[session])
+
+
+def _chosen(parts: list[Any], asked: str | None) -> Any:
+    """The partition asked for, else the first that holds records, else the first."""
+    number = _int(asked)
+    for part in parts:
+        if part.partition == number:
+            return part
+    holding = [p for p in parts if p.records]
+    return (holding or parts or [None])[0]
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.lstrip("-").isdigit() else None

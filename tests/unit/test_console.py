@@ -1,0 +1,296 @@
+"""The console: passwords and CSRF tokens, what its pages show, and the web app's refusals
+(Starlette's TestClient, with a fake status document and DLT reader)."""
+
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from bridge.commands import console as console_command
+from bridge.console.app import create_app, masker
+from bridge.console.auth import (
+    PASSWORD_ENV,
+    READ_ONLY_PASSWORD_ENV,
+    Passwords,
+    Role,
+    load_passwords,
+    new_token,
+    token_matches,
+)
+from bridge.console.dlt_reader import Page, Partition
+from bridge.console.views import Letter, LetterFilter, detail, header, parse_filter, shown_value
+from bridge.errors import ConfigError, ReplayError
+from bridge.failures import Reason
+from bridge.settings import BridgeSettings
+from tests.console_data import dead_letter, headers
+
+SECRET = "s3cret-broker-pw"
+
+
+def settings() -> BridgeSettings:
+    return BridgeSettings.model_validate(
+        {
+            "kafka": {"bootstrap_servers": "k:9092", "group_id": "shop"},
+            "celery": {"broker_url": "redis://r/0"},
+            "routes": [{"topic": "orders", "task": "shop.order"}],
+        }
+    )
+
+
+def letter(offset: int, **kw: Any) -> Letter:
+    dl = dead_letter("orders", offset, **kw)
+    return Letter(0, offset, 1_795_000_000_000, dl.record.key, dl.record.raw_value,
+                  tuple(headers(dl)))  # fmt: skip
+
+
+# -- passwords and tokens -------------------------------------------------------------------------
+
+
+def test_a_password_gives_its_role_and_a_wrong_one_none() -> None:
+    passwords = Passwords({Role.OPERATOR: "op-pw", Role.VIEWER: "view-pw"})
+    assert passwords.role_of("op-pw") is Role.OPERATOR
+    assert passwords.role_of("view-pw") is Role.VIEWER
+    assert passwords.role_of("op-pw ") is None
+    assert passwords.role_of("") is None
+    assert "op-pw" not in repr(vars(passwords))  # kept hashed only
+
+
+def test_passwords_come_from_files_before_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "op").write_text("from-file\n")
+    env = {PASSWORD_ENV: "from-env", READ_ONLY_PASSWORD_ENV: "viewer-env"}
+    assert load_passwords(tmp_path / "op", None, env) == {
+        Role.OPERATOR: "from-file", Role.VIEWER: "viewer-env"
+    }  # fmt: skip
+    assert load_passwords(None, None, {PASSWORD_ENV: "x"}) == {Role.OPERATOR: "x"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, PASSWORD_ENV),
+        ({READ_ONLY_PASSWORD_ENV: "v"}, PASSWORD_ENV),
+        ({PASSWORD_ENV: "same", READ_ONLY_PASSWORD_ENV: "same"}, "must differ"),
+    ],
+)
+def test_a_console_without_a_usable_password_does_not_start(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_passwords(None, None, env)
+
+
+def test_an_empty_password_file_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ConfigError, match="--password-file"):
+        load_passwords(tmp_path / "empty", None, {})
+
+
+def test_csrf_tokens_match_only_themselves() -> None:
+    token = new_token()
+    assert len(token) >= 40
+    assert token_matches(token, token)
+    assert not token_matches(token, new_token())
+    assert not token_matches(token, None)
+    assert not token_matches(None, None)
+    assert not token_matches("", "")
+
+
+# -- what pages show ----------------------------------------------------------------------------
+
+
+def test_springs_binary_headers_are_shown_as_numbers() -> None:
+    assert header("kafka_dlt-original-offset", struct.pack(">q", 2**40))["value"] == str(2**40)
+    assert header("kafka_dlt-original-partition", struct.pack(">i", 7)) == {
+        "name": "kafka_dlt-original-partition", "value": "7", "kind": "number"
+    }  # fmt: skip
+    assert header("bridge-reason", b"exhausted")["kind"] == "text"
+    assert header("blob", b"\xff\x00") == {"name": "blob", "value": "ff 00", "kind": "hex"}
+    assert header("none", None)["kind"] == "null"
+
+
+def test_values_are_pretty_json_text_or_hex() -> None:
+    assert shown_value(b'{"a":[1,2]}') == {
+        "kind": "json",
+        "text": '{\n  "a": [\n    1,\n    2\n  ]\n}',
+    }
+    assert shown_value(b"plain") == {"kind": "text", "text": "plain"}
+    assert shown_value(b"\x80\x81") == {"kind": "hex", "text": "80 81"}
+    assert shown_value(None)["kind"] == "null"
+
+
+def test_a_record_page_has_every_header_decoded_and_the_stack_trace() -> None:
+    page = detail(letter(42, key=b"customer-7", message="no stock"))
+    shown = {h["name"]: h["value"] for h in page["headers"]}
+    assert shown["kafka_dlt-original-offset"] == "42"
+    assert shown["kafka_dlt-original-partition"] == "0"
+    assert shown["bridge-reason"] == "exhausted"
+    assert shown["trace"] == "abc"
+    assert page["stacktrace"].endswith("no stock")
+    assert (page["key"], page["origin"], page["value"]["kind"]) == (
+        "customer-7",
+        "orders[0]@42",
+        "json",
+    )
+
+
+def test_filters_are_replays_plus_text() -> None:
+    flt = parse_filter({"reason": "non-retryable", "exception": "ValueError", "text": "STOCK"})
+    hit = letter(1, reason=Reason.NON_RETRYABLE, fqcn="builtins.ValueError", message="no stock")
+    assert flt.matches(hit)
+    assert not flt.matches(letter(2, reason=Reason.NON_RETRYABLE, fqcn="builtins.ValueError"))
+    assert not flt.matches(letter(3, fqcn="builtins.ValueError", message="no stock"))
+    by_key = parse_filter({"key": "k2"})
+    assert by_key.matches(letter(4, key=b"k2"))
+    assert not by_key.matches(letter(5, key=b"k"))
+    assert parse_filter({"text": "", "since": " "}).active is False
+
+
+def test_a_bad_time_filter_names_the_field() -> None:
+    with pytest.raises(ReplayError, match=r"^since: 'yesterday'"):
+        parse_filter({"since": "yesterday"})
+
+
+def test_configured_secrets_are_masked_in_every_value_shown() -> None:
+    mask = masker([SECRET])
+    assert mask(f"redis://:{SECRET}@r/0") == "redis://:***@r/0"
+    assert mask(None) == ""
+    assert mask(3) == 3
+
+
+def test_the_command_names_the_extra_when_a_package_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = console_command.importlib.util.find_spec
+    monkeypatch.setattr(console_command.importlib.util, "find_spec",
+                        lambda name: None if name == "starlette" else real(name))  # fmt: skip
+    assert console_command._console(settings(), None) == 2  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "pip install 'kafka-celery-bridge[console]'" in err
+    assert "missing: starlette" in err
+
+
+# -- the web app --------------------------------------------------------------------------------
+
+
+class FakeReader:
+    """A DLT of one partition holding ``letters`` (offsets 0..n-1)."""
+
+    def __init__(self, letters: list[Letter]) -> None:
+        self.letters = letters
+
+    def partitions(self, dlt: str) -> list[Partition]:
+        return [Partition(0, 0, len(self.letters))] if dlt == "orders.shop.dlt" else []
+
+    def page(
+        self, dlt: str, part: Partition, before: int | None, flt: LetterFilter, size: int
+    ) -> Page:
+        top = part.high if before is None else before
+        found = [x for x in reversed(self.letters[:top]) if flt.matches(x)][:size]
+        return Page(part, top, found, scanned_from=0, scanned=top)
+
+    def one(self, dlt: str, partition: int, offset: int) -> Letter | None:
+        return self.letters[offset] if 0 <= offset < len(self.letters) else None
+
+    def close(self) -> None:
+        pass
+
+
+def status_doc() -> dict[str, Any]:
+    route = {"topic": "orders", "task": "shop.order", "queue": "celery", "ordered": False,
+             "dlt_topic": "orders.shop.dlt", "queue_depth": 0, "consumers": 1, "dlt_records": 2,
+             "lag": 3, "breaker": None, "workers": None, "unroutable": None,
+             "partitions": [{"partition": 0, "committed": 4, "end": 7, "lag": 3,
+                             "owner": "bridge@h:1", "paused": "backpressure",
+                             "uncommitted": 0}]}  # fmt: skip
+    return {"format": 1, "group_id": "shop", "at": "2026-11-22T08:00:00.000Z", "bridges": [],
+            "routes": [route], "retries": None, "dead_letters": None, "ordered": None,
+            "warnings": [], "errors": [f"Redis unreachable at redis://:{SECRET}@r/0"]}  # fmt: skip
+
+
+@pytest.fixture
+def client() -> TestClient:
+    reader = FakeReader([letter(0, key=b"a"), letter(1, key=b"b", reason=Reason.NON_RETRYABLE)])
+    app = create_app(
+        settings(), Passwords({Role.OPERATOR: "op-pw", Role.VIEWER: "view-pw"}),
+        status=status_doc, reader=reader, secrets=[SECRET],  # type: ignore[arg-type]
+    )  # fmt: skip
+    return TestClient(app, follow_redirects=False)
+
+
+def csrf_of(client: TestClient, path: str = "/login") -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert found
+    return found.group(1)
+
+
+def log_in(client: TestClient, password: str = "op-pw") -> None:
+    response = client.post("/login", data={"password": password, "csrf": csrf_of(client)})
+    assert (response.status_code, response.headers["location"]) == (303, "/")
+
+
+@pytest.mark.parametrize("path", ["/", "/dead-letters", "/dead-letters/orders/0/1"])
+def test_pages_send_whoever_is_not_logged_in_to_the_login_page(
+    client: TestClient, path: str
+) -> None:
+    response = client.get(path)
+    assert (response.status_code, response.headers["location"]) == (303, "/login")
+
+
+def test_a_wrong_password_is_refused(client: TestClient) -> None:
+    response = client.post("/login", data={"password": "nope", "csrf": csrf_of(client)})
+    assert response.status_code == 401
+    assert client.get("/").status_code == 303
+
+
+def test_a_post_without_the_csrf_token_is_refused(client: TestClient) -> None:
+    assert client.post("/login", data={"password": "op-pw"}).status_code == 403
+    assert client.post("/login", data={"password": "op-pw", "csrf": "forged"}).status_code == 403
+    log_in(client)
+    assert client.post("/logout", data={}).status_code == 403
+    assert client.get("/").status_code == 200  # still logged in
+
+
+def test_every_post_checks_the_csrf_token(client: TestClient) -> None:
+    posts = [r for r in client.app.routes if isinstance(r, Route) and "POST" in (r.methods or ())]  # type: ignore[attr-defined]
+    assert posts
+    assert all(getattr(r.endpoint, "csrf_checked", False) for r in posts), [r.path for r in posts]
+
+
+def test_the_overview_shows_the_status_and_never_a_secret(client: TestClient) -> None:
+    log_in(client)
+    page = client.get("/").text
+    assert 'http-equiv="refresh"' in page
+    assert "paused: backpressure" in page
+    assert "orders.shop.dlt" in page
+    assert SECRET not in page
+    assert "redis://:***@r/0" in page
+
+
+def test_dead_letters_are_listed_filtered_and_opened(client: TestClient) -> None:
+    log_in(client, "view-pw")
+    listed = client.get("/dead-letters?topic=orders").text
+    assert "/dead-letters/orders/0/0" in listed
+    assert "/dead-letters/orders/0/1" in listed
+    assert "(read-only)" in listed
+    filtered = client.get("/dead-letters?topic=orders&reason=non-retryable").text
+    assert "/dead-letters/orders/0/1" in filtered
+    assert "/dead-letters/orders/0/0" not in filtered
+    bad = client.get("/dead-letters?topic=orders&since=soon")
+    assert bad.status_code == 400
+    assert "since: " in bad.text
+    record = client.get("/dead-letters/orders/0/1").text
+    assert "Traceback (most recent call last)" in record
+    assert client.get("/dead-letters/orders/0/9").status_code == 404
+
+
+def test_logging_out_ends_the_session(client: TestClient) -> None:
+    log_in(client)
+    response = client.post("/logout", data={"csrf": csrf_of(client, "/")})
+    assert response.status_code == 303
+    assert client.get("/").status_code == 303
