@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import struct
 from pathlib import Path
@@ -166,8 +167,8 @@ def test_configured_secrets_are_masked_in_every_value_shown() -> None:
 def test_the_command_names_the_extra_when_a_package_is_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = console_command.importlib.util.find_spec
-    monkeypatch.setattr(console_command.importlib.util, "find_spec",
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name: None if name == "starlette" else real(name))  # fmt: skip
     assert console_command._console(settings(), None) == 2  # type: ignore[arg-type]
     err = capsys.readouterr().err
