@@ -1,8 +1,9 @@
 """Pages of a dead-letter topic, read by Kafka offsets (Kafka I/O): never the whole topic.
 
 A page is read backwards from an offset (newest first): chunks of :data:`CHUNK` records
-before it, filtered, until the page is full or :data:`SCAN_BUDGET` records were looked at;
-the next (older) page starts where the scan stopped. One consumer without a group serves every
+before it, filtered, until the page is full, or :data:`SCAN_BUDGET` records were looked at, or
+:data:`SCAN_TIME_S` went by (a filter that matches little must not hold the page up); the next
+(older) page starts where the scan stopped. One consumer without a group serves every
 request, one at a time (kafka-python's consumer is not thread-safe).
 """
 
@@ -20,7 +21,8 @@ from bridge.console.views import Letter, LetterFilter
 from bridge.settings import BridgeSettings
 
 CHUNK = 500  # records read per seek
-SCAN_BUDGET = 5_000  # records looked at for one page at most (a filter that matches little)
+SCAN_BUDGET = 20_000  # records looked at for one page at most (a filter that matches little)
+SCAN_TIME_S = 0.4  # ...and for this long at most: a page renders well within a second
 READ_TIMEOUT_S = 5.0
 
 
@@ -91,7 +93,10 @@ class DltReader:
         top = part.high if before is None else max(part.low, min(before, part.high))
         page = Page(part, top, scanned_from=top)
         with self._lock:
+            deadline = time.monotonic() + SCAN_TIME_S
             while len(page.letters) < size and page.scanned < SCAN_BUDGET:
+                if page.scanned and time.monotonic() > deadline:
+                    break
                 start = max(part.low, page.scanned_from - CHUNK)
                 if start >= page.scanned_from:
                     break
