@@ -73,6 +73,11 @@ def breaker_resumes(group_id: str) -> str:
     return f"{group_prefix(group_id)}breaker:resume"
 
 
+def console_audit(group_id: str) -> str:
+    """List of the console's audit log: one JSON object per action, newest first."""
+    return f"{group_prefix(group_id)}console:audit"
+
+
 def ordered_queue(group_id: str, topic: str, key: bytes | None, partition: int) -> str:
     """The FIFO of one key of an ordered route: its records' task messages, head first.
 

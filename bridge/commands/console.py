@@ -71,17 +71,21 @@ def _console(settings: BridgeSettings, args: argparse.Namespace) -> int:
 def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bridge.console.app import create_app
+    from bridge.console.app import Actions, create_app
+    from bridge.console.audit import AuditLog
     from bridge.console.dlt_reader import DltReader
+    from bridge.ops.resume import breaker_on, resume
     from bridge.ops.status import collect
     from bridge.redact import configured_secrets
 
-    reader = DltReader(settings)
+    reader, audit = DltReader(settings), AuditLog(settings)
+    actions = Actions(lambda topics: resume(settings, topics), breaker_on(settings), audit)
     app = create_app(
         settings,
         passwords,
         status=lambda: collect(settings),
         reader=reader,
+        actions=actions,
         secrets=configured_secrets(settings),
         refresh_s=args.refresh_s,
         secure_cookie=args.secure_cookie,
@@ -93,4 +97,5 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         reader.close()
+        audit.close()
     return 0

@@ -1,17 +1,19 @@
-"""The console's web app (Starlette): login, the overview and the dead letters.
+"""The console's web app (Starlette): login, the overview, the dead letters, and actions, each
+with a confirmation page showing its effect first and an entry in the audit log.
 
 Every page needs a logged-in session; every POST needs the session's CSRF token too
 (:func:`action`), and those that change something the ``operator`` role. Pages are rendered
 by Jinja2 with autoescaping, and every value shown goes through :func:`masker` first, so a
-configured secret never reaches a page. The status document and the DLT reader are given to
-:func:`create_app`, so that tests can hand it others.
+configured secret never reaches a page. The status document, the DLT reader and the actions
+are given to :func:`create_app`, so that tests can hand it others.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
@@ -23,8 +25,16 @@ from starlette.routing import Route
 
 from bridge.console.auth import Passwords, Role, new_token, token_matches
 from bridge.console.dlt_reader import DltReader
-from bridge.console.views import detail, parse_filter, partition_state, row
+from bridge.console.views import (
+    audit_entry,
+    detail,
+    parse_filter,
+    partition_state,
+    resume_effect,
+    row,
+)
 from bridge.credentials import MASK
+from bridge.deadletter import utc_now_iso
 from bridge.errors import ReplayError
 from bridge.routing import Router
 from bridge.settings import BridgeSettings
@@ -35,6 +45,27 @@ PAGE_SIZE = 50
 
 Page = Callable[[Request], Response]
 Action = Callable[[Request], Awaitable[Response]]
+
+
+class Audit(Protocol):
+    """Where actions are recorded (:class:`bridge.console.audit.AuditLog`)."""
+
+    def record(self, entry: dict[str, Any]) -> None: ...
+
+    def recent(self, count: int = 100) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Actions:
+    """What the console's actions run: the operations of :mod:`bridge.ops`, and the audit log.
+
+    :param resume: :func:`bridge.ops.resume.resume` for the console's settings.
+    :param breaker_on: whether the flood breaker is configured.
+    """
+
+    resume: Callable[[list[str]], list[str]]
+    breaker_on: bool
+    audit: Audit
 
 
 def masker(secrets: list[str]) -> Callable[[Any], Any]:
@@ -103,6 +134,7 @@ class Console:
         passwords: Passwords,
         status: Callable[[], dict[str, Any]],
         reader: DltReader,
+        actions: Actions,
         secrets: list[str],
         refresh_s: int,
     ) -> None:
@@ -111,6 +143,7 @@ class Console:
         self._passwords = passwords
         self._status = status
         self._reader = reader
+        self._actions = actions
         self._refresh_s = refresh_s
         self._env = Environment(
             loader=PackageLoader("bridge.console", "templates"),
@@ -193,6 +226,30 @@ class Console:
             return self.render(request, "not_found.html", 404, what="no such dead letter")
         return self.render(request, "dead_letter.html", route=route, d=detail(letter))
 
+    def resume_form(self, request: Request) -> Response:
+        route = self._route(request.query_params.get("topic"))
+        effect = resume_effect(self._status(), route.topic, self._actions.breaker_on)
+        return self.render(request, "resume.html", route=route, effect=effect)
+
+    async def resume(self, request: Request) -> Response:
+        topic = (await request.form()).get("topic")
+        if topic not in {r.topic for r in self._routes}:
+            return HTMLResponse("refused: not a routed topic", status_code=400)
+        assert isinstance(topic, str)
+        effect = resume_effect(self._status(), topic, self._actions.breaker_on)
+        asked = self._actions.resume([topic])
+        outcome = "asked every bridge to close the breaker" if asked else "breaker off: nothing"
+        self._audit(request, "resume", topic, effect["count"], outcome)
+        return RedirectResponse("/audit", status_code=303)
+
+    def audit(self, request: Request) -> Response:
+        return self.render(request, "audit.html", entries=self._actions.audit.recent())
+
+    def _audit(self, request: Request, action: str, target: str, count: int, outcome: str) -> None:
+        who = f"{role_of(request)}@{request.client.host if request.client else '?'}"
+        entry = audit_entry(utc_now_iso(), who, action, target, count, outcome)
+        self._actions.audit.record(entry)
+
     def _route(self, topic: str | None) -> Any:
         found = [r for r in self._routes if r.topic == topic]
         return found[0] if found else self._routes[0]
@@ -204,13 +261,14 @@ def create_app(
     *,
     status: Callable[[], dict[str, Any]],
     reader: DltReader,
+    actions: Actions,
     secrets: list[str],
     refresh_s: int = 5,
     secure_cookie: bool = False,
 ) -> Starlette:
     """The console's ASGI app. Sessions are signed with a key made at start (a restart logs
     everyone out); ``secure_cookie`` sends the cookie over HTTPS only."""
-    c = Console(settings, passwords, status, reader, secrets, refresh_s)
+    c = Console(settings, passwords, status, reader, actions, secrets, refresh_s)
     routes = [
         Route("/login", c.login_form, methods=["GET"]),
         Route("/login", action(login=False)(c.login), methods=["POST"]),
@@ -222,6 +280,9 @@ def create_app(
             page(c.dead_letter),
             methods=["GET"],
         ),
+        Route("/actions/resume", page(c.resume_form), methods=["GET"]),
+        Route("/actions/resume", action()(c.resume), methods=["POST"]),
+        Route("/audit", page(c.audit), methods=["GET"]),
     ]
     session = Middleware(
         SessionMiddleware,

@@ -179,3 +179,33 @@ def _hex(value: bytes) -> str:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def resume_effect(doc: Mapping[str, Any], topic: str, breaker_on: bool) -> dict[str, Any]:
+    """What resuming route ``topic`` would do, from the status document (the dry run): its
+    breaker, the partitions its breaker paused, and a sentence saying so."""
+    route = next((r for r in doc.get("routes") or () if r["topic"] == topic), None)
+    partitions = route["partitions"] if route else []
+    paused = [p["partition"] for p in partitions if p.get("paused") == "dead-letter-flood"]
+    breaker = (route or {}).get("breaker")
+    state = breaker["state"] if breaker else None
+    if not breaker_on:
+        summary = "The flood breaker is off (breaker.dead_letter_ratio unset): nothing to resume."
+    elif state is None:
+        summary = "No bridge reports this route's breaker: the request waits for one to start."
+    elif state == "closed":
+        summary = "The breaker is closed: no partition is paused by it."
+    else:
+        summary = (f"The breaker is {state}: every bridge closes it within "
+                   f"breaker.check_interval_ms, and {len(paused)} partition(s) it paused "
+                   "consume again.")  # fmt: skip
+    return {"topic": topic, "breaker": state, "paused": paused, "count": len(paused),
+            "summary": summary, "possible": breaker_on}  # fmt: skip
+
+
+def audit_entry(
+    at: str, who: str, action: str, target: str, count: int, outcome: str
+) -> dict[str, Any]:
+    """One line of the audit log: when, who, what, on what, how many, and what came of it."""
+    return {"at": at, "who": who, "action": action, "target": target, "count": count,
+            "outcome": outcome}  # fmt: skip

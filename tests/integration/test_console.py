@@ -1,7 +1,8 @@
 """The console against the real Kafka and Redis, driven by a real headless Chromium (Debian's
 ``chromium`` and ``chromium-driver``, with Selenium): log in, see the overview, browse a known
-set of dead letters with a filter and open one; a request without a login and a POST without
-the CSRF token are refused; a page of a DLT holding 100 000 records renders within 1 s.
+set of dead letters with a filter and open one, resume a route (confirmed first, then in the
+audit log); a request without a login and a POST without the CSRF token are refused; a page of
+a DLT holding 100 000 records renders within 1 s.
 
 ``CONSOLE_SCREENSHOTS=docs/images/console`` saves a screenshot of each page there (the docs'
 screenshots are taken so).
@@ -23,9 +24,11 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+import redis
 from confluent_kafka import Producer
 from kafka import KafkaAdminClient, KafkaProducer
 
+from bridge import keys
 from bridge.failures import Reason
 from tests.conftest import BOOTSTRAP, wait_for
 from tests.console_data import dead_letter, headers
@@ -163,14 +166,17 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
     admin: KafkaAdminClient,
     producer: KafkaProducer,
     ledger: Ledger,
+    ledger_redis: redis.Redis,
     browser: Any,
 ) -> None:
-    """A bridge runs (its route handled three records); its DLT gets known dead letters."""
+    """A bridge runs (its route handled three records, its flood breaker on); its DLT gets
+    known dead letters."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     topic = make_topic()
-    bridge = start_bridge([{"topic": topic.name, "task": "tests.echo"}])
+    breaker = {"breaker": {"dead_letter_ratio": 0.5}}
+    bridge = start_bridge([{"topic": topic.name, "task": "tests.echo"}], sections=breaker)
     for _ in range(3):
         send(producer, topic, ledger)
     wait_committed_to_end(admin, bridge.group_id, topic)
@@ -206,6 +212,18 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
     assert '"order": 1' in browser.find_element(By.ID, "value").text
     assert "no stock for item 7" in browser.find_element(By.ID, "stacktrace").text
     shot(browser, "dead-letter")
+
+    browser.find_element(By.LINK_TEXT, "Overview").click()
+    browser.find_element(By.LINK_TEXT, "resume…").click()
+    assert "The breaker is closed" in browser.find_element(By.ID, "effect").text
+    assert ledger_redis.hget(keys.breaker_resumes(bridge.group_id), topic.name) is None
+    shot(browser, "resume")
+    browser.find_element(By.ID, "confirm").click()
+    audit = browser.find_element(By.ID, "audit").text
+    assert f"operator@127.0.0.1 resume {topic.name} 0" in audit
+    assert ledger_redis.hget(keys.breaker_resumes(bridge.group_id), topic.name) is not None
+    assert ledger_redis.llen(keys.console_audit(bridge.group_id)) == 1
+    shot(browser, "audit")
 
 
 def test_no_page_without_a_login_and_no_post_without_the_csrf_token(console: Console) -> None:

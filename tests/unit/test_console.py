@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from bridge.commands import console as console_command
-from bridge.console.app import create_app, masker
+from bridge.console.app import Actions, create_app, masker
 from bridge.console.auth import (
     PASSWORD_ENV,
     READ_ONLY_PASSWORD_ENV,
@@ -25,7 +25,15 @@ from bridge.console.auth import (
     token_matches,
 )
 from bridge.console.dlt_reader import Page, Partition
-from bridge.console.views import Letter, LetterFilter, detail, header, parse_filter, shown_value
+from bridge.console.views import (
+    Letter,
+    LetterFilter,
+    detail,
+    header,
+    parse_filter,
+    resume_effect,
+    shown_value,
+)
 from bridge.errors import ConfigError, ReplayError
 from bridge.failures import Reason
 from bridge.settings import BridgeSettings
@@ -214,12 +222,40 @@ def status_doc() -> dict[str, Any]:
             "warnings": [], "errors": [f"Redis unreachable at redis://:{SECRET}@r/0"]}  # fmt: skip
 
 
+class FakeAudit:
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.entries.insert(0, entry)
+
+    def recent(self, count: int = 100) -> list[dict[str, Any]]:
+        return self.entries[:count]
+
+
 @pytest.fixture
-def client() -> TestClient:
+def audit() -> FakeAudit:
+    return FakeAudit()
+
+
+@pytest.fixture
+def resumed() -> list[list[str]]:
+    return []
+
+
+@pytest.fixture
+def client(audit: FakeAudit, resumed: list[list[str]]) -> TestClient:
     reader = FakeReader([letter(0, key=b"a"), letter(1, key=b"b", reason=Reason.NON_RETRYABLE)])
+
+    def resume(topics: list[str]) -> list[str]:
+        resumed.append(topics)
+        return topics
+
+    actions = Actions(resume, True, audit)
     app = create_app(
         settings(), Passwords({Role.OPERATOR: "op-pw", Role.VIEWER: "view-pw"}),
-        status=status_doc, reader=reader, secrets=[SECRET],  # type: ignore[arg-type]
+        status=status_doc, reader=reader, actions=actions,  # type: ignore[arg-type]
+        secrets=[SECRET],
     )  # fmt: skip
     return TestClient(app, follow_redirects=False)
 
@@ -295,3 +331,50 @@ def test_logging_out_ends_the_session(client: TestClient) -> None:
     response = client.post("/logout", data={"csrf": csrf_of(client, "/")})
     assert response.status_code == 303
     assert client.get("/").status_code == 303
+
+
+def test_resuming_a_route_shows_its_effect_first_then_runs_and_is_audited(
+    client: TestClient, audit: FakeAudit, resumed: list[list[str]]
+) -> None:
+    log_in(client)
+    confirm = client.get("/actions/resume?topic=orders")
+    assert "every bridge closes it" not in confirm.text  # no bridge reports a breaker
+    assert "waits for one to start" in confirm.text
+    assert resumed == []  # the confirmation changes nothing
+    token = re.findall(r'name="csrf" value="([^"]+)"', confirm.text)[-1]
+    assert client.post("/actions/resume", data={"topic": "orders"}).status_code == 403
+    assert client.post("/actions/resume", data={"topic": "nope", "csrf": token}).status_code == 400
+    done = client.post("/actions/resume", data={"topic": "orders", "csrf": token})
+    assert (done.status_code, done.headers["location"]) == (303, "/audit")
+    assert resumed == [["orders"]]
+    [entry] = audit.entries
+    assert (entry["who"], entry["action"], entry["target"]) == (
+        "operator@testclient",
+        "resume",
+        "orders",
+    )
+    assert "orders" in client.get("/audit").text
+
+
+def test_the_read_only_role_sees_the_confirmation_but_cannot_act(
+    client: TestClient, audit: FakeAudit, resumed: list[list[str]]
+) -> None:
+    log_in(client, "view-pw")
+    confirm = client.get("/actions/resume?topic=orders").text
+    assert "The read-only role cannot act." in confirm
+    refused = client.post("/actions/resume", data={"topic": "orders", "csrf": csrf_of(client, "/")})
+    assert refused.status_code == 403
+    assert (resumed, audit.entries) == ([], [])
+
+
+def test_the_effect_of_a_resume_names_the_partitions_its_breaker_paused() -> None:
+    doc = status_doc()
+    route = doc["routes"][0]
+    route["breaker"] = {"state": "open"}
+    route["partitions"] = [{"partition": 0, "paused": "dead-letter-flood"},
+                           {"partition": 1, "paused": "backpressure"}]  # fmt: skip
+    effect = resume_effect(doc, "orders", breaker_on=True)
+    assert (effect["breaker"], effect["paused"], effect["count"]) == ("open", [0], 1)
+    assert "1 partition(s)" in effect["summary"]
+    off = resume_effect(doc, "orders", breaker_on=False)
+    assert (off["possible"], "is off" in off["summary"]) == (False, True)
