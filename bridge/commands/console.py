@@ -74,12 +74,20 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
     from bridge.console.app import Actions, create_app
     from bridge.console.audit import AuditLog
     from bridge.console.dlt_reader import DltReader
+    from bridge.ops.release import release
     from bridge.ops.resume import breaker_on, resume
     from bridge.ops.status import collect
     from bridge.redact import configured_secrets
 
     reader, audit = DltReader(settings), AuditLog(settings)
-    actions = Actions(lambda topics: resume(settings, topics), breaker_on(settings), audit)
+    actions = Actions(
+        resume=lambda topics: resume(settings, topics),
+        breaker_on=breaker_on(settings),
+        audit=audit,
+        release=lambda topic, key, partition, skip: release(
+            settings, topic, key, partition, skip=skip
+        ),
+    )
     app = create_app(
         settings,
         passwords,

@@ -26,16 +26,18 @@ from starlette.routing import Route
 from bridge.console.auth import Passwords, Role, new_token, token_matches
 from bridge.console.dlt_reader import DltReader
 from bridge.console.views import (
+    ParkedKey,
     audit_entry,
     detail,
     parse_filter,
     partition_state,
+    release_effect,
     resume_effect,
     row,
 )
 from bridge.credentials import MASK
 from bridge.deadletter import utc_now_iso
-from bridge.errors import ReplayError
+from bridge.errors import BridgeError, ReplayError
 from bridge.routing import Router
 from bridge.settings import BridgeSettings
 
@@ -61,11 +63,15 @@ class Actions:
 
     :param resume: :func:`bridge.ops.resume.resume` for the console's settings.
     :param breaker_on: whether the flood breaker is configured.
+    :param audit: the audit log.
     """
 
     resume: Callable[[list[str]], list[str]]
     breaker_on: bool
     audit: Audit
+    #: :func:`bridge.ops.release.release` for the console's settings: (topic, key, partition,
+    #: skip) -> what it did
+    release: Callable[[str, bytes | None, int, bool], Any]
 
 
 def masker(secrets: list[str]) -> Callable[[Any], Any]:
@@ -151,6 +157,7 @@ class Console:
             finalize=masker(secrets),
         )
         self._env.globals["partition_state"] = partition_state
+        self._env.globals["parked_fields"] = lambda state: ParkedKey.of_state(state).fields()
 
     def render(self, request: Request, name: str, status_code: int = 200, **data: Any) -> Response:
         """Template ``name`` with ``data``, the session's role and CSRF token."""
@@ -242,6 +249,36 @@ class Console:
         self._audit(request, "resume", topic, effect["count"], outcome)
         return RedirectResponse("/audit", status_code=303)
 
+    def release_form(self, request: Request) -> Response:
+        query = request.query_params
+        try:
+            parked = ParkedKey.of(query)
+        except ValueError:
+            return HTMLResponse("refused: a bad key_b64 or partition", status_code=400)
+        skip = query.get("skip") == "1"
+        effect = release_effect(self._status(), parked, skip)
+        return self.render(request, "release.html", parked=parked, skip=skip, effect=effect)
+
+    async def release(self, request: Request) -> Response:
+        form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        try:
+            parked = ParkedKey.of(form)
+        except ValueError:
+            return HTMLResponse("refused: a bad key_b64 or partition", status_code=400)
+        skip, target = (
+            form.get("skip") == "1",
+            " ".join(f"{k}={v}" for k, v in parked.fields().items()),
+        )
+        try:
+            done = self._actions.release(parked.topic, parked.key, parked.partition, skip)
+        except BridgeError as exc:
+            self._audit(request, "skip" if skip else "release", target, 0, f"refused: {exc}")
+            return self.render(request, "not_found.html", 409, what=str(exc))
+        where = f" (dead letter {done.dead_letter})" if done.dead_letter else ""
+        outcome = f"head {done.task_id} {'skipped' if skip else 'resumed'}{where}"
+        self._audit(request, "skip" if skip else "release", target, 1, outcome)
+        return RedirectResponse("/audit", status_code=303)
+
     def audit(self, request: Request) -> Response:
         return self.render(request, "audit.html", entries=self._actions.audit.recent())
 
@@ -282,6 +319,8 @@ def create_app(
         ),
         Route("/actions/resume", page(c.resume_form), methods=["GET"]),
         Route("/actions/resume", action()(c.resume), methods=["POST"]),
+        Route("/actions/release", page(c.release_form), methods=["GET"]),
+        Route("/actions/release", action()(c.release), methods=["POST"]),
         Route("/audit", page(c.audit), methods=["GET"]),
     ]
     session = Middleware(

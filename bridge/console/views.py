@@ -9,6 +9,7 @@ the value.
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from collections.abc import Mapping
@@ -209,3 +210,63 @@ def audit_entry(
     """One line of the audit log: when, who, what, on what, how many, and what came of it."""
     return {"at": at, "who": who, "action": action, "target": target, "count": count,
             "outcome": outcome}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedKey:
+    """A parked key of an ordered route, as a form or a link names it: ``key`` (bytes), or
+    ``None`` for the keyless records of ``partition``."""
+
+    topic: str
+    key: bytes | None
+    partition: int
+
+    @classmethod
+    def of(cls, query: Mapping[str, str]) -> ParkedKey:
+        """From ``topic`` and ``key`` (UTF-8), ``key_b64`` or ``partition`` (keyless).
+
+        :raises ValueError: ``key_b64`` is not base64, or ``partition`` not a number.
+        """
+        b64 = query.get("key_b64")
+        key = base64.b64decode(b64, validate=True) if b64 else None
+        if key is None and query.get("key"):
+            key = query["key"].encode()
+        return cls(query.get("topic", ""), key, int(query.get("partition") or 0))
+
+    @classmethod
+    def of_state(cls, state: Mapping[str, Any]) -> ParkedKey:
+        """The key of ``state`` (an entry of ``ordered.keys_parked``)."""
+        if state.get("key_b64"):
+            return cls(state["topic"], base64.b64decode(state["key_b64"]), 0)
+        if state.get("key") is not None:
+            return cls(state["topic"], str(state["key"]).encode(), 0)
+        return cls(state["topic"], None, int(state.get("partition") or 0))
+
+    def fields(self) -> dict[str, str]:
+        """The form fields (or query) that name it again."""
+        if self.key is None:
+            return {"topic": self.topic, "partition": str(self.partition)}
+        try:
+            return {"topic": self.topic, "key": self.key.decode("utf-8")}
+        except UnicodeDecodeError:
+            return {"topic": self.topic, "key_b64": base64.b64encode(self.key).decode("ascii")}
+
+    def matches(self, state: Mapping[str, Any]) -> bool:
+        """Whether ``state`` (an entry of ``ordered.keys_parked``) is this key."""
+        return ParkedKey.of_state(state) == self
+
+
+def release_effect(doc: Mapping[str, Any], parked: ParkedKey, skip: bool) -> dict[str, Any]:
+    """What releasing ``parked`` would do, from the status document (the dry run)."""
+    states = (doc.get("ordered") or {}).get("keys_parked") or []
+    state = next((s for s in states if parked.matches(s)), None)
+    if state is None:
+        return {"possible": False, "summary": "This key is not parked: nothing to release.",
+                "state": None}  # fmt: skip
+    why = state.get("parked") or {}
+    error = (why.get("error") or {}).get("fqcn", "")
+    head = f"Its head {state['head_task_id']} (parked: {why.get('reason')}, {error})"
+    then = (" is written to the route's DLT, and the key goes on with its next record"
+            if skip else " runs again with a fresh retry budget")  # fmt: skip
+    behind = f"; {int(state['depth']) - 1} record(s) wait behind it."
+    return {"possible": True, "summary": head + then + behind, "state": state}

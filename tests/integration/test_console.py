@@ -1,8 +1,8 @@
 """The console against the real Kafka and Redis, driven by a real headless Chromium (Debian's
 ``chromium`` and ``chromium-driver``, with Selenium): log in, see the overview, browse a known
-set of dead letters with a filter and open one, resume a route (confirmed first, then in the
-audit log); a request without a login and a POST without the CSRF token are refused; a page of
-a DLT holding 100 000 records renders within 1 s.
+set of dead letters with a filter and open one, resume a route and skip a parked key (each
+confirmed first, then in the audit log); a request without a login and a POST without the
+CSRF token are refused; a page of a DLT holding 100 000 records renders within 1 s.
 
 ``CONSOLE_SCREENSHOTS=docs/images/console`` saves a screenshot of each page there (the docs'
 screenshots are taken so).
@@ -32,7 +32,7 @@ from bridge import keys
 from bridge.failures import Reason
 from tests.conftest import BOOTSTRAP, wait_for
 from tests.console_data import dead_letter, headers
-from tests.integration.conftest import REPO, Ledger, Topic, config_toml
+from tests.integration.conftest import REPO, Ledger, Topic, config_toml, read_all
 from tests.integration.helpers import MakeTopic, StartBridge, send, wait_committed_to_end
 
 PASSWORD = "console-test-pw"
@@ -153,6 +153,13 @@ def page_text(driver: Any, element_id: str) -> str:
     return text
 
 
+def wait_text(driver: Any, element_id: str) -> str:
+    """The text of an element once the page that holds it has loaded."""
+    found: str = wait_for(lambda: page_text(driver, element_id), timeout_s=30,
+                          what=f"an element #{element_id} on the page")  # fmt: skip
+    return found
+
+
 def shot(driver: Any, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
@@ -187,7 +194,7 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
     shot(browser, "login")
     browser.find_element(By.ID, "password").send_keys(PASSWORD)
     browser.find_element(By.ID, "login").click()
-    routes = browser.find_element(By.ID, "routes").text
+    routes = wait_text(browser, "routes")
     assert console.topic.name in routes
     assert console.dlt in routes
     wait_for(lambda: "consuming" in page_text(browser, "partitions"), timeout_s=30,
@@ -195,17 +202,20 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
     shot(browser, "overview")
 
     browser.find_element(By.LINK_TEXT, console.dlt).click()
+    wait_text(browser, "letters")
     rows = browser.find_elements(By.CSS_SELECTOR, "#letters tr td:first-child")
     assert [r.text for r in rows] == ["5", "4", "3", "2", "1", "0"]  # newest first
     Select(browser.find_element(By.ID, "reason")).select_by_visible_text("non-retryable")
     browser.find_element(By.ID, "exception").send_keys("ValueError")
     browser.find_element(By.ID, "apply").click()
+    wait_for(lambda: "non-retryable" in browser.current_url, what="the filtered page")
+    wait_text(browser, "letters")
     rows = browser.find_elements(By.CSS_SELECTOR, "#letters tr td:first-child")
     assert [r.text for r in rows] == ["3", "1"]
     shot(browser, "dead-letters")
 
     browser.find_element(By.LINK_TEXT, "1").click()
-    assert browser.find_element(By.ID, "key").text == "k1"
+    assert wait_text(browser, "key") == "k1"
     decoded = browser.find_element(By.ID, "headers").text
     assert "kafka_dlt-original-offset 1 number" in decoded
     assert f"kafka_dlt-original-topic {console.topic.name} text" in decoded
@@ -214,12 +224,13 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
     shot(browser, "dead-letter")
 
     browser.find_element(By.LINK_TEXT, "Overview").click()
+    wait_text(browser, "routes")
     browser.find_element(By.LINK_TEXT, "resume…").click()
-    assert "The breaker is closed" in browser.find_element(By.ID, "effect").text
+    assert "The breaker is closed" in wait_text(browser, "effect")
     assert ledger_redis.hget(keys.breaker_resumes(bridge.group_id), topic.name) is None
     shot(browser, "resume")
     browser.find_element(By.ID, "confirm").click()
-    audit = browser.find_element(By.ID, "audit").text
+    audit = wait_text(browser, "audit")
     assert f"operator@127.0.0.1 resume {topic.name} 0" in audit
     assert ledger_redis.hget(keys.breaker_resumes(bridge.group_id), topic.name) is not None
     assert ledger_redis.llen(keys.console_audit(bridge.group_id)) == 1
@@ -273,3 +284,43 @@ def test_a_page_of_a_dlt_of_100_000_records_renders_within_a_second(console: Con
             assert response.status_code == 200, (name, response.text[:500])
     print("console page times (s):", {k: round(v, 3) for k, v in took.items()})
     assert max(took.values()) <= 1.0, took
+
+
+def test_skip_the_parked_head_of_an_ordered_key(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    open_console: Callable[[Path, Topic, str], Console],
+    producer: KafkaProducer,
+    ledger: Ledger,
+    browser: Any,
+) -> None:
+    """A key parks behind a record that fails for good; skipping it from the console writes the
+    head to the DLT and the key's next record is handled."""
+    from selenium.webdriver.common.by import By
+
+    topic = make_topic()
+    route = {"topic": topic.name, "task": "tests.ordered", "ordered": True, "on_exhausted": "park"}
+    bridge = start_bridge([route])
+    send(producer, topic, ledger, key=b"bad", headers=[("mode", b"permanent")])
+    send(producer, topic, ledger, key=b"bad")  # waits behind its parked head
+    console = open_console(bridge.config_path, topic, topic.dlt(bridge.group_id))
+    browser.get(f"{console.url}/login")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login").click()
+    wait_for(lambda: "skip…" in page_text(browser, "keys-parked"), timeout_s=60,
+             what="the overview to show the parked key (it reloads itself)")  # fmt: skip
+    browser.find_element(By.LINK_TEXT, "skip…").click()
+    head = f"{bridge.group_id}:{topic.name}:0:0"
+    effect = wait_text(browser, "effect")
+    assert f"Its head {head} (parked: non-retryable" in effect
+    assert "is written to the route's DLT" in effect
+    assert "1 record(s) wait behind it" in effect
+    assert ledger.done() == set()  # the confirmation changed nothing
+    shot(browser, "release")
+    browser.find_element(By.ID, "confirm").click()
+    audit = wait_text(browser, "audit")
+    assert f"skip topic={topic.name} key=bad 1 head {head} skipped (dead letter written)" in audit
+    wait_for(lambda: ledger.done() == {f"{bridge.group_id}:{topic.name}:0:1"}, timeout_s=60,
+             what="the key's next record to be handled")  # fmt: skip
+    [dead] = read_all(console.dlt, 1)
+    assert dict(dead.headers)["bridge-task-id"] == head.encode()

@@ -28,14 +28,17 @@ from bridge.console.dlt_reader import Page, Partition
 from bridge.console.views import (
     Letter,
     LetterFilter,
+    ParkedKey,
     detail,
     header,
     parse_filter,
+    release_effect,
     resume_effect,
     shown_value,
 )
-from bridge.errors import ConfigError, ReplayError
+from bridge.errors import ConfigError, NotParkedError, ReplayError
 from bridge.failures import Reason
+from bridge.ops.release import Released
 from bridge.settings import BridgeSettings
 from tests.console_data import dead_letter, headers
 
@@ -217,8 +220,18 @@ def status_doc() -> dict[str, Any]:
              "partitions": [{"partition": 0, "committed": 4, "end": 7, "lag": 3,
                              "owner": "bridge@h:1", "paused": "backpressure",
                              "uncommitted": 0}]}  # fmt: skip
+    parked = {
+        "topic": "pay",
+        "key": "bad",
+        "depth": 3,
+        "head_task_id": "shop:pay:0:1",
+        "oldest_age_s": 2.0,
+        "parked_for_s": 1.0,
+        "parked": {"reason": "exhausted", "attempts": 4, "error": {"fqcn": "x.Boom"}},
+    }
+    ordered = {"records_waiting": {}, "keys_out": 1, "keys_waiting": [], "keys_parked": [parked]}
     return {"format": 1, "group_id": "shop", "at": "2026-11-22T08:00:00.000Z", "bridges": [],
-            "routes": [route], "retries": None, "dead_letters": None, "ordered": None,
+            "routes": [route], "retries": None, "dead_letters": None, "ordered": ordered,
             "warnings": [], "errors": [f"Redis unreachable at redis://:{SECRET}@r/0"]}  # fmt: skip
 
 
@@ -244,14 +257,32 @@ def resumed() -> list[list[str]]:
 
 
 @pytest.fixture
-def client(audit: FakeAudit, resumed: list[list[str]]) -> TestClient:
+def released() -> list[tuple[Any, ...]]:
+    return []
+
+
+class FakeRelease:
+    def __init__(self, calls: list[tuple[Any, ...]]) -> None:
+        self.calls = calls
+
+    def __call__(self, topic: str, key: bytes | None, partition: int, skip: bool) -> Released:
+        if key == b"gone":
+            raise NotParkedError(f"{topic} key {key!r}: not parked")
+        self.calls.append((topic, key, partition, skip))
+        return Released("fifo", "shop:pay:0:1", skip, "written" if skip else None)
+
+
+@pytest.fixture
+def client(
+    audit: FakeAudit, resumed: list[list[str]], released: list[tuple[Any, ...]]
+) -> TestClient:
     reader = FakeReader([letter(0, key=b"a"), letter(1, key=b"b", reason=Reason.NON_RETRYABLE)])
 
     def resume(topics: list[str]) -> list[str]:
         resumed.append(topics)
         return topics
 
-    actions = Actions(resume, True, audit)
+    actions = Actions(resume, True, audit, release=FakeRelease(released))
     app = create_app(
         settings(), Passwords({Role.OPERATOR: "op-pw", Role.VIEWER: "view-pw"}),
         status=status_doc, reader=reader, actions=actions,  # type: ignore[arg-type]
@@ -378,3 +409,53 @@ def test_the_effect_of_a_resume_names_the_partitions_its_breaker_paused() -> Non
     assert "1 partition(s)" in effect["summary"]
     off = resume_effect(doc, "orders", breaker_on=False)
     assert (off["possible"], "is off" in off["summary"]) == (False, True)
+
+
+def test_a_parked_key_is_named_by_text_base64_or_partition() -> None:
+    assert ParkedKey.of({"topic": "t", "key": "k"}) == ParkedKey("t", b"k", 0)
+    assert ParkedKey.of({"topic": "t", "key_b64": "//8="}) == ParkedKey("t", b"\xff\xff", 0)
+    assert ParkedKey.of({"topic": "t", "partition": "3"}) == ParkedKey("t", None, 3)
+    assert ParkedKey("t", b"\xff\xff", 0).fields() == {"topic": "t", "key_b64": "//8="}
+    assert ParkedKey("t", None, 3).fields() == {"topic": "t", "partition": "3"}
+    assert ParkedKey("t", b"", 0).fields() == {"topic": "t", "key": ""}
+    with pytest.raises(ValueError, match="base64"):
+        ParkedKey.of({"topic": "t", "key_b64": "%%%"})
+
+
+def test_the_effect_of_a_release_says_what_happens_to_the_head() -> None:
+    doc = status_doc()
+    again = release_effect(doc, ParkedKey("pay", b"bad", 0), skip=False)
+    assert again["possible"]
+    assert "shop:pay:0:1 (parked: exhausted, x.Boom) runs again" in again["summary"]
+    assert "2 record(s) wait behind it" in again["summary"]
+    skipped = release_effect(doc, ParkedKey("pay", b"bad", 0), skip=True)
+    assert "is written to the route's DLT" in skipped["summary"]
+    assert not release_effect(doc, ParkedKey("pay", b"good", 0), skip=False)["possible"]
+    assert not release_effect(doc, ParkedKey("pay", None, 0), skip=False)["possible"]
+    keyless = {"topic": "pay", "key": None, "partition": 2}
+    assert ParkedKey.of_state(keyless) == ParkedKey("pay", None, 2)
+    assert ParkedKey.of_state({"topic": "pay", "key": None, "key_b64": "//8="}).key == b"\xff\xff"
+
+
+def test_releasing_a_parked_key_is_confirmed_first_then_run_and_audited(
+    client: TestClient, audit: FakeAudit, released: list[tuple[Any, ...]]
+) -> None:
+    log_in(client)
+    overview = client.get("/").text
+    assert "/actions/release?topic=pay&amp;key=bad&amp;skip=1" in overview
+    confirm = client.get("/actions/release?key=bad&topic=pay")
+    assert "runs again with a fresh retry budget" in confirm.text
+    assert released == []
+    token = re.findall(r'name="csrf" value="([^"]+)"', confirm.text)[-1]
+    form = {"topic": "pay", "key": "bad", "skip": "0"}
+    assert client.post("/actions/release", data=form).status_code == 403
+    done = client.post("/actions/release", data={**form, "csrf": token})
+    assert (done.status_code, done.headers["location"]) == (303, "/audit")
+    assert released == [("pay", b"bad", 0, False)]
+    gone = client.post("/actions/release", data={**form, "key": "gone", "csrf": token})
+    assert gone.status_code == 409
+    assert [(e["action"], e["target"], e["count"]) for e in audit.entries] == [
+        ("release", "topic=pay key=gone", 0), ("release", "topic=pay key=bad", 1)
+    ]  # fmt: skip
+    assert audit.entries[0]["outcome"].startswith("refused: pay key b'gone': not parked")
+    assert audit.entries[1]["outcome"] == "head shop:pay:0:1 resumed"
