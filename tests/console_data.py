@@ -19,10 +19,10 @@ def dead_letter(
     fqcn: str = "builtins.TimeoutError",
     message: str = "timed out",
     at: str = "2026-11-22T08:00:00.000Z",
+    original_headers: tuple[tuple[str, bytes | None], ...] = (("trace", b"abc"),),
 ) -> DeadLetter:
     """A dead letter of ``topic``'s record at ``offset`` (partition 0), group ``shop``."""
-    record = Record(topic, 0, offset, 1_795_000_000_000 + offset, key, value,
-                    (("trace", b"abc"),))  # fmt: skip
+    record = Record(topic, 0, offset, 1_795_000_000_000 + offset, key, value, original_headers)
     return DeadLetter(
         record=record, group_id="shop", dlt_topic=f"{topic}.shop.dlt", reason=reason,
         error=ErrorInfo(fqcn, message, STACK + message), attempts=3, task="shop.order",

@@ -71,9 +71,10 @@ def _console(settings: BridgeSettings, args: argparse.Namespace) -> int:
 def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from bridge.console.app import Actions, create_app
+    from bridge.console.app import create_app
     from bridge.console.audit import AuditLog
     from bridge.console.dlt_reader import DltReader
+    from bridge.console.guards import Actions
     from bridge.ops.release import release
     from bridge.ops.resume import breaker_on, resume
     from bridge.ops.status import collect
@@ -87,6 +88,7 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
         release=lambda topic, key, partition, skip: release(
             settings, topic, key, partition, skip=skip
         ),
+        replay=lambda dlt, letters: _replay(settings, dlt, letters),
     )
     app = create_app(
         settings,
@@ -107,3 +109,12 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
         reader.close()
         audit.close()
     return 0
+
+
+def _replay(settings: BridgeSettings, dlt: str, letters: list[Any]) -> Any:
+    """Replay the console's selected dead letters of ``dlt`` to their source topics."""
+    from bridge.ops.replay import replay_letters
+    from bridge.ops.replay_targets import Letter
+
+    chosen = [Letter(x.view, x.value, dlt, x.partition, x.offset) for x in letters]
+    return replay_letters(settings, chosen)

@@ -1,19 +1,17 @@
 """The console's web app (Starlette): login, the overview, the dead letters, and actions, each
 with a confirmation page showing its effect first and an entry in the audit log.
 
-Every page needs a logged-in session; every POST needs the session's CSRF token too
-(:func:`action`), and those that change something the ``operator`` role. Pages are rendered
-by Jinja2 with autoescaping, and every value shown goes through :func:`masker` first, so a
-configured secret never reaches a page. The status document, the DLT reader and the actions
+Every page needs a logged-in session; every POST needs the session's CSRF token too, and those
+that change something the ``operator`` role (:mod:`bridge.console.guards`). Pages are rendered
+by Jinja2 with autoescaping, and every value shown is masked first, so a configured secret
+never reaches a page. The status document, the DLT reader and the actions
 are given to :func:`create_app`, so that tests can hand it others.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
@@ -23,19 +21,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from bridge.console.auth import Passwords, Role, new_token, token_matches
+from bridge.console.auth import Passwords, new_token
 from bridge.console.dlt_reader import DltReader
+from bridge.console.guards import Actions, action, masker, page, role_of
 from bridge.console.views import (
+    Letter,
     ParkedKey,
     audit_entry,
     detail,
     parse_filter,
     partition_state,
     release_effect,
+    replay_preview,
     resume_effect,
     row,
 )
-from bridge.credentials import MASK
 from bridge.deadletter import utc_now_iso
 from bridge.errors import BridgeError, ReplayError
 from bridge.routing import Router
@@ -44,91 +44,6 @@ from bridge.settings import BridgeSettings
 SESSION_COOKIE = "bridge_console"
 SESSION_MAX_AGE_S = 8 * 3600
 PAGE_SIZE = 50
-
-Page = Callable[[Request], Response]
-Action = Callable[[Request], Awaitable[Response]]
-
-
-class Audit(Protocol):
-    """Where actions are recorded (:class:`bridge.console.audit.AuditLog`)."""
-
-    def record(self, entry: dict[str, Any]) -> None: ...
-
-    def recent(self, count: int = 100) -> list[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Actions:
-    """What the console's actions run: the operations of :mod:`bridge.ops`, and the audit log.
-
-    :param resume: :func:`bridge.ops.resume.resume` for the console's settings.
-    :param breaker_on: whether the flood breaker is configured.
-    :param audit: the audit log.
-    """
-
-    resume: Callable[[list[str]], list[str]]
-    breaker_on: bool
-    audit: Audit
-    #: :func:`bridge.ops.release.release` for the console's settings: (topic, key, partition,
-    #: skip) -> what it did
-    release: Callable[[str, bytes | None, int, bool], Any]
-
-
-def masker(secrets: list[str]) -> Callable[[Any], Any]:
-    """Jinja2's ``finalize``: every configured secret in a value shown becomes ``***``."""
-
-    def mask(value: Any) -> Any:
-        if not isinstance(value, str):
-            return "" if value is None else value
-        for secret in secrets:
-            value = value.replace(secret, MASK)
-        return value
-
-    return mask
-
-
-def page(endpoint: Page) -> Page:
-    """A page for logged-in users: anyone else is sent to the login page."""
-
-    @functools.wraps(endpoint)
-    def guarded(request: Request) -> Response:
-        if role_of(request) is None:
-            return RedirectResponse("/login", status_code=303)
-        return endpoint(request)
-
-    return guarded
-
-
-def action(*, login: bool = True, act: bool = True) -> Callable[[Action], Action]:
-    """A POST endpoint: refused (403) without the session's CSRF token in the form, without a
-    login (``login``), or for the read-only role (``act``)."""
-
-    def wrap(endpoint: Action) -> Action:
-        @functools.wraps(endpoint)
-        async def guarded(request: Request) -> Response:
-            form = await request.form()
-            sent = form.get("csrf")
-            if not token_matches(
-                request.session.get("csrf"), sent if isinstance(sent, str) else None
-            ):
-                return HTMLResponse("refused: missing or wrong CSRF token", status_code=403)
-            role = role_of(request)
-            if login and role is None:
-                return HTMLResponse("refused: log in first", status_code=403)
-            if login and act and role is not None and not role.may_act:
-                return HTMLResponse("refused: the read-only role cannot act", status_code=403)
-            return await endpoint(request)
-
-        guarded.csrf_checked = True  # type: ignore[attr-defined]
-        return guarded
-
-    return wrap
-
-
-def role_of(request: Request) -> Role | None:
-    """The logged-in role of the request's session, or ``None``."""
-    name = request.session.get("role")
-    return Role(name) if name in set(Role) else None
 
 
 class Console:
@@ -279,6 +194,38 @@ class Console:
         self._audit(request, "skip" if skip else "release", target, 1, outcome)
         return RedirectResponse("/audit", status_code=303)
 
+    def replay_form(self, request: Request) -> Response:
+        route = self._route(request.query_params.get("topic"))
+        letters = self._selected(route.dlt_topic, request.query_params.getlist("at"))
+        preview = replay_preview(letters)
+        return self.render(request, "replay.html", route=route, rows=preview)
+
+    async def replay(self, request: Request) -> Response:
+        form = await request.form()
+        route = self._route(str(form.get("topic")))
+        asked = [str(v) for v in form.getlist("at")]
+        fresh = self._actions.audit.claim(route.dlt_topic, asked)
+        letters = self._selected(route.dlt_topic, fresh)
+        summary = self._actions.replay(route.dlt_topic, letters) if letters else None
+        replayed = summary.replayed if summary else 0
+        outcome = (f"replayed {replayed} to their source topics, "
+                   f"{len(asked) - len(fresh)} replayed from the console before, "
+                   f"{summary.skipped_by_limit if summary else 0} over the replay limit, "
+                   f"{summary.unreplayable if summary else 0} unreplayable")  # fmt: skip
+        target = f"{route.dlt_topic} " + " ".join(asked)
+        self._audit(request, "replay", target, replayed, outcome)
+        return RedirectResponse("/audit", status_code=303)
+
+    def _selected(self, dlt: str, places: list[str]) -> list[Letter]:
+        """The dead letters at ``places`` (``partition:offset``) of ``dlt`` that exist."""
+        found = []
+        for place in places[:PAGE_SIZE]:
+            partition, _, offset = place.partition(":")
+            if partition.isdigit() and offset.isdigit():
+                letter = self._reader.one(dlt, int(partition), int(offset))
+                found += [letter] if letter is not None else []
+        return found
+
     def audit(self, request: Request) -> Response:
         return self.render(request, "audit.html", entries=self._actions.audit.recent())
 
@@ -321,6 +268,8 @@ def create_app(
         Route("/actions/resume", action()(c.resume), methods=["POST"]),
         Route("/actions/release", page(c.release_form), methods=["GET"]),
         Route("/actions/release", action()(c.release), methods=["POST"]),
+        Route("/actions/replay", page(c.replay_form), methods=["GET"]),
+        Route("/actions/replay", action()(c.replay), methods=["POST"]),
         Route("/audit", page(c.audit), methods=["GET"]),
     ]
     session = Middleware(

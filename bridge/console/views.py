@@ -19,7 +19,7 @@ from typing import Any
 from bridge.deadletter import iso_ms
 from bridge.errors import ReplayError
 from bridge.ops.replay_headers import DeadView
-from bridge.ops.replay_plan import ReplayFilter, build_filter
+from bridge.ops.replay_plan import DEFAULT_MAX_REPLAYS, ReplayFilter, build_filter, plan
 
 # Spring's binary headers (big-endian): everything else a dead letter carries is UTF-8.
 BINARY_HEADERS = {
@@ -270,3 +270,15 @@ def release_effect(doc: Mapping[str, Any], parked: ParkedKey, skip: bool) -> dic
             if skip else " runs again with a fresh retry budget")  # fmt: skip
     behind = f"; {int(state['depth']) - 1} record(s) wait behind it."
     return {"possible": True, "summary": head + then + behind, "state": state}
+
+
+def replay_preview(letters: list[Letter]) -> list[dict[str, Any]]:
+    """What replaying the selected ``letters`` to their source topics would do (the dry run):
+    each one's row, replay's verdict (``replay``, ``limited``, ``unreplayable``) and why."""
+    found = []
+    for letter in letters:
+        decision = plan(letter.view, ReplayFilter(), DEFAULT_MAX_REPLAYS)
+        origin = decision.origin
+        found.append({**row(letter), "verdict": str(decision.verdict), "why": decision.why,
+                      "to": f"{origin.topic}[{origin.partition}]" if origin else "-"})  # fmt: skip
+    return found

@@ -1,8 +1,9 @@
 """The console against the real Kafka and Redis, driven by a real headless Chromium (Debian's
 ``chromium`` and ``chromium-driver``, with Selenium): log in, see the overview, browse a known
-set of dead letters with a filter and open one, resume a route and skip a parked key (each
-confirmed first, then in the audit log); a request without a login and a POST without the
-CSRF token are refused; a page of a DLT holding 100 000 records renders within 1 s.
+set of dead letters with a filter and open one, replay two of them (handled, nothing twice),
+resume a route and skip a parked key (each confirmed first, then in the audit log); a request
+without a login and a POST without the CSRF token are refused; a page of a DLT holding 100 000
+records renders within 1 s.
 
 ``CONSOLE_SCREENSHOTS=docs/images/console`` saves a screenshot of each page there (the docs'
 screenshots are taken so).
@@ -32,7 +33,14 @@ from bridge import keys
 from bridge.failures import Reason
 from tests.conftest import BOOTSTRAP, wait_for
 from tests.console_data import dead_letter, headers
-from tests.integration.conftest import REPO, Ledger, Topic, config_toml, read_all
+from tests.integration.conftest import (
+    REPO,
+    Ledger,
+    Topic,
+    config_toml,
+    end_offsets,
+    read_all,
+)
 from tests.integration.helpers import MakeTopic, StartBridge, send, wait_committed_to_end
 
 PASSWORD = "console-test-pw"
@@ -115,10 +123,13 @@ KNOWN = [  # offset -> (key, reason, exception, message)
 ]
 
 
-def put_known(producer: KafkaProducer, console: Console) -> None:
+def put_known(producer: KafkaProducer, console: Console, ledger: Ledger) -> None:
+    """The dead letters of ``KNOWN``; replayed, the test handlers write them to ``ledger``."""
+    original = (("trace", b"abc"), ("ledger", ledger.prefix.encode()))
     for offset, (key, reason, fqcn, message) in enumerate(KNOWN):
         dl = dead_letter(console.topic.name, offset, key=key.encode(), reason=reason, fqcn=fqcn,
-                         message=message, value=b'{"order": %d}' % offset)  # fmt: skip
+                         message=message, value=b'{"order": %d}' % offset,
+                         original_headers=original)  # fmt: skip
         producer.send(console.dlt, key=key.encode(), value=dl.record.raw_value, headers=headers(dl))
     producer.flush(timeout=30)
 
@@ -188,7 +199,7 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
         send(producer, topic, ledger)
     wait_committed_to_end(admin, bridge.group_id, topic)
     console = open_console(bridge.config_path, topic, topic.dlt(bridge.group_id))
-    put_known(producer, console)
+    put_known(producer, console, ledger)
     browser.get(f"{console.url}/")
     assert browser.current_url == f"{console.url}/login"  # not logged in: sent to log in
     shot(browser, "login")
@@ -203,14 +214,14 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
 
     browser.find_element(By.LINK_TEXT, console.dlt).click()
     wait_text(browser, "letters")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#letters tr td:first-child")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#letters tr td:nth-child(2)")
     assert [r.text for r in rows] == ["5", "4", "3", "2", "1", "0"]  # newest first
     Select(browser.find_element(By.ID, "reason")).select_by_visible_text("non-retryable")
     browser.find_element(By.ID, "exception").send_keys("ValueError")
     browser.find_element(By.ID, "apply").click()
     wait_for(lambda: "non-retryable" in browser.current_url, what="the filtered page")
     wait_text(browser, "letters")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#letters tr td:first-child")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#letters tr td:nth-child(2)")
     assert [r.text for r in rows] == ["3", "1"]
     shot(browser, "dead-letters")
 
@@ -233,8 +244,23 @@ def test_log_in_see_the_overview_browse_filter_and_open_a_dead_letter(
     audit = wait_text(browser, "audit")
     assert f"operator@127.0.0.1 resume {topic.name} 0" in audit
     assert ledger_redis.hget(keys.breaker_resumes(bridge.group_id), topic.name) is not None
-    assert ledger_redis.llen(keys.console_audit(bridge.group_id)) == 1
+
+    browser.get(f"{console.url}/dead-letters?topic={topic.name}&exception=ValueError")
+    wait_text(browser, "letters")
+    for place in ("at-0-1", "at-0-3"):
+        browser.find_element(By.ID, place).click()
+    browser.find_element(By.ID, "replay-selected").click()
+    preview = wait_text(browser, "preview")
+    assert preview.count(f"{topic.name}[0] replay") == 2, preview
+    shot(browser, "replay")
+    browser.find_element(By.ID, "confirm").click()
+    audit = wait_text(browser, "audit")
+    assert f"replay {console.dlt} 0:3 0:1 2 replayed 2 to their source topics" in audit
     shot(browser, "audit")
+    wait_for(lambda: len(ledger.done()) == 5, timeout_s=60, what="the two replays handled")
+    assert ledger.done() >= {f"{bridge.group_id}:{topic.name}:0:{n}" for n in (3, 4)}
+    assert end_offsets(topic.name) == {0: 5}  # each replayed once, nothing twice
+    assert ledger_redis.llen(keys.console_audit(bridge.group_id)) == 2
 
 
 def test_no_page_without_a_login_and_no_post_without_the_csrf_token(console: Console) -> None:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from bridge.commands import console as console_command
-from bridge.console.app import Actions, create_app, masker
+from bridge.console.app import create_app
 from bridge.console.auth import (
     PASSWORD_ENV,
     READ_ONLY_PASSWORD_ENV,
@@ -25,6 +25,7 @@ from bridge.console.auth import (
     token_matches,
 )
 from bridge.console.dlt_reader import Page, Partition
+from bridge.console.guards import Actions, masker
 from bridge.console.views import (
     Letter,
     LetterFilter,
@@ -39,6 +40,7 @@ from bridge.console.views import (
 from bridge.errors import ConfigError, NotParkedError, ReplayError
 from bridge.failures import Reason
 from bridge.ops.release import Released
+from bridge.ops.replay_plan import Summary
 from bridge.settings import BridgeSettings
 from tests.console_data import dead_letter, headers
 
@@ -238,12 +240,18 @@ def status_doc() -> dict[str, Any]:
 class FakeAudit:
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
+        self.claimed: set[tuple[str, str]] = set()
 
     def record(self, entry: dict[str, Any]) -> None:
         self.entries.insert(0, entry)
 
     def recent(self, count: int = 100) -> list[dict[str, Any]]:
         return self.entries[:count]
+
+    def claim(self, dlt: str, places: list[str]) -> list[str]:
+        fresh = [p for p in places if (dlt, p) not in self.claimed]
+        self.claimed |= {(dlt, p) for p in places}
+        return fresh
 
 
 @pytest.fixture
@@ -261,6 +269,11 @@ def released() -> list[tuple[Any, ...]]:
     return []
 
 
+@pytest.fixture
+def replayed() -> list[tuple[str, list[int]]]:
+    return []
+
+
 class FakeRelease:
     def __init__(self, calls: list[tuple[Any, ...]]) -> None:
         self.calls = calls
@@ -274,7 +287,10 @@ class FakeRelease:
 
 @pytest.fixture
 def client(
-    audit: FakeAudit, resumed: list[list[str]], released: list[tuple[Any, ...]]
+    audit: FakeAudit,
+    resumed: list[list[str]],
+    released: list[tuple[Any, ...]],
+    replayed: list[tuple[str, list[int]]],
 ) -> TestClient:
     reader = FakeReader([letter(0, key=b"a"), letter(1, key=b"b", reason=Reason.NON_RETRYABLE)])
 
@@ -282,7 +298,11 @@ def client(
         resumed.append(topics)
         return topics
 
-    actions = Actions(resume, True, audit, release=FakeRelease(released))
+    def replay(dlt: str, letters: list[Letter]) -> Summary:
+        replayed.append((dlt, [x.offset for x in letters]))
+        return Summary(read=len(letters), replayed=len(letters))
+
+    actions = Actions(resume, True, audit, release=FakeRelease(released), replay=replay)
     app = create_app(
         settings(), Passwords({Role.OPERATOR: "op-pw", Role.VIEWER: "view-pw"}),
         status=status_doc, reader=reader, actions=actions,  # type: ignore[arg-type]
@@ -291,10 +311,15 @@ def client(
     return TestClient(app, follow_redirects=False)
 
 
-def csrf_of(client: TestClient, path: str = "/login") -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+def form_token(html: str) -> str:
+    """The CSRF token of the last form of a page."""
+    found = re.findall(r'name="csrf" value="([^"]+)"', html)
     assert found
-    return found.group(1)
+    return str(found[-1])
+
+
+def csrf_of(client: TestClient, path: str = "/login") -> str:
+    return form_token(client.get(path).text)
 
 
 def log_in(client: TestClient, password: str = "op-pw") -> None:
@@ -372,7 +397,7 @@ def test_resuming_a_route_shows_its_effect_first_then_runs_and_is_audited(
     assert "every bridge closes it" not in confirm.text  # no bridge reports a breaker
     assert "waits for one to start" in confirm.text
     assert resumed == []  # the confirmation changes nothing
-    token = re.findall(r'name="csrf" value="([^"]+)"', confirm.text)[-1]
+    token = form_token(confirm.text)
     assert client.post("/actions/resume", data={"topic": "orders"}).status_code == 403
     assert client.post("/actions/resume", data={"topic": "nope", "csrf": token}).status_code == 400
     done = client.post("/actions/resume", data={"topic": "orders", "csrf": token})
@@ -446,7 +471,7 @@ def test_releasing_a_parked_key_is_confirmed_first_then_run_and_audited(
     confirm = client.get("/actions/release?key=bad&topic=pay")
     assert "runs again with a fresh retry budget" in confirm.text
     assert released == []
-    token = re.findall(r'name="csrf" value="([^"]+)"', confirm.text)[-1]
+    token = form_token(confirm.text)
     form = {"topic": "pay", "key": "bad", "skip": "0"}
     assert client.post("/actions/release", data=form).status_code == 403
     done = client.post("/actions/release", data={**form, "csrf": token})
@@ -459,3 +484,26 @@ def test_releasing_a_parked_key_is_confirmed_first_then_run_and_audited(
     ]  # fmt: skip
     assert audit.entries[0]["outcome"].startswith("refused: pay key b'gone': not parked")
     assert audit.entries[1]["outcome"] == "head shop:pay:0:1 resumed"
+
+
+def test_replaying_selected_dead_letters_is_previewed_then_run_once_and_audited(
+    client: TestClient, audit: FakeAudit, replayed: list[tuple[str, list[int]]]
+) -> None:
+    log_in(client)
+    listed = client.get("/dead-letters?topic=orders").text
+    assert 'name="at" value="0:1"' in listed
+    confirm = client.get("/actions/replay?topic=orders&at=0:1&at=0:9&at=junk")
+    assert "Replay 1 dead letter(s) of orders" in confirm.text
+    assert "orders[0]" in confirm.text
+    assert ">replay<" in confirm.text
+    assert replayed == []
+    token = form_token(confirm.text)
+    form = {"topic": "orders", "at": ["0:1"]}
+    assert client.post("/actions/replay", data=form).status_code == 403
+    assert client.post("/actions/replay", data={**form, "csrf": token}).status_code == 303
+    assert client.post("/actions/replay", data={**form, "csrf": token}).status_code == 303
+    assert replayed == [("orders.shop.dlt", [1])]  # the second form replayed nothing
+    assert [(e["action"], e["target"], e["count"]) for e in audit.entries] == [
+        ("replay", "orders.shop.dlt 0:1", 0), ("replay", "orders.shop.dlt 0:1", 1)
+    ]  # fmt: skip
+    assert "1 replayed from the console before" in audit.entries[0]["outcome"]

@@ -330,6 +330,7 @@ REDIS_KEYS: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
      "bridge-workers:*"),
     ("breaker_resumes", keys.breaker_resumes, ("shop",), "bridge:shop:breaker:resume"),
     ("console_audit", keys.console_audit, ("shop",), "bridge:shop:console:audit"),
+    ("console_replayed", keys.console_replayed, ("shop",), "bridge:shop:console:replayed"),
     ("ordered_queue, key", keys.ordered_queue, ("shop", "orders", KEY, 3),
      "bridge:shop:ordered:q:orders:k:-_9r"),
     ("ordered_queue, no key", keys.ordered_queue, ("shop", "orders", None, 3),
