@@ -24,7 +24,8 @@ down:
 status:
 	bash scripts/services.sh status
 
-# docker-compose and promtool, from Debian's packages, for tests/integration/test_compose.py.
+# docker-compose and promtool, from Debian's packages, for tests/integration/test_compose.py;
+# chromium and chromium-driver for the console's browser tests (test_console.py).
 tools:
 	bash scripts/tools.sh
 

@@ -1,5 +1,5 @@
-"""The command line: ``run``, ``status``, ``release``, ``resume``, ``replay`` and ``topics``. The
-only place that configures logging."""
+"""The command line: ``run``, ``status``, ``release``, ``resume``, ``replay``, ``topics`` and
+``console``. The only place that configures logging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bridge.commands import release, replay, resume, run, status, topics
+from bridge.commands import console, release, replay, resume, run, status, topics
 from bridge.errors import ConfigError
 from bridge.logs import LOG_FORMATS, format_from_env, hold_repeats, use_format
 from bridge.redact import redact_handlers
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         resume,
         replay,
         topics,
+        console,
     ):  # the order `--help` lists them in
         command.add_parser(commands, common)
     return parser

@@ -115,6 +115,12 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as ISO 8601 UTC, e.g. ``2026-11-22T12:00:00.000Z``."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def fqcn(exc: BaseException) -> str:
     """The exception's fully qualified class name, e.g. ``builtins.TimeoutError``."""
     cls = type(exc)

@@ -73,6 +73,17 @@ def breaker_resumes(group_id: str) -> str:
     return f"{group_prefix(group_id)}breaker:resume"
 
 
+def console_audit(group_id: str) -> str:
+    """List of the console's audit log: one JSON object per action, newest first."""
+    return f"{group_prefix(group_id)}console:audit"
+
+
+def console_replayed(group_id: str) -> str:
+    """Set of the dead letters the console replayed (``{dlt}:{partition}:{offset}``): each is
+    replayed from the console once."""
+    return f"{group_prefix(group_id)}console:replayed"
+
+
 def ordered_queue(group_id: str, topic: str, key: bytes | None, partition: int) -> str:
     """The FIFO of one key of an ordered route: its records' task messages, head first.
 

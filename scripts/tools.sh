@@ -2,13 +2,15 @@
 # The command-line tools the tests use besides the Python packages, from Debian's packages:
 #   docker-compose  validates docker-compose.yml (`config` needs no Docker engine)
 #   promtool        checks monitoring/prometheus.yml (`promtool check config`)
+#   chromium, chromedriver  a headless browser for tests/integration/test_console.py (Selenium)
 #
 #   scripts/tools.sh              install whichever is missing (quick when both are there)
 #   scripts/tools.sh which NAME   print where NAME is (tests/integration/test_compose.py)
 #
-# docker-compose is installed with apt-get. promtool is taken out of Debian's `prometheus`
-# package into ${XDG_CACHE_HOME:-~/.cache}/kafka-celery-bridge/bin without installing the
-# package, whose post-install script would start a Prometheus server. One on PATH wins.
+# docker-compose, chromium and chromium-driver are installed with apt-get. promtool is taken
+# out of Debian's `prometheus` package into ${XDG_CACHE_HOME:-~/.cache}/kafka-celery-bridge/bin
+# without installing the package, whose post-install script would start a Prometheus server.
+# One on PATH wins.
 set -euo pipefail
 
 CACHE_BIN="${XDG_CACHE_HOME:-$HOME/.cache}/kafka-celery-bridge/bin"
@@ -46,6 +48,13 @@ ensure_docker_compose() {
     apt install -y -qq --no-install-recommends docker-compose >/dev/null
 }
 
+ensure_chromium() {
+    [[ -n "$(which_tool chromium)" && -n "$(which_tool chromedriver)" ]] && return
+    log "installing chromium and chromium-driver with apt-get"
+    apt_update
+    apt install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+}
+
 ensure_promtool() {
     [[ -n "$(which_tool promtool)" ]] && return
     log "extracting promtool from Debian's prometheus package into $CACHE_BIN"
@@ -62,7 +71,7 @@ ensure_promtool() {
 }
 
 case "${1:-install}" in
-    install) ensure_docker_compose; ensure_promtool ;;
+    install) ensure_docker_compose; ensure_promtool; ensure_chromium ;;
     which)
         found="$(which_tool "${2:?usage: scripts/tools.sh which NAME}")"
         [[ -n "$found" ]] || die "$2 not found: run bash scripts/tools.sh"

@@ -1,5 +1,5 @@
 """``python -m bridge resume``: ask every bridge of the group to resume routes paused by the
-dead-letter flood breaker (a request in Redis, :mod:`bridge.backends.redis.outcomes`)."""
+dead-letter flood breaker (:mod:`bridge.ops.resume`)."""
 
 from __future__ import annotations
 
@@ -21,28 +21,22 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
-    import time
-
     import redis
 
-    from bridge.backends.redis.client import broker_client
-    from bridge.backends.redis.outcomes import request_resume
+    from bridge.ops.resume import breaker_on, resume
 
     routed = [route.topic for route in settings.routes]
     topics = args.topic or routed
     if refuse_unrouted(args.topic, routed):
         return 2
-    if settings.breaker.dead_letter_ratio is None:
+    if not breaker_on(settings):
         print("kafka-celery-bridge: the flood breaker is off (breaker.dead_letter_ratio unset)")
         return 0
-    client = broker_client(settings.celery, socket_timeout=5)
     try:
-        request_resume(client, settings.kafka.group_id, topics, time.time())
+        resume(settings, topics)
     except redis.RedisError as exc:
         print(f"kafka-celery-bridge: Redis: {exc}", file=sys.stderr)
         return 1
-    finally:
-        client.close()
     print(f"resume asked for {', '.join(topics)}: every bridge of group "
           f"{settings.kafka.group_id} resumes them within breaker.check_interval_ms")  # fmt: skip
     return 0

@@ -40,7 +40,16 @@ from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.deadletter import dead_letter_headers, from_dict
 from bridge.errors import BridgeError, ReplayError, ReplayStoppedError
 from bridge.ops.replay_headers import DeadView
-from bridge.ops.replay_plan import Decision, ReplayRequest, Summary, Verdict, plan, task_route
+from bridge.ops.replay_plan import (
+    DEFAULT_MAX_REPLAYS,
+    Decision,
+    ReplayFilter,
+    ReplayRequest,
+    Summary,
+    Verdict,
+    plan,
+    task_route,
+)
 from bridge.ops.replay_targets import Letter, Listing, SourceTarget, Target, TaskTarget
 from bridge.routing import Route, Router
 from bridge.settings import BridgeSettings
@@ -247,6 +256,30 @@ class Replayer:
             self.summary.parked_redriven += 1
             done = "would be redriven" if self._request.dry_run else "redriven"
             log.info("parked dead letter of %r %s (task %s)", dl.record, done, dl.task_id)
+
+
+def replay_letters(
+    settings: BridgeSettings, letters: list[Letter], max_replays: int = DEFAULT_MAX_REPLAYS
+) -> Summary:
+    """Replay the given dead letters (the console's selection) to their source topics, as
+    ``--to source`` does, with the loop guard; no replay group is read or committed.
+
+    :raises kafka.errors.KafkaError: a write failed (those before it may have been written).
+    """
+    summary = Summary()
+    target = SourceTarget(settings)
+    try:
+        for letter in letters:
+            decision = plan(letter.view, ReplayFilter(), max_replays)
+            summary.count(decision)
+            if decision.verdict is Verdict.REPLAY:
+                target.add(letter, decision, None)
+            elif decision.verdict is not Verdict.FILTERED:
+                log.warning("%s not replayed: %s", letter, decision.why)
+        summary.replayed = target.flush()[0]
+    finally:
+        target.close()
+    return summary
 
 
 def _partitions(settings: BridgeSettings, dlt: str) -> int:

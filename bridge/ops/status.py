@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.topics import admin_client
@@ -34,6 +35,8 @@ from bridge.backends.redis.worker_registry import (
 from bridge.breaker import level as breaker_level
 from bridge.consumer.members import read_members
 from bridge.consumer.queue_consumers import no_consumer_warning, read_consumers
+from bridge.credentials import mask_url
+from bridge.deadletter import iso_ms
 from bridge.hooks import LoopState, PartitionState
 from bridge.routing import Route, Router
 from bridge.settings import BridgeSettings
@@ -200,6 +203,24 @@ def status_doc(
     return doc
 
 
+def collect(settings: BridgeSettings) -> dict[str, Any]:
+    """Read Kafka and Redis and return the status document; what could not be read is
+    ``None`` in it, and ``errors`` says why (a secret in a URL masked)."""
+    errors: list[str] = []
+    kafka: KafkaView | None = None
+    held: RedisView | None = None
+    try:
+        kafka = kafka_view(settings)
+    except KafkaError as exc:
+        errors.append(f"Kafka unreachable: {exc!r}")
+    try:
+        held = redis_view(settings)
+    except redis.RedisError as exc:
+        errors.append(f"Redis unreachable at {mask_url(settings.celery.broker_url)}: {exc!r}")
+    routes = Router.from_settings(settings).routes
+    return status_doc(settings.kafka.group_id, routes, kafka, held, errors)
+
+
 def _route(
     route: Route,
     kafka: KafkaView | None,
@@ -341,12 +362,6 @@ def _parked_key(state: KeyState, now_ms: int) -> dict[str, Any]:
     if parked_at is not None:
         data["parked_for_s"] = round((now_ms - int(parked_at)) / 1000, 3)
     return data
-
-
-def iso_ms(ms: int) -> str:
-    """Milliseconds since the epoch as ISO 8601 UTC, e.g. ``2026-11-22T12:00:00.000Z``."""
-    moment = datetime.fromtimestamp(ms / 1000, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:

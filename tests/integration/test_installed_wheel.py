@@ -114,6 +114,9 @@ def test_the_wheel_holds_the_bridge_package_and_nothing_else(installed: Installe
     assert lua
     assert lua <= names
     assert "bridge/py.typed" in names
+    templates = {str(p.relative_to(REPO)) for p in (REPO / "bridge").rglob("*.html")}
+    assert templates, "the console's pages"
+    assert templates <= names
     with tarfile.open(installed.dist / f"{NAME}.tar.gz") as sdist:
         members = {name.split("/", 1)[-1] for name in sdist.getnames()}
     assert {"pyproject.toml", "README.md", *sources, *lua} <= members
@@ -128,6 +131,22 @@ def test_nothing_but_bridge_lands_in_site_packages(installed: Installed, tmp_pat
     )], timeout_s=60, cwd=tmp_path)  # fmt: skip
     assert json.loads(shown) == {"bridge": True, "tasks": False, "celeryconfig": False}
     assert (installed.venv / "bin" / "kafka-celery-bridge").exists()
+
+
+@pytest.mark.timeout(1200)
+def test_the_console_without_its_extra_says_which_extra_to_install(
+    installed: Installed, tmp_path: Path
+) -> None:
+    """The plain wheel has no web framework: ``console`` names the ``[console]`` extra."""
+    config = tmp_path / "bridge.toml"
+    config.write_text('[kafka]\nbootstrap_servers = "127.0.0.1:1"\ngroup_id = "shop"\n'
+                      '[celery]\nbroker_url = "redis://127.0.0.1:1/0"\n'
+                      '[[routes]]\ntopic = "orders"\ntask = "shop.order"\n')  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    cmd = [installed.bin("kafka-celery-bridge"), "console", "--config", str(config)]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'kafka-celery-bridge[console]'" in done.stderr
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ CONTRACTS = [  # id -> the rule (removing one to make the check pass fails here)
     ("core-imports-no-side", "forbidden"),
     ("backends-import-no-side", "forbidden"),
     ("bridge-process-and-workers-independent", "independence"),
+    ("console-pure-parts-no-web", "forbidden"),
     ("library-imports-no-demo", "forbidden"),
 ]
 CLIENTS = ["kafka", "celery", "kombu", "redis"]

@@ -219,6 +219,15 @@ COMMANDS: dict[str, dict[str, str]] = {
         "--topic": "repeated",
     },
 }
+COMMANDS["console"] = {
+    **COMMON,
+    "--host": "value default=127.0.0.1",
+    "--port": "value default=8470",
+    "--password-file": "value",
+    "--read-only-password-file": "value",
+    "--refresh-s": "value default=5",
+    "--secure-cookie": "flag",
+}
 POSITIONAL = {"topics": ["action required choices=create"]}  # python -m bridge topics create
 ONE_OF = {  # mutually exclusive options ("required": exactly one must be given)
     "run": [],
@@ -227,6 +236,7 @@ ONE_OF = {  # mutually exclusive options ("required": exactly one must be given)
     "resume": [],
     "replay": ["--topic|--dlt-topic", "--key|--key-b64"],
     "topics": [],
+    "console": [],
 }
 
 
@@ -296,7 +306,7 @@ def test_python_m_bridge_help_is_this_parsers(
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == parser.format_help()
     if not command:
-        assert "{run,status,release,resume,replay,topics}" in result.stdout
+        assert "{run,status,release,resume,replay,topics,console}" in result.stdout
 
 
 # -- Redis keys --------------------------------------------------------------------------------
@@ -321,6 +331,8 @@ REDIS_KEYS: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
     ("worker_registrations_pattern", keys.worker_registrations_pattern, (),
      "bridge-workers:*"),
     ("breaker_resumes", keys.breaker_resumes, ("shop",), "bridge:shop:breaker:resume"),
+    ("console_audit", keys.console_audit, ("shop",), "bridge:shop:console:audit"),
+    ("console_replayed", keys.console_replayed, ("shop",), "bridge:shop:console:replayed"),
     ("ordered_queue, key", keys.ordered_queue, ("shop", "orders", KEY, 3),
      "bridge:shop:ordered:q:orders:k:-_9r"),
     ("ordered_queue, no key", keys.ordered_queue, ("shop", "orders", None, 3),
