@@ -55,14 +55,10 @@ def _run(settings: BridgeSettings, args: argparse.Namespace) -> int:
 def _redis_refuses_credentials(settings: BridgeSettings) -> str | None:
     """Why Redis (or a Sentinel) refuses the configured credentials; None when it accepts
     them, or when it cannot be asked (an outage the bridge waits out, unlike a wrong password)."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    from bridge.backends.redis.client import broker_client, sentinels_of
+    from bridge.backends.redis.client import sentinels_of
     from bridge.credentials import mask_url
 
-    once = Retry(NoBackoff(), 0)  # a Redis that is down is the bridge's to wait for, not ours
-    client = broker_client(settings.celery, socket_connect_timeout=5, socket_timeout=5, retry=once)
+    client = _asked_once(settings)
     for where, sentinel in sentinels_of(client):  # asking for the primary, redis-py takes a
         refusal = _refusal(sentinel)  # Sentinel's refusal for its outage: ask each first
         if refusal is not None:
@@ -82,21 +78,30 @@ def _too_few_replicas(settings: BridgeSettings) -> str | None:
     if not wanted:
         return None
     import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
-    from bridge.backends.redis.client import broker_client
+    from bridge.backends.redis.client import connected_replicas
     from bridge.backends.redis.replicas import startup_warning
 
-    once = Retry(NoBackoff(), 0)
-    client = broker_client(settings.celery, socket_connect_timeout=5, socket_timeout=5, retry=once)
+    client = _asked_once(settings)
     try:
-        connected = int(client.info("replication").get("connected_slaves", 0))
+        connected = connected_replicas(client)
     except redis.RedisError:
         return None
     finally:
         client.close()
     return startup_warning(wanted, connected)
+
+
+def _asked_once(settings: BridgeSettings) -> Any:
+    """A client of the broker's Redis for a start-up question, without retries: a Redis that
+    is down is the bridge's to wait for, not the check's."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from bridge.backends.redis.client import broker_client
+
+    once = Retry(NoBackoff(), 0)
+    return broker_client(settings.celery, socket_connect_timeout=5, socket_timeout=5, retry=once)
 
 
 def _refusal(client: Any) -> str | None:

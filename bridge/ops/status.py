@@ -20,7 +20,7 @@ from kafka.errors import KafkaError
 
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.topics import admin_client
-from bridge.backends.redis.client import broker_client, primary_address
+from bridge.backends.redis.client import broker_client, connected_replicas, primary_address
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues, KeyState
 from bridge.backends.redis.replicas import startup_warning
@@ -167,7 +167,7 @@ def redis_view(settings: BridgeSettings) -> RedisView:
             workers=read_registrations(client),
             consumers=read_consumers(client, queues, settings.celery.processing_lease_s),
             primary=primary_address(client),
-            replicas=int(client.info("replication").get("connected_slaves", 0)),
+            replicas=connected_replicas(client),
             replicas_required=settings.celery.min_replicas_to_accept,
         )
     finally:

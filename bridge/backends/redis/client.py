@@ -46,6 +46,14 @@ def broker_client(celery: CelerySettings, **options: Any) -> redis.Redis:
     return client
 
 
+def connected_replicas(client: redis.Redis) -> int:
+    """How many replicas are connected to the server ``client`` reaches (``INFO replication``).
+
+    :raises redis.RedisError: Redis is unreachable.
+    """
+    return int(client.info("replication").get("connected_slaves", 0))
+
+
 def primary_address(client: redis.Redis) -> str | None:
     """The primary a Sentinel client reaches now (``host:port``, as the Sentinels name it);
     ``None`` for a client of one server.
