@@ -9,6 +9,7 @@ are not touched. Use the ``sentinel_topology`` fixture (``tests/integration/conf
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -21,18 +22,16 @@ PASSWORD = "local-redis-pw"  # a throwaway credential of this test's own Redis
 SENTINEL_PASSWORD = "local-sentinel-pw"
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+# Below the kernel's ephemeral range (32768-60999 here): a port chosen there can be taken, before
+# the server binds it, as the local port of some client's connection (seen in CI: a Sentinel
+# could not bind the port chosen for it, "Address already in use").
+_PORTS = range(20000, 32000)
 
 
 def _free_run(count: int) -> int:
-    """The first of ``count`` consecutive free ports (the Sentinels take SENTINEL_PORT+0..+2)."""
-    for _ in range(50):
-        base = free_port()
+    """The first of ``count`` consecutive free ports outside the ephemeral range."""
+    for _ in range(200):
+        base = random.choice(_PORTS)
         if all(_free(base + i) for i in range(count)):
             return base
     raise AssertionError(f"no {count} consecutive free ports found")
@@ -47,9 +46,9 @@ class Topology:
     """One test's primary/replica/Sentinels, driven through ``scripts/services.sh``."""
 
     def __init__(self, services_dir: Path, down_after_ms: int = 500) -> None:
-        self.data_ports = (free_port(), free_port())
-        first_sentinel = _free_run(3)
-        self.sentinel_ports = (first_sentinel, first_sentinel + 1, first_sentinel + 2)
+        first = _free_run(5)  # the two data nodes, then the three Sentinels
+        self.data_ports = (first, first + 1)
+        self.sentinel_ports = (first + 2, first + 3, first + 4)
         self.env = {
             **os.environ,
             "REDIS_TOPOLOGY": "sentinel",
