@@ -36,6 +36,11 @@ def delayed_retries(group_id: str) -> str:
     return f"{group_prefix(group_id)}retries:delayed"
 
 
+def attempts(group_id: str, task_id: str) -> str:
+    """List of a record's failed attempts (:mod:`bridge.attempt_log`), by its task id."""
+    return f"{group_prefix(group_id)}attempts:{task_id}"
+
+
 def pending_dead_letters(group_id: str) -> str:
     """Sorted set of dead letters whose write to Kafka failed (score: next attempt, ms)."""
     return f"{group_prefix(group_id)}dead-letters:pending"

@@ -100,8 +100,23 @@ class Record:
 
 
 def record_repr(topic: str, partition: int, offset: int, key: bytes | None) -> str:
-    """How a record shows in logs and as its task's ``argsrepr``."""
+    """How a record shows in logs (never with its value)."""
     return f"Record({topic}[{partition}]@{offset} key={key!r})"
+
+
+def task_argsrepr(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, shown: int
+) -> str:
+    """How a record's task shows in Flower (its ``argsrepr``): :func:`record_repr` plus the
+    first ``shown`` bytes of the raw value (``0``: no value), and the value's size when cut."""
+    head = record_repr(topic, partition, offset, key)
+    if not shown:
+        return head
+    if value is None:
+        return f"{head[:-1]} value=None)"
+    if len(value) <= shown:
+        return f"{head[:-1]} value={value!r})"
+    return f"{head[:-1]} value={value[:shown]!r}… ({len(value)} bytes))"
 
 
 def message_origin(group_id: str) -> str:

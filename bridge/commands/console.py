@@ -71,6 +71,7 @@ def _console(settings: BridgeSettings, args: argparse.Namespace) -> int:
 def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from bridge.backends.redis.client import broker_client
     from bridge.console.app import create_app
     from bridge.console.audit import AuditLog
     from bridge.console.dlt_reader import DltReader
@@ -81,6 +82,7 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
     from bridge.redact import configured_secrets
 
     reader, audit = DltReader(settings), AuditLog(settings)
+    kept = broker_client(settings.celery, socket_timeout=5)
     actions = Actions(
         resume=lambda topics: resume(settings, topics),
         breaker_on=breaker_on(settings),
@@ -97,6 +99,7 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
         reader=reader,
         actions=actions,
         secrets=configured_secrets(settings),
+        attempts=lambda task_id: _attempts(kept, settings.kafka.group_id, task_id),
         refresh_s=args.refresh_s,
         secure_cookie=args.secure_cookie,
     )
@@ -108,7 +111,21 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
     finally:
         reader.close()
         audit.close()
+        kept.close()
     return 0
+
+
+def _attempts(client: Any, group_id: str, task_id: str) -> list[Any]:
+    """A record's failed attempts; a Redis error is a :class:`~bridge.errors.BridgeError`."""
+    import redis
+
+    from bridge.backends.redis.attempts import attempts_of
+    from bridge.errors import BridgeError
+
+    try:
+        return attempts_of(client, group_id, task_id)
+    except redis.RedisError as exc:
+        raise BridgeError(f"Redis: {exc}") from exc
 
 
 def _replay(settings: BridgeSettings, dlt: str, letters: list[Any]) -> Any:

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from bridge.attempt_log import Attempt
 from bridge.console.auth import Passwords, new_token
 from bridge.console.dlt_reader import DltReader
 from bridge.console.guards import Actions, action, masker, page, role_of
@@ -58,6 +59,7 @@ class Console:
         actions: Actions,
         secrets: list[str],
         refresh_s: int,
+        attempts: Callable[[str], list[Attempt]],
     ) -> None:
         self._group_id = settings.kafka.group_id
         self._routes = Router.from_settings(settings).routes
@@ -66,6 +68,7 @@ class Console:
         self._reader = reader
         self._actions = actions
         self._refresh_s = refresh_s
+        self._attempts = attempts
         self._env = Environment(
             loader=PackageLoader("bridge.console", "templates"),
             autoescape=True,
@@ -146,7 +149,14 @@ class Console:
         letter = self._reader.one(route.dlt_topic, params["partition"], params["offset"])
         if letter is None:
             return self.render(request, "not_found.html", 404, what="no such dead letter")
-        return self.render(request, "dead_letter.html", route=route, d=detail(letter))
+        task_id = letter.view.text("bridge-task-id")
+        try:
+            attempts = self._attempts(task_id) if task_id else []
+            unread = None
+        except BridgeError as exc:
+            attempts, unread = [], str(exc)
+        return self.render(request, "dead_letter.html", route=route, d=detail(letter),
+                           task_id=task_id, attempts=attempts, unread=unread)  # fmt: skip
 
     def resume_form(self, request: Request) -> Response:
         route = self._route(request.query_params.get("topic"))
@@ -247,12 +257,17 @@ def create_app(
     reader: DltReader,
     actions: Actions,
     secrets: list[str],
+    attempts: Callable[[str], list[Attempt]] = lambda task_id: [],
     refresh_s: int = 5,
     secure_cookie: bool = False,
 ) -> Starlette:
     """The console's ASGI app. Sessions are signed with a key made at start (a restart logs
-    everyone out); ``secure_cookie`` sends the cookie over HTTPS only."""
-    c = Console(settings, passwords, status, reader, actions, secrets, refresh_s)
+    everyone out); ``secure_cookie`` sends the cookie over HTTPS only.
+
+    :param attempts: a record's failed attempts by task id (:mod:`bridge.attempt_log`);
+        raises :class:`~bridge.errors.BridgeError` when they cannot be read.
+    """
+    c = Console(settings, passwords, status, reader, actions, secrets, refresh_s, attempts)
     routes = [
         Route("/login", c.login_form, methods=["GET"]),
         Route("/login", action(login=False)(c.login), methods=["POST"]),

@@ -94,6 +94,14 @@ class CelerySettings(Section):
         "failover; the bridge's publisher thread blocks this long per batch while a replica "
         "is missing.",
     )
+    argsrepr_value_bytes: int = Field(
+        default=64,
+        ge=0,
+        le=4096,
+        description="How many bytes of a record's value its task messages show in Flower (their "
+        "`argsrepr`, next to topic, partition, offset and key); 0 shows no value (values "
+        "with personal data). The record itself travels whole either way.",
+    )
     visibility_timeout_s: int = Field(
         default=3600,
         ge=1,

@@ -29,6 +29,18 @@ class RetrySettings(Section):
         ge=1,
         description="How often the bridge moves due retries to their queues.",
     )
+    attempt_history: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="How many of a record's latest failed attempts (each with its exception and "
+        "traceback) Redis keeps for the operator console; 0 keeps none.",
+    )
+    attempt_history_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="How long a record's failed attempts stay in Redis after its last one.",
+    )
 
 
 class OrderingSettings(Section):

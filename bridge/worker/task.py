@@ -43,7 +43,7 @@ from bridge.logs import at
 from bridge.record import Envelope, Record, decoded, from_task_arg
 from bridge.worker import consumer_step as worker_consumer
 from bridge.worker import metrics as worker_metrics
-from bridge.worker import retry_defaults
+from bridge.worker import observed, retry_defaults
 from bridge.worker import state as worker
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,9 @@ class RecordTask(Task):  # type: ignore[type-arg]
         with worker_metrics.handler_run(self.name) as run:
             try:
                 result = call()
+            except Retry as signal:
+                observed.retrying(self.request, envelope, signal)
+                raise
             except _CONTROL_FLOW:
                 raise
             except RetryNotScheduledError as exc:
@@ -96,7 +99,9 @@ class RecordTask(Task):  # type: ignore[type-arg]
                     exc, MaxRetriesExceededError
                 )
                 reason = reason_for(exc, exhausted=exhausted)
-                run.gave_up(self._give_up(envelope, gate, exc, reason), str(reason))
+                fate = self._give_up(envelope, gate, exc, reason)
+                run.gave_up(fate, str(reason))
+                observed.failed(self.request, envelope, exc, fate)
                 raise
         if gate is not None:
             _at_key(gate.done)
@@ -216,6 +221,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
             countdown = self._route_backoff(route, request.retries)
         if args is None and request.args and isinstance(request.args[0], dict):
             args = [retry_defaults.mark_failed(request.args[0]), *request.args[1:]]
+        options.setdefault("argsrepr", observed.argsrepr(args))  # else Flower shows the envelope
         delay_s = retry_defaults.delay_s(countdown, eta, self.default_retry_delay)
         threshold_s = worker.settings().retry.redis_schedule_min_delay_ms / 1000
         gate: KeyGate | None = getattr(request, "bridge_gate", None)

@@ -350,3 +350,31 @@ def test_skip_the_parked_head_of_an_ordered_key(
              what="the key's next record to be handled")  # fmt: skip
     [dead] = read_all(console.dlt, 1)
     assert dict(dead.headers)["bridge-task-id"] == head.encode()
+
+
+def test_a_dead_letters_page_shows_each_attempts_exception(
+    make_topic: MakeTopic,
+    start_bridge: StartBridge,
+    open_console: Callable[[Path, Topic, str], Console],
+    producer: KafkaProducer,
+    ledger: Ledger,
+) -> None:
+    """A record fails on each of its 4 attempts (max_retries 3): the DLT keeps the last
+    exception; the console shows all four, each with its outcome, from the worker's notes."""
+    topic = make_topic()
+    bridge = start_bridge([{"topic": topic.name, "task": "tests.flaky"}])
+    send(producer, topic, ledger, headers=[("fail", b"10")])
+    dlt = topic.dlt(bridge.group_id)
+    [dead] = read_all(dlt, 1)
+    assert dict(dead.headers)["bridge-attempts"] == b"4"
+    console = open_console(bridge.config_path, topic, dlt)
+    with httpx.Client(base_url=console.url, follow_redirects=False, timeout=30) as client:
+        token = client.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+        client.post("/login", data={"password": PASSWORD, "csrf": token})
+        page = client.get(f"/dead-letters/{topic.name}/{dead.partition}/{dead.offset}").text
+    attempts = page.split('id="attempts"')[1]
+    for n in range(1, 5):
+        assert f"builtins.TimeoutError: downstream timed out on attempt {n}" in attempts, page
+    assert attempts.count("retry in 0.010 s") == 3
+    assert attempts.count("dead-lettered") == 1
+    assert attempts.count("Traceback (most recent call last)") == 4

@@ -82,5 +82,8 @@ def test_flower_shows_a_retried_record_as_one_task_with_its_retries(
     assert info["name"] == "tests.exponential"
     assert info["retries"] == 1
     assert info["retried"] is not None  # the retry event, on the same task
+    # The record, readable (its argsrepr), not the envelope's repr with base64 key and value.
+    assert info["args"].startswith(f"Record({topic.name}[0]@{meta.offset} key="), info["args"]
+    assert " value=b'" in info["args"], info["args"]
     tasks = get_json(f"{flower}/api/tasks?limit=1000")
     assert [tid for tid in tasks if tid.startswith(f"{bridge.group_id}:")] == [task_id]

@@ -13,6 +13,7 @@ import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from bridge.attempt_log import Attempt
 from bridge.commands import console as console_command
 from bridge.console.app import create_app
 from bridge.console.auth import (
@@ -37,7 +38,7 @@ from bridge.console.views import (
     resume_effect,
     shown_value,
 )
-from bridge.errors import ConfigError, NotParkedError, ReplayError
+from bridge.errors import BridgeError, ConfigError, NotParkedError, ReplayError
 from bridge.failures import Reason
 from bridge.ops.release import Released
 from bridge.ops.replay_plan import Summary
@@ -306,9 +307,30 @@ def client(
     app = create_app(
         settings(), Passwords({Role.OPERATOR: "op-pw", Role.VIEWER: "view-pw"}),
         status=status_doc, reader=reader, actions=actions,  # type: ignore[arg-type]
-        secrets=[SECRET],
+        secrets=[SECRET], attempts=attempts_of,
     )  # fmt: skip
     return TestClient(app, follow_redirects=False)
+
+
+def failed_with(message: str) -> Exception:
+    try:
+        raise TimeoutError(message)
+    except TimeoutError as exc:
+        return exc
+
+
+KEPT = {  # the attempts Redis keeps, by task id
+    "shop:orders:0:1": [
+        Attempt.of(1, "2026-12-04T10:00:00.000Z", "w1@host", "retry", failed_with("first"), 0.5),
+        Attempt.of(2, "2026-12-04T10:00:01.000Z", "w2@host", "dead-lettered", failed_with("last")),
+    ],
+}
+
+
+def attempts_of(task_id: str) -> list[Attempt]:
+    if task_id == "shop:orders:0:0":
+        raise BridgeError("Redis: connection refused")
+    return KEPT.get(task_id, [])
 
 
 def form_token(html: str) -> str:
@@ -379,6 +401,13 @@ def test_dead_letters_are_listed_filtered_and_opened(client: TestClient) -> None
     assert "since: " in bad.text
     record = client.get("/dead-letters/orders/0/1").text
     assert "Traceback (most recent call last)" in record
+    attempts = record.split('id="attempts"')[1]
+    assert "retry in 0.500 s" in attempts
+    assert "builtins.TimeoutError: first" in attempts
+    assert "w2@host" in attempts
+    assert "builtins.TimeoutError: last" in attempts
+    unread = client.get("/dead-letters/orders/0/0").text
+    assert "could not be read from Redis: Redis: connection refused" in unread
     assert client.get("/dead-letters/orders/0/9").status_code == 404
 
 

@@ -24,6 +24,7 @@ from bridge.record import (
     decoded,
     from_task_arg,
     record_repr,
+    task_argsrepr,
     to_task_arg,
 )
 from bridge.settings import VALUE_FORMATS
@@ -177,6 +178,17 @@ def test_thousands_of_headers_round_trip_in_order() -> None:
 @given(st.text(), st.integers(), st.integers(), keys)
 def test_record_repr_takes_any_key(topic: str, partition: int, offset: int, key: Any) -> None:
     assert record_repr(topic, partition, offset, key).startswith(f"Record({topic}[")
+
+
+@given(st.binary(max_size=300), st.integers(0, 100))
+def test_argsrepr_shows_at_most_the_bytes_asked(value: bytes, shown: int) -> None:
+    found = task_argsrepr("t", 0, 1, None, value, shown)
+    assert found.startswith("Record(t[0]@1 key=None")
+    if shown:
+        assert repr(value[:shown]) in found
+        assert (f"({len(value)} bytes)" in found) == (len(value) > shown)
+    else:
+        assert "value" not in found
 
 
 # -- task arguments that are not bridge envelopes ------------------------------------------

@@ -26,6 +26,7 @@ from bridge.record import (
     from_task_arg,
     message_origin,
     record_repr,
+    task_argsrepr,
     task_id,
     to_task_arg,
 )
@@ -207,8 +208,16 @@ IDS = [  # what names a record's task, and how it shows
     ("replay's task id", replay_task_id("shop", Origin("orders", 7, 5, 0, "shop"), 2),
      "shop:orders:7:5:replay:2"),
     ("origin header", message_origin("shop"), "kafka-celery-bridge@shop"),
-    ("argsrepr", record_repr("orders", 7, 5, b"k"), "Record(orders[7]@5 key=b'k')"),
-    ("argsrepr, no key", record_repr("orders", 7, 5, None), "Record(orders[7]@5 key=None)"),
+    ("log repr", record_repr("orders", 7, 5, b"k"), "Record(orders[7]@5 key=b'k')"),
+    ("log repr, no key", record_repr("orders", 7, 5, None), "Record(orders[7]@5 key=None)"),
+    ("argsrepr", task_argsrepr("orders", 7, 5, b"k", b'{"n": 1}', 64),
+     "Record(orders[7]@5 key=b'k' value=b'{\"n\": 1}')"),
+    ("argsrepr, cut", task_argsrepr("orders", 7, 5, b"k", b"abcdef", 3),
+     "Record(orders[7]@5 key=b'k' value=b'abc'\u2026 (6 bytes))"),
+    ("argsrepr, no value shown", task_argsrepr("orders", 7, 5, b"k", b"secret", 0),
+     "Record(orders[7]@5 key=b'k')"),
+    ("argsrepr, null value", task_argsrepr("orders", 7, 5, None, None, 64),
+     "Record(orders[7]@5 key=None value=None)"),
     ("Record repr", repr(RECORD), "Record(orders[7]@1099511627776 key=b'k\\xff')"),
 ]  # fmt: skip
 

@@ -35,7 +35,7 @@ from bridge.record import (
     batch_repr,
     batch_task_id,
     message_origin,
-    record_repr,
+    task_argsrepr,
     to_task_arg,
 )
 from bridge.record import task_id as record_task_id
@@ -77,6 +77,7 @@ class Dispatcher:
         self._group_id = group_id
         self._ttl_s = celery.enqueue_dedup_ttl_s
         self._min_replicas = celery.min_replicas_to_accept
+        self._value_shown = celery.argsrepr_value_bytes
         self._ack_timeout_ms = celery.replica_ack_timeout_ms
         self._app = publisher_app(celery)
         self._connection = self._app.connection_for_write()
@@ -110,7 +111,9 @@ class Dispatcher:
         rec = envelope.record
         return self._filled(
             template, (rec.topic, rec.partition, rec.offset), task_id or envelope.task_id(),
-            repr(rec), json.dumps(to_task_arg(envelope)), ordered,
+            task_argsrepr(rec.topic, rec.partition, rec.offset, rec.key, rec.raw_value,
+                          self._value_shown),
+            json.dumps(to_task_arg(envelope)), ordered,
         )  # fmt: skip
 
     def consumed(self, route: Route, record: Any, ordered: Ordered | None = None) -> Message:
@@ -125,7 +128,8 @@ class Dispatcher:
         return self._filled(
             template, (topic, partition, offset),
             record_task_id(self._group_id, topic, partition, offset),
-            record_repr(topic, partition, offset, record.key), self._arg_json(route, record),
+            task_argsrepr(topic, partition, offset, record.key, record.value, self._value_shown),
+            self._arg_json(route, record),
             ordered,
         )  # fmt: skip
 
