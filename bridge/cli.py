@@ -1,5 +1,5 @@
-"""The command line: ``run``, ``status``, ``release``, ``resume``, ``replay``, ``topics`` and
-``console``. The only place that configures logging."""
+"""The command line: ``run``, ``status``, ``release``, ``pause``, ``resume``, ``replay``, ``topics``
+and ``console``. The only place that configures logging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from bridge.commands import console, release, replay, resume, run, status, topics
+from bridge.commands import console, pause, release, replay, resume, run, status, topics
 from bridge.errors import ConfigError
 from bridge.logs import LOG_FORMATS, format_from_env, hold_repeats, use_format
 from bridge.redact import redact_handlers
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         run,
         status,
         release,
+        pause,
         resume,
         replay,
         topics,

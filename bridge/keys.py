@@ -78,6 +78,11 @@ def breaker_resumes(group_id: str) -> str:
     return f"{group_prefix(group_id)}breaker:resume"
 
 
+def paused_routes(group_id: str) -> str:
+    """Hash of the routes an operator paused (``pause``): topic -> JSON ``{by, at, why}``."""
+    return f"{group_prefix(group_id)}routes:paused"
+
+
 def console_audit(group_id: str) -> str:
     """List of the console's audit log: one JSON object per action, newest first."""
     return f"{group_prefix(group_id)}console:audit"

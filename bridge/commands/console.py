@@ -76,6 +76,7 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
     from bridge.console.audit import AuditLog
     from bridge.console.dlt_reader import DltReader
     from bridge.console.guards import Actions
+    from bridge.ops.pause import pause
     from bridge.ops.release import release
     from bridge.ops.resume import breaker_on, resume
     from bridge.ops.status import collect
@@ -91,6 +92,7 @@ def _serve(settings: BridgeSettings, passwords: Any, args: argparse.Namespace) -
             settings, topic, key, partition, skip=skip
         ),
         replay=lambda dlt, letters: _replay(settings, dlt, letters),
+        pause=lambda topics, by, why: pause(settings, topics, by=by, why=why),
     )
     app = create_app(
         settings,

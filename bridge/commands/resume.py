@@ -1,5 +1,5 @@
-"""``python -m bridge resume``: ask every bridge of the group to resume routes paused by the
-dead-letter flood breaker (:mod:`bridge.ops.resume`)."""
+"""``python -m bridge resume``: lift an operator's pause of routes, and ask every bridge of the
+group to resume routes paused by the dead-letter flood breaker (:mod:`bridge.ops.resume`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ import argparse
 import sys
 from typing import Any
 
-from bridge.commands.routed import add_topic_option, refuse_unrouted
+from bridge.commands.routed import add_topic_option, asked_topics
 from bridge.settings import BridgeSettings
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     """Add ``resume`` to ``commands`` (argparse's sub-parsers), with the ``common`` options."""
     resume = commands.add_parser(
-        "resume", parents=[common], help="resume routes paused by the dead-letter flood breaker"
-    )
+        "resume", parents=[common],
+        help="resume routes paused by an operator (pause) or by the dead-letter flood breaker",
+    )  # fmt: skip
     add_topic_option(resume)
     resume.set_defaults(func=_resume)
 
@@ -23,20 +24,24 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 def _resume(settings: BridgeSettings, args: argparse.Namespace) -> int:
     import redis
 
-    from bridge.ops.resume import breaker_on, resume
+    from bridge.ops.resume import resume
 
-    routed = [route.topic for route in settings.routes]
-    topics = args.topic or routed
-    if refuse_unrouted(args.topic, routed):
+    topics = asked_topics((route.topic for route in settings.routes), args.topic)
+    if topics is None:
         return 2
-    if not breaker_on(settings):
-        print("kafka-celery-bridge: the flood breaker is off (breaker.dead_letter_ratio unset)")
-        return 0
     try:
-        resume(settings, topics)
+        done = resume(settings, topics)
     except redis.RedisError as exc:
         print(f"kafka-celery-bridge: Redis: {exc}", file=sys.stderr)
         return 1
-    print(f"resume asked for {', '.join(topics)}: every bridge of group "
-          f"{settings.kafka.group_id} resumes them within breaker.check_interval_ms")  # fmt: skip
+    group = settings.kafka.group_id
+    if done.unpaused:
+        print(f"pause lifted for {', '.join(done.unpaused)}: every bridge of group {group} "
+              "consumes them again within a second")  # fmt: skip
+    if done.breakers:
+        print(f"resume asked for {', '.join(done.breakers)}: every bridge of group {group} "
+              "closes their flood breakers within breaker.check_interval_ms")  # fmt: skip
+    if not done.unpaused and not done.breakers:
+        print(f"nothing to resume: {', '.join(topics)} not paused by an operator, and the flood "
+              "breaker is off (breaker.dead_letter_ratio unset)")  # fmt: skip
     return 0

@@ -23,3 +23,10 @@ def refuse_unrouted(asked: Iterable[str] | None, routed: Iterable[str]) -> bool:
         print(f"kafka-celery-bridge: --topic {', '.join(unknown)}: not a routed topic",
               file=sys.stderr)  # fmt: skip
     return bool(unknown)
+
+
+def asked_topics(routed: Iterable[str], asked: list[str] | None) -> list[str] | None:
+    """The topics a command acts on: those ``--topic`` named, else every routed one; ``None``
+    (said on stderr) when one named is not routed."""
+    names = list(routed)
+    return None if refuse_unrouted(asked, names) else (asked or names)

@@ -32,6 +32,7 @@ from bridge.console.views import (
     detail,
     parse_filter,
     partition_state,
+    pause_effect,
     release_effect,
     replay_preview,
     resume_effect,
@@ -169,9 +170,28 @@ class Console:
             return HTMLResponse("refused: not a routed topic", status_code=400)
         assert isinstance(topic, str)
         effect = resume_effect(self._status(), topic, self._actions.breaker_on)
-        asked = self._actions.resume([topic])
-        outcome = "asked every bridge to close the breaker" if asked else "breaker off: nothing"
+        done = self._actions.resume([topic])
+        outcomes = ["pause lifted"] if done.unpaused else []
+        outcomes += ["asked every bridge to close the breaker"] if done.breakers else []
+        outcome = "; ".join(outcomes) or "not paused, breaker off: nothing"
         self._audit(request, "resume", topic, effect["count"], outcome)
+        return RedirectResponse("/audit", status_code=303)
+
+    def pause_form(self, request: Request) -> Response:
+        route = self._route(request.query_params.get("topic"))
+        effect = pause_effect(self._status(), route.topic)
+        return self.render(request, "pause.html", route=route, effect=effect)
+
+    async def pause(self, request: Request) -> Response:
+        form = await request.form()
+        topic, why = form.get("topic"), str(form.get("reason") or "")[:200]
+        if topic not in {r.topic for r in self._routes}:
+            return HTMLResponse("refused: not a routed topic", status_code=400)
+        assert isinstance(topic, str)
+        effect = pause_effect(self._status(), topic)
+        paused = self._actions.pause([topic], _who(request), why)
+        outcome = f"paused ({why or 'no reason given'})" if paused else "already paused"
+        self._audit(request, "pause", topic, effect["count"], outcome)
         return RedirectResponse("/audit", status_code=303)
 
     def release_form(self, request: Request) -> Response:
@@ -240,8 +260,7 @@ class Console:
         return self.render(request, "audit.html", entries=self._actions.audit.recent())
 
     def _audit(self, request: Request, action: str, target: str, count: int, outcome: str) -> None:
-        who = f"{role_of(request)}@{request.client.host if request.client else '?'}"
-        entry = audit_entry(utc_now_iso(), who, action, target, count, outcome)
+        entry = audit_entry(utc_now_iso(), _who(request), action, target, count, outcome)
         self._actions.audit.record(entry)
 
     def _route(self, topic: str | None) -> Any:
@@ -281,6 +300,8 @@ def create_app(
         ),
         Route("/actions/resume", page(c.resume_form), methods=["GET"]),
         Route("/actions/resume", action()(c.resume), methods=["POST"]),
+        Route("/actions/pause", page(c.pause_form), methods=["GET"]),
+        Route("/actions/pause", action()(c.pause), methods=["POST"]),
         Route("/actions/release", page(c.release_form), methods=["GET"]),
         Route("/actions/release", action()(c.release), methods=["POST"]),
         Route("/actions/replay", page(c.replay_form), methods=["GET"]),
@@ -296,6 +317,11 @@ def create_app(
         https_only=secure_cookie,
     )
     return Starlette(routes=routes, middleware=[session])
+
+
+def _who(request: Request) -> str:
+    """Who acts: the session's role, from the client's address."""
+    return f"{role_of(request)}@{request.client.host if request.client else '?'}"
 
 
 def _chosen(parts: list[Any], asked: str | None) -> Any:

@@ -35,12 +35,12 @@ class Audit(Protocol):
 class Actions:
     """What the console's actions run: the operations of :mod:`bridge.ops`, and the audit log.
 
-    :param resume: :func:`bridge.ops.resume.resume` for the console's settings.
     :param breaker_on: whether the flood breaker is configured.
     :param audit: the audit log.
     """
 
-    resume: Callable[[list[str]], list[str]]
+    #: :func:`bridge.ops.resume.resume` for the console's settings
+    resume: Callable[[list[str]], Any]
     breaker_on: bool
     audit: Audit
     #: :func:`bridge.ops.release.release` for the console's settings: (topic, key, partition,
@@ -48,6 +48,9 @@ class Actions:
     release: Callable[[str, bytes | None, int, bool], Any]
     #: :func:`bridge.ops.replay.replay_letters` for a DLT: (dlt, letters) -> its summary
     replay: Callable[[str, list[Letter]], Any]
+    #: :func:`bridge.ops.pause.pause` for the console's settings: (topics, by, why) -> the
+    #: topics newly paused
+    pause: Callable[[list[str], str, str], list[str]] = lambda topics, by, why: []
 
 
 def masker(secrets: list[str]) -> Callable[[Any], Any]:

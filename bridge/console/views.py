@@ -183,25 +183,63 @@ def _cut(text: str, limit: int) -> str:
 
 
 def resume_effect(doc: Mapping[str, Any], topic: str, breaker_on: bool) -> dict[str, Any]:
-    """What resuming route ``topic`` would do, from the status document (the dry run): its
-    breaker, the partitions its breaker paused, and a sentence saying so."""
-    route = next((r for r in doc.get("routes") or () if r["topic"] == topic), None)
+    """What resuming route ``topic`` would do, from the status document (the dry run): the
+    operator's pause it lifts, its breaker, the partitions either paused, and sentences saying
+    so."""
+    route = _route_of(doc, topic)
     partitions = route["partitions"] if route else []
     paused = [p["partition"] for p in partitions if p.get("paused") == "dead-letter-flood"]
+    stopped = [p["partition"] for p in partitions if p.get("paused") == "operator"]
+    pause = (route or {}).get("paused_by_operator")
     breaker = (route or {}).get("breaker")
     state = breaker["state"] if breaker else None
+    lines = [] if pause is None else [_lifted(pause, len(stopped))]
     if not breaker_on:
-        summary = "The flood breaker is off (breaker.dead_letter_ratio unset): nothing to resume."
+        lines += [] if pause else [_NOTHING_TO_RESUME]
     elif state is None:
-        summary = "No bridge reports this route's breaker: the request waits for one to start."
+        lines.append("No bridge reports this route's breaker: the request waits for one to start.")
     elif state == "closed":
-        summary = "The breaker is closed: no partition is paused by it."
+        lines.append("The breaker is closed: no partition is paused by it.")
     else:
-        summary = (f"The breaker is {state}: every bridge closes it within "
-                   f"breaker.check_interval_ms, and {len(paused)} partition(s) it paused "
-                   "consume again.")  # fmt: skip
-    return {"topic": topic, "breaker": state, "paused": paused, "count": len(paused),
-            "summary": summary, "possible": breaker_on}  # fmt: skip
+        lines.append(f"The breaker is {state}: every bridge closes it within "
+                     f"breaker.check_interval_ms, and {len(paused)} partition(s) it paused "
+                     "consume again.")  # fmt: skip
+    return {"topic": topic, "breaker": state, "paused": paused, "operator": pause,
+            "count": len(paused) + len(stopped), "summary": " ".join(lines),
+            "possible": breaker_on or pause is not None}  # fmt: skip
+
+
+_NOTHING_TO_RESUME = ("Not paused by an operator, and the flood breaker is off "
+                      "(breaker.dead_letter_ratio unset): nothing to resume.")  # fmt: skip
+
+
+def _lifted(pause: Mapping[str, Any], partitions: int) -> str:
+    return (f"Paused by {pause.get('by', '?')} at {pause.get('at', '?')} "
+            f"({pause.get('why') or 'no reason given'}): the pause is lifted, and every bridge "
+            f"consumes the route again within a second ({partitions} partition(s) now paused "
+            "by it).")  # fmt: skip
+
+
+def pause_effect(doc: Mapping[str, Any], topic: str) -> dict[str, Any]:
+    """What pausing route ``topic`` would do, from the status document (the dry run)."""
+    route = _route_of(doc, topic) or {}
+    partitions = route.get("partitions") or []
+    pause = route.get("paused_by_operator")
+    if pause is not None:
+        summary = (f"Already paused by {pause.get('by', '?')} at {pause.get('at', '?')} "
+                   f"({pause.get('why') or 'no reason given'}): nothing changes.")  # fmt: skip
+    else:
+        summary = (f"Every bridge of group {doc.get('group_id')} stops consuming its "
+                   f"{len(partitions)} partition(s) within a second, and its lag "
+                   f"({route.get('lag', '-')} now) grows until it is resumed. What is already "
+                   f"in Celery goes on: {route.get('queue_depth', '-')} queued task(s), delayed "
+                   "retries, ordered keys' next records.")  # fmt: skip
+    return {"topic": topic, "count": len(partitions), "summary": summary,
+            "already": pause is not None}  # fmt: skip
+
+
+def _route_of(doc: Mapping[str, Any], topic: str) -> Mapping[str, Any] | None:
+    return next((r for r in doc.get("routes") or () if r["topic"] == topic), None)
 
 
 def audit_entry(

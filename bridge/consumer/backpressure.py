@@ -148,18 +148,22 @@ def pause_reasons(
     held_topics: Iterable[str],
     held_partitions: Mapping[TP, str],
     flooded_topics: Iterable[str] = (),
+    operator_topics: Iterable[str] = (),
 ) -> dict[TP, str]:
     """The assigned partitions that must be paused now, each with why: ``broker-down``,
+    ``operator`` (an operator paused its route: ``python -m bridge pause``),
     ``dead-letter-flood`` (its route's flood breaker is open, or its probe took enough),
     ``backpressure`` (its route's queue is too deep), ``key-full`` / ``partition-full``
     (``held_partitions`` maps a partition to what is full: ``key`` or ``partition``), or
     ``watermark-unverified`` (held by its ``watermark``: see
     :mod:`bridge.consumer.incarnations`)."""
-    topics, flooded = set(held_topics), set(flooded_topics)
+    topics, flooded, stopped = set(held_topics), set(flooded_topics), set(operator_topics)
     reasons: dict[TP, str] = {}
     for tp in assigned:
         if broker_down:
             reasons[tp] = "broker-down"
+        elif tp[0] in stopped:
+            reasons[tp] = "operator"
         elif tp[0] in flooded:
             reasons[tp] = "dead-letter-flood"
         elif tp[0] in topics:

@@ -33,6 +33,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -40,6 +41,7 @@ from kafka.errors import KafkaError
 
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, DeadLetterProducer
 from bridge.backends.kafka.topics import DeadLetterTopics
+from bridge.backends.redis import route_pauses
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.dispatch import Dispatcher
 from bridge.backends.redis.ordering import KeyQueues
@@ -61,6 +63,7 @@ from bridge.consumer.kafka_consumer import (
     connect,
     make_consumer,
 )
+from bridge.consumer.operator_pauses import OperatorPauses
 from bridge.consumer.pauses import Outage, Pauses, changes
 from bridge.consumer.reporting import Reporter
 from bridge.consumer.undecodable import BadBatches, UndecodableLetters
@@ -111,9 +114,14 @@ class Bridge:
         self._duties = Duties(settings, self.router.routes, self._dead_letter_producer, self.hooks)
         celery = settings.celery
         outage = Outage(celery.publish_retry_backoff_ms, celery.publish_retry_backoff_max_ms)
+        operator = OperatorPauses(
+            partial(route_pauses.paused, self._dispatcher.client, self.group_id),
+            self.router.topics,
+        )
         self._pauses = Pauses(self._assignment, self._lock, outage=outage,
                               backpressure=Backpressure(limits_of(self.router.routes)),
-                              breakers=self._breakers, queue_depths=self._dispatcher.queue_depths,
+                              breakers=self._breakers, operator=operator,
+                              queue_depths=self._dispatcher.queue_depths,
                               watched_sizes=self._key_queues.sizes)  # fmt: skip
         self._commits = Commits(self._assignment, self._lock, self.hooks)
         self._reporter = Reporter(self.hooks, self.member, self.group_id, self._assignment,

@@ -1,9 +1,10 @@
 """Which assigned partitions the bridge pauses, and why; the Celery broker's outage backoff.
 
-Four sources pause partitions, each checked before every poll (:meth:`Pauses.reconcile`):
+Five sources pause partitions, each checked before every poll (:meth:`Pauses.reconcile`):
 
 - the Celery broker (Redis) is down: every partition, until the :class:`Outage` backoff lets
   the next batch try again;
+- an operator paused a route (:class:`~bridge.consumer.operator_pauses.OperatorPauses`);
 - a route's dead-letter flood breaker is open (:class:`~bridge.consumer.flood.Breakers`);
 - a route's Celery queue is too deep (:class:`~bridge.consumer.backpressure.Backpressure`);
 - a partition is held: an ordered key or the partition has too many records waiting, or a
@@ -29,6 +30,7 @@ from bridge.consumer import incarnations
 from bridge.consumer.assignment import Assignment
 from bridge.consumer.backpressure import Backpressure, pause_reasons
 from bridge.consumer.flood import Breakers
+from bridge.consumer.operator_pauses import OperatorPauses
 from bridge.errors import PublishError
 from bridge.hooks import Refusal
 from bridge.logs import at
@@ -97,6 +99,7 @@ class Pauses:
     :param outage: the broker's outage backoff.
     :param backpressure: the routes' queue-depth limits.
     :param breakers: the routes' flood breakers.
+    :param operator: the routes operators paused.
     :param queue_depths: reads Celery queue depths (raises ``PublishError``).
     :param watched_sizes: reads what held partitions watch (raises ``redis.RedisError``).
     :param wall_clock: Unix seconds (the breakers count by the second).
@@ -110,12 +113,14 @@ class Pauses:
         outage: Outage,
         backpressure: Backpressure,
         breakers: Breakers,
+        operator: OperatorPauses,
         queue_depths: QueueDepths,
         watched_sizes: WatchedSizes,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._assignment, self._lock = assignment, lock
         self.outage, self._backpressure, self._breakers = outage, backpressure, breakers
+        self._operator = operator
         self._queue_depths, self._watched_sizes = queue_depths, watched_sizes
         self._wall_clock = wall_clock
         self.paused: dict[Partition, str] = {}  # as of the last reconcile
@@ -131,6 +136,7 @@ class Pauses:
         self._check_queue_depths(in_flight)
         self._check_holds()
         self._check_breakers()
+        self._check_operator()
         with self._lock:
             assigned = self._assignment.partitions
             held = {tp: full.kind for tp, full in self._assignment.held.items()}
@@ -140,6 +146,7 @@ class Pauses:
             held_topics=self._backpressure.held,
             held_partitions=held,
             flooded_topics=self._breakers.paused_topics(),
+            operator_topics=self._operator.topics(),
         )
         return self.paused
 
@@ -170,6 +177,14 @@ class Pauses:
             self._breakers.check(self._wall_clock())
         except redis.RedisError as exc:  # the broker's outage handling takes over
             self.outage.failed(exc)
+
+    def _check_operator(self) -> None:
+        if self.outage.down:
+            return
+        try:
+            self._operator.check(self._wall_clock())
+        except redis.RedisError as exc:  # the pauses stay as last read; enqueues find outages
+            log.debug("operator pauses not read: %r", exc)
 
     def _check_holds(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from kafka.errors import KafkaError
 
 from bridge.backends.kafka.auth import security_configs
 from bridge.backends.kafka.topics import admin_client
+from bridge.backends.redis import route_pauses
 from bridge.backends.redis.client import broker_client, connected_replicas, primary_address
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
 from bridge.backends.redis.ordering import KeyQueues, KeyState
@@ -136,6 +137,8 @@ class RedisView:
     #: ``celery.min_replicas_to_accept`` requires
     replicas: int = 0
     replicas_required: int = 0
+    #: routes an operator paused: topic -> who, when, why
+    paused_routes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def redis_view(settings: BridgeSettings) -> RedisView:
@@ -169,6 +172,7 @@ def redis_view(settings: BridgeSettings) -> RedisView:
             primary=primary_address(client),
             replicas=connected_replicas(client),
             replicas_required=settings.celery.min_replicas_to_accept,
+            paused_routes=route_pauses.paused(client, group_id),
         )
     finally:
         client.close()
@@ -240,6 +244,7 @@ def _route(
         "dlt_records": None if kafka is None else kafka.dlt_records.get(route.dlt_topic),
         "lag": None if kafka is None else sum(p.lag for p in rows),
         "breaker": _breaker(route.topic, held.members if held is not None else ()),
+        "paused_by_operator": None if held is None else held.paused_routes.get(route.topic),
         "partitions": partitions,
         **_routability(route, held),
     }
@@ -261,8 +266,9 @@ def _replicas(held: RedisView) -> dict[str, int]:
 
 
 def _warnings(routes: Iterable[Route], held: RedisView) -> list[str]:
-    """One line per routed queue that no worker on the bridge's transport consumes, and one
-    when the primary has fewer replicas than ``celery.min_replicas_to_accept``."""
+    """One line per routed queue that no worker on the bridge's transport consumes, one per
+    route an operator paused, and one when the primary has fewer replicas than
+    ``celery.min_replicas_to_accept``."""
     topics: dict[str, list[str]] = {}
     for route in routes:
         topics.setdefault(route.queue, []).append(route.topic)
@@ -270,6 +276,13 @@ def _warnings(routes: Iterable[Route], held: RedisView) -> list[str]:
         no_consumer_warning(queue, names, held.queue_depths.get(queue))
         for queue, names in sorted(topics.items())
         if held.consumers.get(queue) == 0
+    ]
+    lines += [
+        f"route {topic} paused by {who.get('by', '?')} at {who.get('at', '?')} "
+        f"({who.get('why') or 'no reason given'}): resume with `python -m bridge resume "
+        f"--topic {topic}`"
+        for topic, who in sorted(held.paused_routes.items())
+        if topic in {r.topic for r in routes}
     ]
     short = startup_warning(held.replicas_required, held.replicas)
     return lines if short is None else [*lines, short]

@@ -34,6 +34,7 @@ from bridge.console.views import (
     detail,
     header,
     parse_filter,
+    pause_effect,
     release_effect,
     resume_effect,
     shown_value,
@@ -42,6 +43,7 @@ from bridge.errors import BridgeError, ConfigError, NotParkedError, ReplayError
 from bridge.failures import Reason
 from bridge.ops.release import Released
 from bridge.ops.replay_plan import Summary
+from bridge.ops.resume import Resumed
 from bridge.settings import BridgeSettings
 from tests.console_data import dead_letter, headers
 
@@ -275,6 +277,11 @@ def replayed() -> list[tuple[str, list[int]]]:
     return []
 
 
+@pytest.fixture
+def paused() -> list[tuple[list[str], str, str]]:
+    return []
+
+
 class FakeRelease:
     def __init__(self, calls: list[tuple[Any, ...]]) -> None:
         self.calls = calls
@@ -292,18 +299,24 @@ def client(
     resumed: list[list[str]],
     released: list[tuple[Any, ...]],
     replayed: list[tuple[str, list[int]]],
+    paused: list[tuple[list[str], str, str]],
 ) -> TestClient:
     reader = FakeReader([letter(0, key=b"a"), letter(1, key=b"b", reason=Reason.NON_RETRYABLE)])
 
-    def resume(topics: list[str]) -> list[str]:
+    def resume(topics: list[str]) -> Resumed:
         resumed.append(topics)
+        return Resumed(unpaused=[], breakers=topics)
+
+    def pause(topics: list[str], by: str, why: str) -> list[str]:
+        paused.append((topics, by, why))
         return topics
 
     def replay(dlt: str, letters: list[Letter]) -> Summary:
         replayed.append((dlt, [x.offset for x in letters]))
         return Summary(read=len(letters), replayed=len(letters))
 
-    actions = Actions(resume, True, audit, release=FakeRelease(released), replay=replay)
+    actions = Actions(resume, True, audit, release=FakeRelease(released), replay=replay,
+                      pause=pause)  # fmt: skip
     app = create_app(
         settings(), Passwords({Role.OPERATOR: "op-pw", Role.VIEWER: "view-pw"}),
         status=status_doc, reader=reader, actions=actions,  # type: ignore[arg-type]
@@ -439,6 +452,39 @@ def test_resuming_a_route_shows_its_effect_first_then_runs_and_is_audited(
         "orders",
     )
     assert "orders" in client.get("/audit").text
+
+
+def test_pausing_a_route_shows_its_effect_first_then_runs_and_is_audited(
+    client: TestClient, audit: FakeAudit, paused: list[tuple[list[str], str, str]]
+) -> None:
+    log_in(client)
+    confirm = client.get("/actions/pause?topic=orders")
+    assert "stops consuming its" in confirm.text
+    assert paused == []  # the confirmation changes nothing
+    token = form_token(confirm.text)
+    assert client.post("/actions/pause", data={"topic": "orders"}).status_code == 403
+    done = client.post("/actions/pause", data={"topic": "orders", "csrf": token,
+                                               "reason": "incident 7"})  # fmt: skip
+    assert (done.status_code, done.headers["location"]) == (303, "/audit")
+    assert paused == [(["orders"], "operator@testclient", "incident 7")]
+    [entry] = audit.entries
+    assert (entry["action"], entry["target"], entry["outcome"]) == (
+        "pause", "orders", "paused (incident 7)"
+    )  # fmt: skip
+
+
+def test_the_effect_of_a_resume_names_the_operators_pause_it_lifts() -> None:
+    pause = {"by": "ops@h", "at": "2026-12-04T10:00:00Z", "why": "incident 7"}
+    doc = {"routes": [{"topic": "orders", "paused_by_operator": pause, "breaker": None,
+                       "partitions": [{"partition": 0, "paused": "operator"}]}]}  # fmt: skip
+    effect = resume_effect(doc, "orders", breaker_on=False)
+    assert effect["possible"]
+    assert effect["count"] == 1
+    assert effect["summary"].startswith("Paused by ops@h at 2026-12-04T10:00:00Z (incident 7)")
+    assert "nothing to resume" not in effect["summary"]
+    already = pause_effect({**doc, "group_id": "shop"}, "orders")
+    assert already["already"]
+    assert "nothing changes" in already["summary"]
 
 
 def test_the_read_only_role_sees_the_confirmation_but_cannot_act(

@@ -15,6 +15,7 @@ from bridge.breaker import Outcomes
 from bridge.consumer.assignment import Assignment
 from bridge.consumer.backpressure import Backpressure, Limit
 from bridge.consumer.flood import Breakers
+from bridge.consumer.operator_pauses import OperatorPauses
 from bridge.consumer.pauses import Outage, Pauses, announce_hold, changes
 from bridge.errors import PublishError
 from bridge.hooks import Refusal
@@ -42,6 +43,7 @@ class Redis:
         self.depths: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
         self.outcomes: dict[str, Outcomes] = {}
+        self.paused: dict[str, dict[str, str]] = {}
         self.down = False
         self.why = "Connection refused"
         self.reads = 0
@@ -51,6 +53,10 @@ class Redis:
         if self.down:
             raise PublishError("queue depths unknown: ConnectionError()")
         return {q: self.depths.get(q, 0) for q in queues}
+
+    def paused_routes(self) -> dict[str, dict[str, str]]:
+        self._read()
+        return dict(self.paused)
 
     def watched_sizes(self, watched: dict[str, str]) -> dict[str, int]:
         self._read()
@@ -86,16 +92,20 @@ def pauses_of(
     limits: Mapping[str, Limit] = QA,
     ratio: float | None = None,
     clock: Clock | None = None,
+    operator: bool = False,
 ) -> Pauses:
+    """The pauses over ``source``; ``operator``: operator pauses are read from it too (else
+    from nowhere, so that ``source.reads`` counts the other sources only)."""
     clock = clock or Clock()
     policy = BreakerSettings(dead_letter_ratio=ratio, min_records=2, check_interval_ms=10)
     breakers = Breakers(Reader(source), ["a", "b"], policy)  # type: ignore[arg-type]
+    read = source.paused_routes if operator else dict
     return Pauses(
         assignment, threading.Lock(),
         outage=Outage(initial_ms=100, max_ms=1000, clock=clock),
         backpressure=Backpressure(limits),
-        breakers=breakers, queue_depths=source.queue_depths, watched_sizes=source.watched_sizes,
-        wall_clock=clock,
+        breakers=breakers, operator=OperatorPauses(read, ["a", "b"]),
+        queue_depths=source.queue_depths, watched_sizes=source.watched_sizes, wall_clock=clock,
     )  # fmt: skip
 
 
@@ -158,7 +168,7 @@ def test_a_recovery_after_failures_is_logged_once_and_resets_the_backoff(
     assert outage.retry_at == pytest.approx(100.1)  # the first delay again
 
 
-# -- the four sources -----------------------------------------------------------------------------
+# -- the five sources -----------------------------------------------------------------------------
 
 
 def test_nothing_paused_and_nothing_read_when_no_source_is_configured() -> None:
@@ -238,6 +248,46 @@ def test_a_flooded_route_is_paused() -> None:
     pauses = pauses_of(source, assigned(A0, B0), ratio=0.5)
     source.outcomes = {"b": Outcomes(handled=1, dead_lettered=3)}
     assert pauses.reconcile(nothing_in_flight) == {B0: "dead-letter-flood"}
+
+
+def test_a_route_an_operator_paused_is_paused_until_resumed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source, clock = Redis(), Clock()
+    pauses = pauses_of(source, assigned(A0, A1, B0), limits={}, clock=clock, operator=True)
+    source.paused = {"a": {"by": "ops@host", "at": "2026-12-04T10:00:00Z", "why": "incident 7"},
+                     "elsewhere": {}}  # fmt: skip
+    with caplog.at_level(logging.WARNING, "bridge.consumer.operator_pauses"):
+        assert pauses.reconcile(nothing_in_flight) == {A0: "operator", A1: "operator"}
+        source.paused = {}
+        clock.now += 0.5
+        assert pauses.reconcile(nothing_in_flight) == {A0: "operator", A1: "operator"}
+        assert source.reads == 1  # read at most once a second
+        clock.now += 0.5
+        assert pauses.reconcile(nothing_in_flight) == {}
+    assert bridge_messages(caplog) == [
+        "route a paused by ops@host at 2026-12-04T10:00:00Z (incident 7): consumption paused "
+        "until `python -m bridge resume --topic a`",
+        "route a resumed by an operator",
+    ]
+
+
+def test_an_operator_pause_gives_way_to_a_broker_outage_only() -> None:
+    source = Redis()
+    pauses = pauses_of(source, assigned(A0, B0), ratio=0.5, operator=True)
+    source.paused = {"b": {}}
+    source.outcomes = {"b": Outcomes(handled=1, dead_lettered=3)}
+    assert pauses.reconcile(nothing_in_flight) == {B0: "operator"}
+
+
+def test_operator_pauses_unread_stay_as_last_read() -> None:
+    source, clock = Redis(), Clock()
+    pauses = pauses_of(source, assigned(A0, B0), limits={}, clock=clock, operator=True)
+    source.paused = {"a": {}}
+    assert pauses.reconcile(nothing_in_flight) == {A0: "operator"}
+    source.down, clock.now = True, clock.now + 1
+    assert pauses.reconcile(nothing_in_flight) == {A0: "operator"}
+    assert not pauses.outage.down  # an enqueue finds a real outage
 
 
 @pytest.mark.parametrize("failing", ["queue depths", "holds", "breakers"])

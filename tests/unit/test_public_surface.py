@@ -195,6 +195,7 @@ COMMANDS: dict[str, dict[str, str]] = {
         "--partition": "value",
         "--skip": "flag",
     },
+    "pause": {**COMMON, "--topic": "repeated", "--reason": "value default="},
     "resume": {**COMMON, "--topic": "repeated"},
     "replay": {
         **COMMON,
@@ -236,6 +237,7 @@ ONE_OF = {  # mutually exclusive options ("required": exactly one must be given)
     "run": [],
     "status": [],
     "release": ["--key|--key-b64|--partition required"],
+    "pause": [],
     "resume": [],
     "replay": ["--topic|--dlt-topic", "--key|--key-b64"],
     "topics": [],
@@ -309,7 +311,7 @@ def test_python_m_bridge_help_is_this_parsers(
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == parser.format_help()
     if not command:
-        assert "{run,status,release,resume,replay,topics,console}" in result.stdout
+        assert "{run,status,release,pause,resume,replay,topics,console}" in result.stdout
 
 
 # -- Redis keys --------------------------------------------------------------------------------
@@ -348,7 +350,9 @@ REDIS_KEYS: list[tuple[str, Callable[..., Any], tuple[Any, ...], Any]] = [
      "bridge:shop:ordered:waiting:orders:3"),
     ("ordered_waiting_pattern", keys.ordered_waiting_pattern, ("shop",),
      "bridge:shop:ordered:waiting:*"),
-    ("attempts", keys.attempts, ("shop", "shop:orders:0:7"), "bridge:shop:attempts:shop:orders:0:7"),
+    ("attempts", keys.attempts, ("shop", "shop:orders:0:7"),
+     "bridge:shop:attempts:shop:orders:0:7"),
+    ("paused_routes", keys.paused_routes, ("shop",), "bridge:shop:routes:paused"),
     ("ordered_heads", keys.ordered_heads, ("shop",), "bridge:shop:ordered:heads"),
     ("ordered_failing", keys.ordered_failing, ("shop",), "bridge:shop:ordered:failing"),
     ("ordered_parked", keys.ordered_parked, ("shop",), "bridge:shop:ordered:parked"),
