@@ -71,7 +71,7 @@ def measure(name: str, route: dict[str, Any]) -> dict[str, Any]:
         load_before = os.getloadavg()[0]
         late_ms = paced(producer, run.name, headers, count)
         wait_fast(lambda: run.redis.llen(key) >= count, 120, f"{count} records")
-        noted = [line.decode().split() for line in run.redis.lrange(key, 0, -1)]
+        noted = [_text(line).split() for line in run.redis.lrange(key, 0, -1)]
     finally:
         producer.close()
         run.stop()
@@ -86,6 +86,10 @@ def measure(name: str, route: dict[str, Any]) -> dict[str, Any]:
         "producer_late_ms": round(late_ms, 1),
         "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def run() -> tuple[list[Row], dict[str, Any]]:
