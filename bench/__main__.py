@@ -3,9 +3,9 @@ report, ``bench/results/latest.json``, and its table, ``bench/results/latest.md`
 
 Parts run in this order (``BENCH_PARTS=throughput,memory`` runs only those; the rows of the
 others are kept from the last report): ``throughput``, ``replicated``, ``scaling``,
-``isolation``, ``retries``, ``memory``, ``fetch``, ``batches``. Each is a module of ``bench``
-with ``run() -> (rows, detail)``. No two parts run at once: they share the machine's 2 cores
-with Kafka and Redis.
+``isolation``, ``retries``, ``memory``, ``fetch``, ``batches``, ``latency``. Each is a module
+of ``bench`` with ``run() -> (rows, detail)``. No two parts run at once: they share the
+machine's 2 cores with Kafka and Redis.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bench.report import Row, markdown, merge
 
 PARTS = (
     "throughput", "replicated", "scaling", "isolation", "retries", "memory", "fetch", "batches",
+    "latency",
 )  # fmt: skip
 
 

@@ -6,7 +6,9 @@
   failure that is retried (the route's fixed interval and retry limit decide);
 - ``bench.count`` and ``bench.count_batch`` (bench/batches.py): count the records done in
   ``{bench}:count`` (one ``INCRBY`` per call); a record with ``fail-once`` fails its first
-  attempt (retried alone after 10 ms).
+  attempt (retried alone after 10 ms);
+- ``bench.latency`` (bench/latency.py): note how long after its Kafka timestamp the handler
+  started, in ``{bench}:latency``.
 """
 
 from __future__ import annotations
@@ -81,3 +83,13 @@ def count(self: RecordTask, record: Record) -> None:
 def count_batch(self: RecordBatchTask, records: list[Record]) -> None:
     """Count the records done; those that say ``fail-once`` fail their first attempt."""
     _count(records, self.request.retries)
+
+
+@app.task(base=RecordTask, name="bench.latency")
+def latency(record: Record) -> None:
+    """Note ``{partition} {offset} {ms}`` in ``{bench}:latency``: the milliseconds from the
+    record's Kafka timestamp (the producer's CreateTime; the machine clock is shared) to now,
+    the handler's start."""
+    ms = time.time() * 1000 - record.timestamp_ms
+    prefix = (record.header("bench") or b"").decode()
+    _redis().rpush(f"{prefix}:latency", f"{record.partition} {record.offset} {ms:.2f}")
