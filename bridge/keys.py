@@ -41,6 +41,20 @@ def attempts(group_id: str, task_id: str) -> str:
     return f"{group_prefix(group_id)}attempts:{task_id}"
 
 
+def gathered_retries(group_id: str) -> str:
+    """Sorted set of the retries of batched routes' records (score: due, ms since the epoch).
+
+    Each member names one retry of one record (:mod:`bridge.retry_batches`); its envelope is
+    in :func:`gathered_retry_envelopes`. The bridge gathers due members into batch messages.
+    """
+    return f"{group_prefix(group_id)}retries:gathered"
+
+
+def gathered_retry_envelopes(group_id: str) -> str:
+    """Hash of the envelopes of :func:`gathered_retries`' members (field: the member)."""
+    return f"{group_prefix(group_id)}retries:gathered:envelopes"
+
+
 def pending_dead_letters(group_id: str) -> str:
     """Sorted set of dead letters whose write to Kafka failed (score: next attempt, ms)."""
     return f"{group_prefix(group_id)}dead-letters:pending"

@@ -3,7 +3,8 @@
 a backoff, never allowed to end the thread).
 
 =========================  ===================================================================
-``delayed-retry mover``     :class:`RetryMover`: delayed retries that are due, to their queues
+``delayed-retry mover``     :class:`RetryMover`: delayed retries that are due, to their queues,
+                            and the due retries of batched routes, gathered into batches
                             (every ``retry.scheduler_interval_ms``)
 ``dead-letter writer``      :class:`DeadLetterWriter`: the dead letters waiting in Redis, to
                             Kafka, and their ordered keys on (every scheduler interval, 0.5 s
@@ -37,6 +38,7 @@ from bridge import keys
 from bridge.backends.kafka.dead_letters import DeadLetterOffice, Fate, Posted, Writer
 from bridge.backends.redis.client import broker_client
 from bridge.backends.redis.dead_letter_store import DeadLetterStore
+from bridge.backends.redis.gathered_retries import BatchMessages, Gatherer
 from bridge.backends.redis.ordering import KeyQueues, parked_why
 from bridge.backends.redis.retries import Scheduler
 from bridge.consumer.every import Every
@@ -56,20 +58,32 @@ WRITER_MIN_INTERVAL_S = 0.5
 
 
 class RetryMover:
-    """Moves delayed retries that are due from Redis to their queues (atomic: each is moved
-    once, however many bridges of the group move them)."""
+    """Moves delayed retries that are due from Redis to their queues, and gathers the due
+    retries of batched routes into batch messages (atomic: each is moved once, however many
+    bridges of the group move them)."""
 
-    def __init__(self, scheduler: Scheduler, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        gatherer: Gatherer | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._scheduler = scheduler
+        self._gatherer = gatherer
         self._clock = clock
 
     def move_due(self) -> None:
         """Move every retry due by now.
 
         :raises redis.RedisError: Redis is unreachable.
+        :raises PublishError: a batch's message could not be built.
         """
         while self._scheduler.move_due(int(self._clock() * 1000), limit=MOVE_BATCH) == MOVE_BATCH:
             pass  # more are due: keep moving
+        if self._gatherer is not None:
+            while self._gatherer.move_due(int(self._clock() * 1000), MOVE_BATCH) == MOVE_BATCH:
+                pass
 
 
 class DeadLetterWriter:
@@ -191,7 +205,11 @@ class Duties:
         group_id, stall_ms = settings.kafka.group_id, settings.stall_timeout_ms
         interval_s = settings.retry.scheduler_interval_ms / 1000
         self._clients: list[redis.Redis] = []
-        mover = RetryMover(Scheduler(self._client(settings), group_id))
+        self._messages = BatchMessages(settings.celery, group_id)
+        sizes = {route.topic: route.batch_size for route in routes}
+        gatherer = Gatherer(self._client(settings), group_id, self._messages,
+                            lambda topic: sizes.get(topic, 1))  # fmt: skip
+        mover = RetryMover(Scheduler(self._client(settings), group_id), gatherer)
         client = self._client(settings)
         store = DeadLetterStore(client, group_id)
         writer = DeadLetterWriter(DeadLetterOffice(producer, store), store,
@@ -233,3 +251,4 @@ class Duties:
             thread.stop(timeout_s=timeout_s)
         for client in self._clients:
             client.close()
+        self._messages.close()

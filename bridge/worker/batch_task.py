@@ -5,10 +5,12 @@ partition in one task message, whose argument is the list of their envelopes. Th
 a list of :class:`~bridge.record.Record` and says which records failed
 (:mod:`bridge.worker.batch_outcomes`). Records that succeeded are done. Each failed record goes
 on on its own, exactly as a single record whose handler raised its exception: under a request
-of its own (its task id ``{group_id}:{topic}:{partition}:{offset}``, no retries yet), Celery's
-autoretry and :class:`~bridge.worker.task.RecordTask` classify it, schedule its retry (a task
-message of the same task carrying that record alone, waiting in Redis if long) or dead-letter it.
-Those retries run the handler on a list of one record.
+of its own (its task id ``{group_id}:{topic}:{partition}:{offset}``, the batch's retries count:
+each record of a batch is at the same attempt), Celery's autoretry and
+:class:`~bridge.worker.task.RecordTask` classify it, schedule its retry or dead-letter it. On an
+unordered route the retry is not a task message of its own: it waits in Redis with the record's
+own due time, and the bridge gathers due retries of the same attempt into batch messages again
+(:mod:`bridge.worker.gathered`), whose ``retries`` is that attempt's.
 
 The message of a batch is acknowledged once every record is settled. A worker that dies before
 runs the batch again (at least once, as a single record); a retry or dead letter that cannot be
@@ -83,7 +85,9 @@ class RecordBatchTask(RecordTask):
         rec, task_id = envelope.record, envelope.task_id()
         log.info("%r failed in batch %s: %r", rec, self.request.id, replay.exc,
                  extra=at(rec, task_id=task_id))  # fmt: skip
-        self.push_request(id=task_id, args=[item], kwargs={}, retries=0)
+        request = self.request
+        self.push_request(id=task_id, args=[item], kwargs={}, retries=request.retries,
+                          delivery_info=request.delivery_info)  # fmt: skip
         try:
             self._handle(envelope, None, lambda: self._run_retrying(replay))
         except Retry:
@@ -97,7 +101,7 @@ class RecordBatchTask(RecordTask):
     def retry(self, *args: Any, **kwargs: Any) -> Retry:
         """Celery's ``retry`` for a record (see :meth:`RecordTask.retry`); called by the
         handler of a whole batch, each of its records is retried on its own instead (after
-        ``countdown`` or at ``eta``, as asked)."""
+        ``countdown`` or at ``eta``, as asked; gathered into batches again)."""
         request_args = self.request.args or [None]
         if isinstance(request_args[0], list):
             when = kwargs.get("eta") or kwargs.get("countdown")

@@ -64,8 +64,10 @@ class WorkerMetrics:
                                   "(seconds).", ["task", "outcome"], buckets=DURATION_BUCKETS_S,
                                   registry=r)  # fmt: skip
         self.retries = Counter("bridge_worker_retries_scheduled", "Retries scheduled: as a "
-                               "Celery countdown (via=\"countdown\") or waiting in Redis "
-                               "(via=\"redis\").", ["task", "via"], registry=r)  # fmt: skip
+                               "Celery countdown (via=\"countdown\"), waiting in Redis "
+                               "(via=\"redis\"), or waiting in Redis to be gathered into a "
+                               "batch (via=\"gathered\").", ["task", "via"],
+                               registry=r)  # fmt: skip
         self.dead_letters = Counter("bridge_worker_dead_letter_writes", "Dead letters of "
                                     "workers: written to Kafka, deferred (kept in Redis for the "
                                     "bridge), refused (parked in Redis) or failed (kept nowhere: "
@@ -143,7 +145,7 @@ def foreign_message(task: str) -> None:
 
 
 def retry_scheduled(task: str, via: str) -> None:
-    """A retry was scheduled ``via`` ``countdown`` or ``redis``."""
+    """A retry was scheduled ``via`` ``countdown``, ``redis`` or ``gathered``."""
     if _metrics is not None:
         _metrics.retries.labels(task, via).inc()
 

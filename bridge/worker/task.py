@@ -9,8 +9,7 @@ in each record's envelope; a task's own options win. A retry delayed by
 ``retry.redis_schedule_min_delay_ms`` or more does not become a Celery countdown: Celery and
 kombu build the very message ``retry()`` would send, and it waits in a Redis sorted set until
 the bridge moves it to its queue (see :mod:`bridge.backends.redis.retries`), so it runs once
-however long
-the delay, and costs Redis memory, not worker memory.
+however long the delay, and costs Redis memory, not worker memory.
 
 On ordered routes a task runs only as its key's head, and tells the key when it is done, retries
 or gives up (see :mod:`bridge.backends.redis.ordering`).
@@ -42,8 +41,8 @@ from bridge.failures import Reason, is_non_retryable, reason_for
 from bridge.logs import at
 from bridge.record import Envelope, Record, decoded, from_task_arg
 from bridge.worker import consumer_step as worker_consumer
+from bridge.worker import gathered, observed, retry_defaults
 from bridge.worker import metrics as worker_metrics
-from bridge.worker import observed, retry_defaults
 from bridge.worker import state as worker
 
 log = logging.getLogger(__name__)
@@ -211,8 +210,7 @@ class RecordTask(Task):  # type: ignore[type-arg]
             raise exc
         request = self.request
         route = retry_defaults.route_policy(request.args)
-        if max_retries is None and not self._own("max_retries") and "max_retries" in route:
-            max_retries = int(route["max_retries"])
+        max_retries = self._max_retries(route, max_retries)
         limit = self.max_retries if max_retries is None else max_retries
         exhausted = limit is not None and request.retries >= limit
         if exhausted:
@@ -227,6 +225,8 @@ class RecordTask(Task):  # type: ignore[type-arg]
         gate: KeyGate | None = getattr(request, "bridge_gate", None)
         if gate is not None and not exhausted:
             _at_key(lambda: gate.retrying(delay_s))
+        if not exhausted and gathered.gathers(self, request):
+            return gathered.retry(self, delay_s, exc, throw, args, kwargs, **options)
         if exhausted or request.called_directly or delay_s < threshold_s:
             return self._celery_retry(
                 args, kwargs, exc, throw, eta, countdown, max_retries, options
@@ -238,6 +238,12 @@ class RecordTask(Task):  # type: ignore[type-arg]
     def _own(self, option: str) -> bool:
         """Whether the task itself sets ``option`` (rather than inheriting Celery's default)."""
         return any(option in vars(cls) for cls in type(self).__mro__ if cls not in _BASES)
+
+    def _max_retries(self, route: dict[str, Any], asked: int | None) -> int | None:
+        """The ``max_retries`` asked of ``retry``, else the route's if the task has none."""
+        if asked is None and not self._own("max_retries") and "max_retries" in route:
+            return int(route["max_retries"])
+        return asked
 
     def _route_backoff(self, route: dict[str, Any], retries: int) -> float | None:
         if self._own("retry_backoff"):

@@ -70,8 +70,10 @@ def key_of(record: Record) -> str | None:
 
 
 def record_task_id(task: RecordTask, record: Record) -> str:
-    """The record's own task id, in a batch (whose id ends with its offsets) or alone."""
-    return f"{str(task.request.id).rsplit(':', 1)[0]}:{record.offset}"
+    """The record's own task id, in a batch (whose id starts with the group and the topic) or
+    alone."""
+    group_id = str(task.request.id).split(f":{record.topic}:", 1)[0]
+    return f"{group_id}:{record.topic}:{record.partition}:{record.offset}"
 
 
 def fail_as_told(task: RecordTask, record: Record) -> None:
@@ -205,15 +207,21 @@ def echo(self: RecordTask, record: Record) -> None:
     max_retries=2,
 )
 def batch(self: RecordBatchTask, records: list[Record]) -> None:
+    behave_in_batch(self, records)
+
+
+def behave_in_batch(self: RecordBatchTask, records: list[Record]) -> None:
     """Each record behaves as its headers say; the batch is written to ``{ledger}:batches``
-    (its task id and offsets); a record with ``batch-raise`` makes the whole handler raise
-    ``TimeoutError`` before any record runs, in a batch (each is then retried alone)."""
+    (its task id, retries and offsets); a record with ``batch-raise`` makes the whole handler
+    raise ``TimeoutError`` before any record runs, on a first attempt (each is then retried on
+    its own)."""
     prefix = (records[0].header("ledger") or b"").decode()
     ledger().rpush(
         f"{prefix}:batches",
-        json.dumps({"task_id": str(self.request.id), "offsets": [r.offset for r in records]}),
-    )
-    if len(records) > 1 and any(r.header("batch-raise") for r in records):
+        json.dumps({"task_id": str(self.request.id), "retries": self.request.retries,
+                    "offsets": [r.offset for r in records]}),
+    )  # fmt: skip
+    if not self.request.retries and any(r.header("batch-raise") for r in records):
         raise TimeoutError("the whole batch failed")
     failed: dict[Record, Exception] = {}
     for record in records:
@@ -223,3 +231,16 @@ def batch(self: RecordBatchTask, records: list[Record]) -> None:
             failed[record] = exc
     if failed:
         raise BatchFailed(failed)
+
+
+@app.task(
+    base=RecordBatchTask,
+    bind=True,
+    name="tests.batch_later",
+    autoretry_for=(TimeoutError,),
+    retry_kwargs={"countdown": 600},
+    max_retries=2,
+)
+def batch_later(self: RecordBatchTask, records: list[Record]) -> None:
+    """``tests.batch`` whose retries are due in 10 minutes (a test brings them forward)."""
+    behave_in_batch(self, records)

@@ -1,7 +1,8 @@
 """Batched routes on the real services (issue 20): one task message per batch of consecutive
-records, each failed record retried and dead-lettered on its own, nothing run twice after it
-succeeded, nothing lost when a worker is SIGKILLed mid-batch (bridges SIGKILLed mid-stream:
-test_exactly_once's test_sigkilled_bridges_lose_and_duplicate_nothing[batches])."""
+records, each failed record retried and dead-lettered on its own (its retries gathered into
+batches again, each with its own attempt count), nothing run twice after it succeeded,
+nothing lost when a worker is SIGKILLed mid-batch or mid-retry-batch (bridges SIGKILLed
+mid-stream: test_exactly_once's test_sigkilled_bridges_lose_and_duplicate_nothing[batches])."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
+from bridge import keys
 from bridge.backends.redis.dispatch import Dispatcher
 from bridge.routing import Route
 from bridge.settings import CelerySettings
@@ -113,8 +115,9 @@ def test_each_record_of_a_batch_ends_on_its_own(
     dead = read_all(topic.dlt(group), expected=3)
     wait_for(lambda: len(ledger.done()) == 7, what="the seven records that succeed")
     assert succeeded(ledger) == [0, 1, 2, 3, 5, 8, 9]  # each once: none ran again
-    [first] = [b for b in batches(ledger) if len(b["offsets"]) > 1]
-    assert first == {"task_id": f"{group}:{topic.name}:0:0-9", "offsets": list(range(10))}
+    [first] = [b for b in batches(ledger) if b["task_id"].endswith(":0-9")]
+    assert first == {"task_id": f"{group}:{topic.name}:0:0-9", "retries": 0,
+                     "offsets": list(range(10))}  # fmt: skip
     attempts = {int(tid.rsplit(":", 1)[1]): n for tid, n in ledger.attempts().items()}
     assert attempts == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1, 5: 1, 6: 3, 7: 1, 8: 1, 9: 1}
     retried = [e for e in executions(ledger) if e["retries"] > 0]
@@ -143,9 +146,10 @@ def test_a_handler_that_raises_fails_each_record_which_retries_alone(
     bridge = start_bridge([batched(topic, 5)])
     sent = send_many(producer, topic, ledger, 5, headers=[("batch-raise", b"1")])
     assert_each_handled_once(ledger, task_ids(bridge.group_id, topic, sent))
-    assert {e["retries"] for e in executions(ledger)} == {1}  # each ran alone, as retry 1
+    assert {e["retries"] for e in executions(ledger)} == {1}  # each ran once more, as retry 1
 
 
+@pytest.mark.parametrize("retried", [False, True], ids=["first-attempt", "retry"])
 def test_a_worker_killed_mid_batch_loses_nothing(
     tmp_path: Path,
     make_topic: MakeTopic,
@@ -153,16 +157,25 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     producer: KafkaProducer,
     ledger: Ledger,
     admin: KafkaAdminClient,
+    retried: bool,
 ) -> None:
+    """Killed in a batch of first attempts, or in a batch of retries (of records that each
+    failed once, gathered in batches of 5)."""
     queue = f"batch-kill-{uuid.uuid4().hex[:8]}"
     worker = start_worker(tmp_path, queue, concurrency=1, sections=SWEEP)
     topic = make_topic()
-    bridge = start_bridge([batched(topic, 10, queue=queue)], sections=SWEEP)
-    sent = send_many(producer, topic, ledger, 10, headers=[("sleep-ms", b"100")])
+    route = (batched(topic, 5, queue=queue, task="tests.batch_later", batch_max_wait_ms=50)
+             if retried else batched(topic, 10, queue=queue))  # fmt: skip
+    bridge = start_bridge([route], sections=SWEEP)
+    fail = [("fail", b"1")] if retried else []
+    sent = send_many(producer, topic, ledger, 10, headers=[*fail, ("sleep-ms", b"100")])
     ids = task_ids(bridge.group_id, topic, sent)
     survivor = None
     try:
-        wait_for(lambda: len(ledger.attempts()) >= 3, what="the batch under way")
+        if retried:
+            bring_retries_forward(bridge.group_id, 10)
+        wait_for(lambda: sum(e["retries"] == retried for e in executions(ledger)) >= 3,
+                 what="the batch under way")  # fmt: skip
         worker.kill()
         assert len(ledger.done()) < 10
         survivor = start_worker(tmp_path, queue, concurrency=1, sections=SWEEP)
@@ -170,6 +183,10 @@ def test_a_worker_killed_mid_batch_loses_nothing(
     finally:
         (survivor or worker).stop()
     assert ledger.done() == ids
+    if retried:
+        again = [b["offsets"] for b in batches(ledger) if b["retries"]]
+        assert {o for offsets in again for o in offsets} == set(range(10))
+        assert max(len(offsets) for offsets in again) == 5  # batches of retries, not one each
     wait_committed_to_end(admin, bridge.group_id, topic)
 
 
@@ -200,3 +217,55 @@ def test_a_batch_no_worker_can_run_is_dead_lettered_record_by_record(
         offset = original_offset(letter)
         assert headers["bridge-task-id"] == f"{bridge.group_id}:{topic.name}:0:{offset}".encode()
     assert ledger.attempts() == {}
+
+
+def bring_retries_forward(group_id: str, count: int) -> None:
+    """Wait until ``count`` retries of ``tests.batch_later`` are kept, then make them all due
+    now (as if their 10 minutes had passed): the bridge's next round gathers them together."""
+    broker = redis.Redis.from_url(BROKER_URL)
+    key = keys.gathered_retries(group_id)
+    wait_for(lambda: broker.zcard(key) == count, what=f"{count} retries kept")
+    members: list[bytes] = broker.zrange(key, 0, -1)  # type: ignore[assignment]
+    broker.zadd(key, dict.fromkeys(members, 0), xx=True)
+
+
+def test_retries_of_several_batches_run_as_one_batch_each_with_its_own_attempts(
+    make_topic: MakeTopic, start_bridge: StartBridge, producer: KafkaProducer, ledger: Ledger
+) -> None:
+    """Records failing in three batches come back in one batch of retries; each keeps its own
+    attempt count: one that always fails is dead-lettered exhausted after max_retries + 1 = 3
+    attempts, byte-exact, while those retried with it succeed, each once."""
+    topic = make_topic()
+    bridge = start_bridge([batched(topic, 5, task="tests.batch_later", batch_max_wait_ms=50)])
+    told = {1: b"1", 7: b"1", 12: b"99", 13: b"2"}
+    sent = [
+        send(producer, topic, ledger, key=f"k{i}".encode(), value=b'{"n": %d}' % i,
+             headers=[("fail", told[i])] if i in told else [("x-bytes", bytes([i, 0, 255]))])
+        for i in range(15)
+    ]  # fmt: skip
+    group = bridge.group_id
+    bring_retries_forward(group, 4)
+    bring_retries_forward(group, 2)  # 12 and 13 fail their first retry
+    [dead] = read_all(topic.dlt(group), expected=1)
+    wait_for(lambda: len(ledger.done()) == 14, what="the fourteen records that succeed")
+
+    assert succeeded(ledger) == [i for i in range(15) if i != 12]  # each once
+    retried = [(b["retries"], sorted(b["offsets"]), b["task_id"]) for b in batches(ledger)
+               if b["retries"]]  # fmt: skip
+    assert [(r, offsets) for r, offsets, _ in retried] == [(1, [1, 7, 12, 13]), (2, [12, 13])]
+    assert [tid.split(":")[2] for _, _, tid in retried] == ["retry-1", "retry-2"]
+    attempts = {int(tid.rsplit(":", 1)[1]): n for tid, n in ledger.attempts().items()}
+    assert attempts == {i: {1: 2, 7: 2, 12: 3, 13: 3}.get(i, 1) for i in range(15)}
+    headers = headers_of(dead)
+    assert original_offset(dead) == 12
+    assert headers["bridge-reason"] == b"exhausted"
+    assert headers["bridge-attempts"] == b"3"
+    assert headers["bridge-task-id"] == f"{group}:{topic.name}:0:12".encode()
+    assert (dead.key, dead.value, headers["fail"]) == (b"k12", b'{"n": 12}', b"99")
+    assert sent[12].offset == 12
+    assert (
+        redis.Redis.from_url(BROKER_URL).exists(
+            keys.gathered_retries(group), keys.gathered_retry_envelopes(group)
+        )
+        == 0
+    )  # nothing left behind

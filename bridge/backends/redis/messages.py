@@ -87,17 +87,21 @@ class Template:
     body_tail: str
 
     @classmethod
-    def build(cls, app: Celery, channel: Any, task: str, queue: str, origin: str) -> Template:
+    def build(
+        cls, app: Celery, channel: Any, task: str, queue: str, origin: str, retries: int = 0
+    ) -> Template:
         """The message of one (task, queue) as Celery's and kombu's own code build it, with
         markers where each record's values go.
 
         :param channel: a kombu Redis channel (connecting to Redis on first use).
         :param origin: the ``origin`` header of every message.
+        :param retries: the ``retries`` header of every message (0: a first attempt).
         :raises PublishError: kombu did not publish with one ``LPUSH``.
         """
         headers, properties, body, _ = app.amqp.as_task_v2(
-            _ID, task, args=(_ARG,), kwargs={}, argsrepr=_REPR, kwargsrepr="{}", origin=origin
-        )
+            _ID, task, args=(_ARG,), kwargs={}, argsrepr=_REPR, kwargsrepr="{}", origin=origin,
+            retries=retries,
+        )  # fmt: skip
         content_type, content_encoding, data = dumps(body, serializer="json")
         properties["delivery_mode"] = 2  # persistent, as Celery's default exchange says
         message = channel.prepare_message(
