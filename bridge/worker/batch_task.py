@@ -27,6 +27,7 @@ from bridge.errors import BatchFailed, UndecodableRecordError
 from bridge.logs import at
 from bridge.record import Envelope, Record, decoded
 from bridge.worker import metrics as worker_metrics
+from bridge.worker import ordered_batch
 from bridge.worker.batch_outcomes import Replay, failure_of, run_batch
 from bridge.worker.task import RecordTask, count_outcome
 
@@ -54,8 +55,12 @@ class RecordBatchTask(RecordTask):
             return super().__call__(*args, **kwargs)  # one record (a retry), or not ours
         self._require_settings()
         envelopes = [self._envelope((item,)) for item in arg]
-        records, failed = _decoded(envelopes)
         handler = getattr(self, "_orig_run", self.run)  # without Celery's autoretry
+        if envelopes[0].ordered:  # one key's records, settled in key order
+            return ordered_batch.run_ordered(
+                self, envelopes, arg, lambda batch: handler(batch, *args[1:], **kwargs)
+            )
+        records, failed = _decoded(envelopes)
         more, strangers = run_batch(
             records, lambda batch: handler(batch, *args[1:], **kwargs), (Ignore, Reject)
         )
