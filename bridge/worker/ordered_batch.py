@@ -126,7 +126,11 @@ def settle_head(
     rec, task_id = envelope.record, envelope.task_id()
     log.info("%r failed in batch %s, its key waits on it: %r", rec, task.request.id, replay.exc,
              extra=at(rec, task_id=task_id))  # fmt: skip
-    task.push_request(id=task_id, args=[item], kwargs={}, retries=0, bridge_gate=gate)
+    # Headers given: else Celery makes headers of the batch request's own attributes (its
+    # gate among them), which its retry message could not carry.
+    headers = dict(task.request.headers or {})
+    task.push_request(id=task_id, args=[item], kwargs={}, retries=0, headers=headers)
+    task.request.bridge_gate = gate  # type: ignore[attr-defined]
     try:
         task._handle(envelope, gate, lambda: task._run_retrying(replay))
     except Retry:
