@@ -8,7 +8,8 @@ on on its own, exactly as a single record whose handler raised its exception: un
 of its own (its task id ``{group_id}:{topic}:{partition}:{offset}``, no retries yet), Celery's
 autoretry and :class:`~bridge.worker.task.RecordTask` classify it, schedule its retry (a task
 message of the same task carrying that record alone, waiting in Redis if long) or dead-letter it.
-Those retries run the handler on a list of one record.
+Those retries run the handler on a list of one record. On an ordered route a batch holds one
+key's records and settles them in key order instead (:mod:`bridge.worker.ordered_batch`).
 
 The message of a batch is acknowledged once every record is settled. A worker that dies before
 runs the batch again (at least once, as a single record); a retry or dead letter that cannot be

@@ -16,6 +16,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaProducer
 
 from tests.conftest import wait_for
+from tests.integration import test_batches
 from tests.integration.conftest import Ledger, read_all, start_worker
 from tests.integration.helpers import (
     MakeTopic,
@@ -27,12 +28,7 @@ from tests.integration.helpers import (
 )
 from tests.integration.test_ordered import by_key, keys_idle, produce, succeeded
 
-SWEEP: dict[str, dict[str, Any]] = {
-    "celery": {"visibility_timeout_s": 2,
-               "transport_options": {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}},
-    "retry": {"redis_schedule_min_delay_ms": 500},
-    "ordering": {"stall_timeout_s": 5, "watchdog_interval_ms": 200},
-}  # fmt: skip
+SWEEP = {**test_batches.SWEEP, "ordering": {"stall_timeout_s": 5, "watchdog_interval_ms": 200}}
 
 
 def route(topic: Any, size: int, **more: Any) -> dict[str, Any]:
