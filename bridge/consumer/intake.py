@@ -58,7 +58,7 @@ class Intake:
         """
         for tp, records in batch.records.items():
             route = self._router.route_for(tp.topic)
-            if route.batch_size > 1:
+            if route.batch_size > 1 and not route.ordered:  # ordered: batched in Redis
                 batch.messages += self._batches(tp, records, route, batch)
             else:
                 batch.messages += [self._message(tp, msg, batch) for msg in records]
@@ -104,6 +104,7 @@ class Intake:
             self._key_queues.fifo(msg.topic, msg.key, msg.partition),
             route.max_waiting_per_key,
             route.max_waiting_per_partition,
+            route.batch_size,
         )
         return self._dispatcher.consumed(route, msg, ordered)
 

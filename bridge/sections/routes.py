@@ -95,7 +95,8 @@ class RouteSettings(Section):
         le=MAX_BATCH_SIZE,
         description="Records per task message: up to this many consecutive records of one "
         "partition go to the task together (its base must be `RecordBatchTask`); 1: one "
-        "record per message. Unordered routes only.",
+        "record per message. Ordered routes: up to this many consecutive records of one key "
+        "(of one partition, for records without a key), from the key's FIFO.",
     )
     batch_max_wait_ms: int = Field(
         default=100,
@@ -129,13 +130,6 @@ class RouteSettings(Section):
         if self.resume_queue_depth is not None and self.resume_queue_depth >= self.max_queue_depth:
             raise ValueError(f"resume_queue_depth needs a larger max_queue_depth (default "
                              f"{MAX_QUEUE_DEPTH})")  # fmt: skip
-        return self
-
-    @model_validator(mode="after")
-    def _batches_unordered(self) -> RouteSettings:
-        if self.batch_size > 1 and self.ordered:
-            raise ValueError("batch_size > 1 needs ordered = false: ordered routes run one "
-                             "record at a time")  # fmt: skip
         return self
 
     @property

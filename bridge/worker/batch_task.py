@@ -10,7 +10,9 @@ each record of a batch is at the same attempt), Celery's autoretry and
 :class:`~bridge.worker.task.RecordTask` classify it, schedule its retry or dead-letter it. On an
 unordered route the retry is not a task message of its own: it waits in Redis with the record's
 own due time, and the bridge gathers due retries of the same attempt into batch messages again
-(:mod:`bridge.worker.gathered`), whose ``retries`` is that attempt's.
+(:mod:`bridge.worker.gathered`), whose ``retries`` is that attempt's. On an ordered route a
+batch holds one key's records and settles them in key order instead
+(:mod:`bridge.worker.ordered_batch`).
 
 The message of a batch is acknowledged once every record is settled. A worker that dies before
 runs the batch again (at least once, as a single record); a retry or dead letter that cannot be
@@ -29,6 +31,7 @@ from bridge.errors import BatchFailed, UndecodableRecordError
 from bridge.logs import at
 from bridge.record import Envelope, Record, decoded
 from bridge.worker import metrics as worker_metrics
+from bridge.worker import ordered_batch
 from bridge.worker.batch_outcomes import Replay, failure_of, run_batch
 from bridge.worker.task import RecordTask, count_outcome
 
@@ -56,8 +59,12 @@ class RecordBatchTask(RecordTask):
             return super().__call__(*args, **kwargs)  # one record (a retry), or not ours
         self._require_settings()
         envelopes = [self._envelope((item,)) for item in arg]
-        records, failed = _decoded(envelopes)
         handler = getattr(self, "_orig_run", self.run)  # without Celery's autoretry
+        if envelopes[0].ordered:  # one key's records, settled in key order
+            return ordered_batch.run_ordered(
+                self, envelopes, arg, lambda batch: handler(batch, *args[1:], **kwargs)
+            )
+        records, failed = _decoded(envelopes)
         more, strangers = run_batch(
             records, lambda batch: handler(batch, *args[1:], **kwargs), (Ignore, Reject)
         )

@@ -244,3 +244,22 @@ def behave_in_batch(self: RecordBatchTask, records: list[Record]) -> None:
 def batch_later(self: RecordBatchTask, records: list[Record]) -> None:
     """``tests.batch`` whose retries are due in 10 minutes (a test brings them forward)."""
     behave_in_batch(self, records)
+
+
+@app.task(
+    base=RecordBatchTask, bind=True, name="tests.ordered_batch", autoretry_for=(TimeoutError,)
+)
+def ordered_batch(self: RecordBatchTask, records: list[Record]) -> None:
+    """A handler of ordered batches as the guide advises: the records in order, and at the
+    first failure that record named alone (the rest run again after it); no options of its
+    own (the route's retry interval and limit decide). The batch goes to ``{ledger}:batches``."""
+    prefix = (records[0].header("ledger") or b"").decode()
+    ledger().rpush(
+        f"{prefix}:batches",
+        json.dumps({"task_id": str(self.request.id), "offsets": [r.offset for r in records]}),
+    )
+    for record in records:
+        try:
+            behave(self, record, record_task_id(self, record))
+        except Exception as exc:
+            raise BatchFailed({record: exc}) from None

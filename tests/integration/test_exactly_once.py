@@ -148,9 +148,15 @@ def test_rewound_group_offsets_enqueue_nothing_twice(
 # Batches of 4 out of polls of 10 (issue 20): a restarted bridge cuts the records it consumes
 # again elsewhere than its predecessor did; per record, none is enqueued twice nor lost.
 BATCHES = {"task": "tests.batch", "batch_size": 4, "batch_max_wait_ms": 5}
+ORDERED_BATCHES = {"task": "tests.ordered_batch", "ordered": True, "batch_size": 4,
+                   "batch_max_wait_ms": 5}  # fmt: skip
 
 
-@pytest.mark.parametrize("options", [{"task": "tests.flaky"}, BATCHES], ids=["single", "batches"])
+@pytest.mark.parametrize(
+    "options",
+    [{"task": "tests.flaky"}, BATCHES, ORDERED_BATCHES],
+    ids=["single", "batches", "ordered-batches"],
+)
 def test_sigkilled_bridges_lose_and_duplicate_nothing(
     make_topic: MakeTopic,
     start_bridge: StartBridge,

@@ -355,6 +355,34 @@ START = (
          then={"heads": {"fifo": DEADLINE}}),
 )  # fmt: skip
 
+
+def batch_done(w: World, offsets: list[int], hold: bool) -> int:
+    return w.queues.batch_done(w.keys["fifo"], 0, [w.tid(o) for o in offsets], DEADLINE, hold=hold)
+
+
+BATCH_DONE = (
+    Case("the batch succeeded: its records leave, the next head is published",
+         lambda w: batch_done(w, [0, 1], hold=False), 2,
+         given={"fifo": [0, 1, 2], "waiting0": 3, "heads": {"fifo": 5, "fifo2": 7},
+                "failing": {"fifo": 100, "fifo2": 200}},
+         then={"fifo": [2], "waiting0": 1, "q1": [2], "heads": {"fifo": DEADLINE, "fifo2": 7},
+               "failing": {"fifo2": 200}}),
+    Case("the record after them failed: it is the head, watched, nothing published",
+         lambda w: batch_done(w, [0], hold=True), 1,
+         given={"fifo": [0, 1, 2], "waiting0": 3, "heads": {"fifo": 5}},
+         then={"fifo": [1, 2], "waiting0": 2, "heads": {"fifo": DEADLINE}}),
+    Case("the last records leave the key idle",
+         lambda w: batch_done(w, [0, 1], hold=False), 2,
+         given={"fifo": [0, 1], "waiting0": 2, "heads": {"fifo": 5}},
+         then={"fifo": None, "waiting0": 0, "heads": None}),
+    Case("a stale copy (not the first records, in order) changes nothing",
+         lambda w: batch_done(w, [0, 2], hold=False), 0,
+         given={"fifo": [0, 1, 2], "waiting0": 3, "heads": {"fifo": 5}}),
+    Case("more records than the FIFO holds: a stale copy",
+         lambda w: batch_done(w, [1, 2, 3], hold=False), 0,
+         given={"fifo": [1, 2], "waiting0": 2, "heads": {"fifo": 5}}),
+)  # fmt: skip
+
 DONE = (
     Case("the next record becomes the head and is published",
          lambda w: w.queues.done(w.keys["fifo"], 0, w.tid(0), DEADLINE), True,
@@ -530,6 +558,7 @@ SCRIPTS = {
     "enqueue": ENQUEUE,
     "ordered_start": START,
     "ordered_done": DONE,
+    "ordered_batch_done": BATCH_DONE,
     "ordered_retrying": RETRYING,
     "ordered_park": PARK,
     "ordered_release": RELEASE,

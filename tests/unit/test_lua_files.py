@@ -19,9 +19,10 @@ NAMES = sorted(entry.name.removesuffix(".lua") for entry in LUA.iterdir()
 
 
 def test_every_script_of_the_product_is_a_file() -> None:
-    shared = {"fifo_parts", "fifo_append"}
-    run = {"enqueue", "ordered_start", "ordered_done", "ordered_retrying", "ordered_park",
-           "ordered_release", "ordered_republish", "retries_move_due", "retries_gather",
+    shared = {"fifo_parts", "fifo_publish", "fifo_append"}
+    run = {"enqueue", "ordered_start", "ordered_done", "ordered_batch_done", "ordered_retrying",
+           "ordered_park", "ordered_release", "ordered_republish", "retries_move_due",
+           "retries_gather",
            "dead_letter_unpark", "fetch_move_first", "fetch_restore"}  # fmt: skip
     assert set(NAMES) == shared | run
     assert {part for uses in scripts.USES.values() for part in uses} == shared

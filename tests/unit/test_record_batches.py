@@ -165,9 +165,8 @@ def test_a_batched_route_counts_each_message_as_a_full_batch() -> None:
     assert (limit.max_depth, limit.resume_depth) == (10, 5)
 
 
-def test_batches_are_for_unordered_routes() -> None:
-    with pytest.raises(ValidationError, match="batch_size > 1 needs ordered = false"):
-        RouteSettings(topic="t", task="x", ordered=True, batch_size=10)
+def test_ordered_routes_may_be_batched() -> None:
+    assert RouteSettings(topic="t", task="x", ordered=True, batch_size=10).batch_size == 10
     assert RouteSettings(topic="t", task="x", ordered=True).batch_size == 1
     with pytest.raises(ValidationError):
         RouteSettings(topic="t", task="x", batch_size=0)

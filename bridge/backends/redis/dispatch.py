@@ -178,11 +178,16 @@ class Dispatcher:
         arg_json: str,
         ordered: Ordered | None,
     ) -> Message:
+        batch = None
+        if ordered is not None and ordered.batch_size > 1:
+            arg_json, cut = ordering.batch_piece(template.body_head, arg_json)
+            batch = (ordered.batch_size, cut)
         payload = template.fill(
             task_id=task_id, argsrepr=argsrepr, arg_json=arg_json, delivery_tag=self._tags.next()
         )
         if ordered is not None:
-            payload = ordering.element(task_id, int(time.time() * 1000), template.key, payload)
+            appended_ms = int(time.time() * 1000)
+            payload = ordering.element(task_id, appended_ms, template.key, payload, batch)
         return Message(*where, template.key, payload, ordered)
 
     def _writer_for(self, route: Route) -> ArgWriter:

@@ -22,11 +22,14 @@ _STRADDLES = 4  # a batch whose first records were enqueued already, and not its
 
 @dataclass(frozen=True, slots=True)
 class Ordered:
-    """Where an ordered record waits: its key's FIFO, and the limits on waiting records."""
+    """Where an ordered record waits: its key's FIFO, and the limits on waiting records;
+    ``batch_size`` > 1: the key's head goes with up to that many of its records, in one
+    message."""
 
     fifo: str
     max_per_key: int
     max_per_partition: int
+    batch_size: int = 1
 
 
 class Batched(NamedTuple):

@@ -20,6 +20,10 @@ it is atomic against workers, bridges and operators acting on the same key at on
 - *start* lets a task run only if it is its key's head (a stale copy of an earlier head, e.g.
   redelivered after its worker died past ``done``, is dropped) and the key is not parked.
 - *done* pops the head and publishes the next record's message (or leaves the key idle).
+- *batch done* pops the first records of a batch (on a batched ordered route a head is
+  published with up to ``batch_size`` records of its key, in one message): then the next
+  head is published, or, when the record after them failed, that record is the head and goes
+  on by its own task (retrying, dead-lettered, parked) as any failing head.
 - *retrying* keeps the head and postpones its stall deadline past the retry's due time.
 - *park* takes the head out of the stall watch until an operator releases it; a head whose
   dead letter waits in Redis (Kafka down) is taken out of it too, and the bridge calls *done*
@@ -52,6 +56,7 @@ _SEP = b"\0"
 # One Lua script per transition (bridge/backends/redis/lua/ordered_*.lua documents each).
 _START = scripts.script("ordered_start")
 _DONE = scripts.script("ordered_done")
+_BATCH_DONE = scripts.script("ordered_batch_done")
 _RETRYING = scripts.script("ordered_retrying")
 _PARK = scripts.script("ordered_park")
 _RELEASE = scripts.script("ordered_release")
@@ -68,15 +73,42 @@ class Head:
     message: bytes
 
 
-def element(task_id: str, appended_ms: int, queue: str, message: bytes) -> bytes:
-    """One FIFO element: what the key needs to publish the record when its turn comes."""
-    return _SEP.join((task_id.encode(), str(appended_ms).encode(), queue.encode(), message))
+def element(
+    task_id: str, appended_ms: int, queue: str, message: bytes, batch: tuple[int, int] | None = None
+) -> bytes:
+    """One FIFO element: what the key needs to publish the record when its turn comes.
+
+    :param batch: on a batched ordered route, the route's ``batch_size`` and the length of
+        the base64 of the record's piece of its message's body (:func:`batch_piece`): the
+        key's head is then published with the records that follow it, in one message
+        (``lua/fifo_publish.lua``).
+    """
+    parts = [task_id.encode(), str(appended_ms).encode(), queue.encode(), message]
+    if batch is not None:
+        parts.append(b"%d:%d" % batch)
+    return _SEP.join(parts)
 
 
 def parse_element(data: bytes) -> Head:
     """The parts of a FIFO element (see :func:`element`)."""
-    task_id, appended_ms, queue, message = data.split(_SEP, 3)
+    task_id, appended_ms, queue, rest = data.split(_SEP, 3)
+    message = rest.split(_SEP, 1)[0]  # a JSON message holds no NUL byte; then its batch part
     return Head(task_id.decode(), int(appended_ms), queue.decode(), message)
+
+
+def batch_piece(body_head: str, arg_json: str) -> tuple[str, int]:
+    """What goes between a message body's head and tail for a record of a batched ordered
+    route, and the length of its base64: ``' '`` then the envelope's JSON padded with spaces
+    to a multiple of 3 bytes, so that base64 pieces of several records join into a batch's
+    body in Lua (``lua/fifo_publish.lua`` shows the layout).
+
+    :raises ValueError: the body's head is not Celery protocol 2's ``[[`` (a Celery change).
+    """
+    if body_head != "[[":
+        raise ValueError(f"a task body starting {body_head!r}: ordered batches need '[['")
+    size = len(arg_json.encode())
+    pad = -size % 3
+    return " " + arg_json + " " * pad, (size + pad) // 3 * 4
 
 
 def parked_why(
@@ -150,6 +182,11 @@ class KeyGate:
         """The head is finished (handled or dead-lettered): the key's next record goes."""
         return self.queues.done(self.fifo, self.partition, self.task_id, _now_ms() + self.stall_ms)
 
+    def batch_done(self, task_ids: list[str], *, hold: bool) -> int:
+        """See :meth:`KeyQueues.batch_done`."""
+        deadline_ms = _now_ms() + self.stall_ms
+        return self.queues.batch_done(self.fifo, self.partition, task_ids, deadline_ms, hold=hold)
+
     def retrying(self, delay_s: float) -> None:
         """The head retries in ``delay_s``: its key keeps waiting."""
         now_ms = _now_ms()
@@ -172,6 +209,7 @@ class KeyQueues:
         self._parked = keys.ordered_parked(group_id)
         self._start = client.register_script(_START)
         self._done = client.register_script(_DONE)
+        self._batch_done = client.register_script(_BATCH_DONE)
         self._retrying = client.register_script(_RETRYING)
         self._park = client.register_script(_PARK)
         self._release = client.register_script(_RELEASE)
@@ -196,6 +234,24 @@ class KeyQueues:
         return bool(
             self._done(
                 keys=[fifo, waiting, self._heads, self._failing], args=[task_id, deadline_ms]
+            )
+        )
+
+    def batch_done(
+        self, fifo: str, partition: int, task_ids: list[str], deadline_ms: int, *, hold: bool
+    ) -> int:
+        """The first records of the key's batch, ``task_ids`` (head first), are finished: pop
+        them, then publish the next head, or (``hold``: the record after them failed and
+        goes on as the head by its own task) only watch it until ``deadline_ms``.
+
+        :returns: how many were popped; 0: they are not the key's first records (a stale
+            copy of the batch), nothing changed.
+        """
+        waiting = keys.ordered_waiting(self._group_id, _topic_of(fifo), partition)
+        return int(
+            self._batch_done(
+                keys=[fifo, waiting, self._heads, self._failing],
+                args=[deadline_ms, "1" if hold else "0", *task_ids],
             )
         )
 

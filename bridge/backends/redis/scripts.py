@@ -13,11 +13,11 @@ import functools
 from importlib import resources
 
 USES: dict[str, tuple[str, ...]] = {
-    "enqueue": ("fifo_parts", "fifo_append"),
+    "enqueue": ("fifo_parts", "fifo_publish", "fifo_append"),
+    **dict.fromkeys(("ordered_start", "ordered_retrying", "ordered_park"), ("fifo_parts",)),
     **dict.fromkeys(
-        ("ordered_start", "ordered_done", "ordered_retrying", "ordered_park",
-         "ordered_release", "ordered_republish"),
-        ("fifo_parts",),
+        ("ordered_done", "ordered_batch_done", "ordered_release", "ordered_republish"),
+        ("fifo_parts", "fifo_publish"),
     ),
 }  # fmt: skip
 """The shared functions each script calls, by file name: sent in front of it, in this order."""

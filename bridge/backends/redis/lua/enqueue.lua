@@ -1,5 +1,5 @@
 -- enqueue.lua: one poll batch of the bridge into Redis, atomically (bridge.backends.redis.dispatch).
--- Sent after fifo_parts.lua and fifo_append.lua.
+-- Sent after fifo_parts.lua, fifo_publish.lua and fifo_append.lua.
 --
 -- A batch spans n partitions, nq Celery queues and nf key FIFOs:
 --   KEYS[1 .. n]                 each partition's published watermark: the next offset to
@@ -28,8 +28,9 @@
 -- to cut again at the watermark; else it is pushed (kinds 1, 3) or appended (kind 2, which
 -- may be refused: code 1 or 2), and the watermark moves past it. A refusal stops its
 -- partition: its later messages are left for the next poll (or, after code 4, the caller's
--- next run), untouched. Counts are of records. Then every known watermark (one that existed
--- or moved) is SET again with the TTL.
+-- next run), untouched. Counts are of records. Then the heads of keys that were idle are
+-- published (a batched route's with the records of its key appended meanwhile), and every
+-- known watermark (one that existed or moved) is SET again with the TTL.
 -- Returns {enqueued, skipped, appended, then 4 per refusal: w, offset, code, x}: code 1 the
 -- key is full, 2 the partition is full (x: the FIFO's index), 3 below a watermark that cannot
 -- be verified (x: 0; offset: a batch's first), 4 a batch straddles the watermark (offset: its
@@ -74,6 +75,9 @@ for j = 5 + n, #ARGV, 7 do
       for _, v in ipairs({w, offset, refused, tonumber(x)}) do table.insert(result, v) end
     end
   end
+end
+for _, fifo in ipairs(fresh) do
+  publish(fifo, redis.call('LINDEX', fifo, 0))
 end
 for i = 1, n do
   if marks[i] >= 0 then redis.call('SET', KEYS[i], marks[i], 'EX', ttl) end

@@ -1,5 +1,5 @@
 -- ordered_done.lua: the head is finished: handled or dead-lettered (bridge.backends.redis.ordering.KeyQueues
--- .done; a worker, or the bridge once it wrote a pending dead letter). Sent after fifo_parts.lua.
+-- .done; a worker, or the bridge once it wrote a pending dead letter). Sent after fifo_parts.lua and fifo_publish.lua.
 --
 -- KEYS[1] the key's FIFO   KEYS[2] its partition's waiting counter   KEYS[3] the heads set
 -- KEYS[4] the failing keys hash
@@ -16,7 +16,7 @@ redis.call('DECR', KEYS[2])
 redis.call('HDEL', KEYS[4], KEYS[1])
 local nxt = redis.call('LINDEX', KEYS[1], 0)
 if nxt then
-  publish(nxt)
+  publish(KEYS[1], nxt)
   redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
 else
   redis.call('ZREM', KEYS[3], KEYS[1])

@@ -1,5 +1,5 @@
 -- ordered_release.lua: an operator lets a parked key go on (bridge.backends.redis.ordering.KeyQueues.release;
--- `python -m bridge release`). Sent after fifo_parts.lua.
+-- `python -m bridge release`). Sent after fifo_parts.lua and fifo_publish.lua.
 --
 -- KEYS[1] the key's FIFO   KEYS[2] the heads set   KEYS[3] the parked keys hash
 -- KEYS[4] the head's partition's waiting counter
@@ -21,7 +21,7 @@ if ARGV[2] == 'skip' then
 end
 local head = redis.call('LINDEX', KEYS[1], 0)
 if head then
-  publish(head)
+  publish(KEYS[1], head)
   redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
 end
 return 1

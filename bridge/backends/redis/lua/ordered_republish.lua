@@ -1,5 +1,5 @@
 -- ordered_republish.lua: the bridge's stall watchdog (bridge.backends.redis.ordering.KeyQueues
--- .republish_stalled). Sent after fifo_parts.lua.
+-- .republish_stalled). Sent after fifo_parts.lua and fifo_publish.lua.
 --
 -- KEYS[1] the heads set (key FIFOs scored by stall deadline, ms)
 -- ARGV[1] now (ms)   ARGV[2] the new stall deadline (ms)   ARGV[3] at most this many keys
@@ -12,7 +12,7 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 for _, fifo in ipairs(due) do
   local head = redis.call('LINDEX', fifo, 0)
   if head then
-    publish(head)
+    publish(fifo, head)
     redis.call('ZADD', KEYS[1], ARGV[2], fifo)
   else
     redis.call('ZREM', KEYS[1], fifo)
