@@ -69,6 +69,8 @@ class World:
             "fifo2": self.queues.fifo(TOPIC, b"b", 0),
             "fifo3": self.queues.fifo(TOPIC, b"c", 1),
             "delayed": keys.delayed_retries(group),
+            "gathered": keys.gathered_retries(group),
+            "gathered_env": keys.gathered_retry_envelopes(group),
             "dl_parked": keys.parked_dead_letters(group),
             "pa": processing_key(self.token, q["qa"]),
             "pb": processing_key(self.token, q["qb"]),
@@ -150,7 +152,7 @@ class World:
                 self.client.set(key, value)
             elif isinstance(value, list):
                 self.client.rpush(key, *(self._item(name, v) for v in value))
-            elif name in ("heads", "index", "delayed"):
+            elif name in ("heads", "index", "delayed", "gathered"):
                 scores: dict[Any, float] = {self._member(name, m): s for m, s in value.items()}
                 self.client.zadd(key, scores)
             else:
@@ -200,21 +202,29 @@ class World:
         return int(head.task_id.rsplit(":", 1)[1])
 
     def _member(self, name: str, member: Any) -> bytes | str:
+        if name == "gathered":
+            return str(member)
         if name == "delayed":
             queue, msg = member
             return self.keys[queue].encode() + b"\0" + message(msg)
         return self.keys[member]
 
     def _unmember(self, name: str, data: bytes) -> Any:
+        if name == "gathered":
+            return data.decode()
         if name == "delayed":
             queue, msg = data.split(b"\0", 1)
             return (self.names[queue.decode()], decoded(msg))
         return self.names.get(data.decode())  # the index: other tests' entries are not ours
 
     def _field(self, name: str, field_: Any) -> str:
+        if name == "gathered_env":
+            return str(field_)
         return self.tid(field_) if name == "dl_parked" else self.keys[field_]
 
     def _unfield(self, name: str, data: bytes) -> Any:
+        if name == "gathered_env":
+            return data.decode()
         if name == "dl_parked":
             return int(data.decode().rsplit(":", 1)[1])
         return self.names[data.decode()]
@@ -493,6 +503,25 @@ MOVE_DUE = (
          given={"delayed": {("q1", 1): 101}}),
 )  # fmt: skip
 
+
+def gather(w: World, *members: str) -> Any:
+    """retries_gather.lua: ``members`` leave in one message (``msg-9``) to ``q1``."""
+    script = w.client.register_script(scripts.script("retries_gather"))
+    gathered = [w.keys["gathered"], w.keys["gathered_env"], w.keys["q1"]]
+    return script(keys=gathered, args=[message(9), *members])
+
+
+GATHERED = {"gathered": {"m1": 5, "m2": 6, "m3": 7},
+            "gathered_env": {"m1": {"n": 1}, "m2": {"n": 2}, "m3": {"n": 3}}}  # fmt: skip
+
+GATHER = (
+    Case("every member there: they leave with their envelopes, one message is pushed",
+         lambda w: gather(w, "m1", "m2"), 2, given=GATHERED,
+         then={"gathered": {"m3": 7}, "gathered_env": {"m3": {"n": 3}}, "q1": [9]}),
+    Case("a member gone (another bridge moved it): nothing leaves, nothing is pushed",
+         lambda w: gather(w, "m1", "m4"), 0, given=GATHERED),
+)  # fmt: skip
+
 UNPARK = (
     Case("redriven with its message: forgotten and enqueued in one step",
          lambda w: DeadLetterStore(w.client, w.group).unpark(w.tid(0), (w.keys["q1"], b"msg-9")),
@@ -564,6 +593,7 @@ SCRIPTS = {
     "ordered_release": RELEASE,
     "ordered_republish": REPUBLISH,
     "retries_move_due": MOVE_DUE,
+    "retries_gather": GATHER,
     "dead_letter_unpark": UNPARK,
     "fetch_move_first": MOVE_FIRST,
     "fetch_restore": RESTORE_CASES,

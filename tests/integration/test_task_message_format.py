@@ -63,7 +63,7 @@ def expected_message(group: str, queue: str) -> dict[str, Any]:
             "timelimit": [None, None],
             "root_id": task_id,
             "parent_id": None,
-            "argsrepr": "Record(orders[7]@5 key=b'k')",
+            "argsrepr": "Record(orders[7]@5 key=b'k' value=b'{\"id\": 1}')",
             "kwargsrepr": "{}",
             "origin": f"kafka-celery-bridge@{group}",
             "ignore_result": False,
